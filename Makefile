@@ -1,0 +1,46 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Each does its own set-up.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: install demo test lint unit stream integration faults bench broker-fetch clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed: set PYTHON=python3.11"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-*; touch $@
+
+install: $(STAMP)
+
+broker-fetch: install
+	$(BIN)/python -c 'from stream.kafka.broker import resolve_jars; print("Kafka jars in", resolve_jars())'
+
+lint: install
+	$(BIN)/ruff check stream tests
+	$(BIN)/ruff format --check stream tests
+	$(BIN)/mypy
+
+## The whole test suite, against a real Kafka broker started for the run.
+test: lint broker-fetch
+	$(BIN)/pytest -m "not slow" -q
+
+unit: install
+	$(BIN)/pytest tests/unit -q
+
+## The slow fault scenarios (SIGKILL, broker restart, scaling, SIGSTOP fencing).
+faults: install broker-fetch
+	$(BIN)/pytest -m slow -q
+
+## Local broker + topics + a worker + the simulator, with a live view. Ctrl-C stops everything.
+demo: install broker-fetch
+	$(BIN)/fraudstream demo $(if $(DURATION),--duration $(DURATION))
+
+bench: install broker-fetch
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/fraudstream bench
+
+clean:
+	rm -rf $(VENV) .fraudstream .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,119 @@
+"""The Faust application: topics, tables, agents and web pages, built from Settings.
+
+Wiring only. Decoding, features, routing, scoring, policy and the feedback join live in
+``stream.core``; the agents call them and send what they return.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import ssl
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from faust.streams import _current_event
+
+from stream.app.serving import ServingManager
+from stream.settings import Settings
+
+log = logging.getLogger("fraudstream.app")
+
+
+@contextlib.contextmanager
+def bind_event(event: Any) -> Iterator[None]:
+    """Make ``event`` Faust's current event while touching a table.
+
+    Faust writes a table key's changelog record (and picks its RocksDB partition) from the
+    *current* event. In a ``take_events`` batch that is the last event buffered, which may belong
+    to another partition; binding each card's own event keeps state next to its transactions.
+    """
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+def faust_credentials(settings: Settings) -> Any:
+    proto = settings.kafka_security_protocol
+    if proto == "PLAINTEXT":
+        return None
+    ctx = None
+    if proto in ("SSL", "SASL_SSL"):
+        ctx = ssl.create_default_context(
+            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
+        )
+    if proto == "SSL":
+        return faust.SSLCredentials(ctx)
+    password = (
+        settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else ""
+    )
+    return faust.SASLCredentials(
+        username=settings.kafka_sasl_username or "",
+        password=password,
+        ssl_context=ctx,
+        mechanism=settings.kafka_sasl_mechanism or "PLAIN",
+    )
+
+
+@dataclass
+class FraudApp:
+    app: faust.App
+    settings: Settings
+    serving: ServingManager
+    transactions: Any
+    card_table: Any
+    join_table: Any
+    metrics_table: Any
+
+
+def create_app(settings: Settings, serving: ServingManager) -> FraudApp:
+    brokers = [f"kafka://{b.strip()}" for b in settings.kafka_bootstrap.split(",") if b.strip()]
+    app = faust.App(
+        settings.app_id,
+        broker=brokers,
+        broker_credentials=faust_credentials(settings),
+        store=settings.table_store,
+        datadir=str(settings.data_dir),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        topic_disable_leader=True,
+        broker_commit_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        web_enabled=True,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        web_router_enabled=False,
+        web_tables_enabled=False,  # never expose card state over HTTP
+        web_graph_enabled=False,
+        web_stats_enabled=False,
+        web_metrics_enabled=False,
+        stream_buffer_maxsize=8192,
+        broker_max_poll_records=2000,
+        table_standby_replicas=0,
+        logging_config=None,
+    )
+    raw: dict[str, Any] = {
+        "key_type": bytes,
+        "value_type": bytes,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+    }
+    transactions = app.topic(
+        settings.topic_transactions, partitions=settings.partitions, allow_empty=True, **raw
+    )
+    card_table = app.Table("card-state", partitions=settings.partitions, **raw)
+    join_table = app.Table("decision-join", partitions=settings.partitions, **raw)
+    metrics_table = app.Table("version-metrics", partitions=settings.partitions, **raw)
+    fa = FraudApp(app, settings, serving, transactions, card_table, join_table, metrics_table)
+
+    from stream.app import agents, web
+
+    agents.install(fa)
+    web.install(fa)
+    return fa

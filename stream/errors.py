@@ -1,0 +1,41 @@
+"""One exception root; every error a person may see says what went wrong and what to do."""
+
+from __future__ import annotations
+
+
+class FraudStreamError(Exception):
+    """Root of every error fraudstream raises on purpose."""
+
+
+class ConfigError(FraudStreamError):
+    """A setting is missing or wrong."""
+
+
+class InvalidMessage(FraudStreamError):
+    """An input message cannot be accepted.
+
+    ``reason`` is a short stable code (it becomes the ``error.class`` header on the dead-letter
+    topic and the ``reason`` label of the dead-letter metric); the message text says what is wrong.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class ScoringError(FraudStreamError):
+    """A valid transaction could not be scored (for example a feature came out NaN or infinite)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class ModelError(FraudStreamError):
+    """A model version is missing, corrupt, or does not match the feature code; it is refused."""
+
+
+class BrokerError(FraudStreamError):
+    """The Kafka broker cannot be reached, started or used."""

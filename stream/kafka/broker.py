@@ -1,0 +1,347 @@
+"""A local single-node Apache Kafka (KRaft, combined broker + controller) for development and tests.
+
+The broker jars come from Maven Central through ``mvn`` into a cache directory, once; later starts
+reuse them. Storage is formatted with ``kafka.tools.StorageTool format --standalone`` and the broker
+runs as ``kafka.Kafka server.properties`` on loopback, with single-node replication settings so
+that transactions work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from stream.errors import BrokerError
+
+KAFKA_VERSION = "4.1.1"
+DEFAULT_PORT = 9092
+
+
+def cache_root() -> Path:
+    """Where downloaded broker jars live: $FRAUD_CACHE_DIR, else the user's cache folder."""
+    if os.environ.get("FRAUD_CACHE_DIR"):
+        return Path(os.environ["FRAUD_CACHE_DIR"])
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "fraudstream"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def _java_major(java: str) -> int:
+    out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
+    if not match:
+        return 0
+    major = int(match.group(1))
+    return int(match.group(2) or 0) if major == 1 else major
+
+
+def find_java() -> str:
+    """The java binary to use: $JAVA_HOME/bin/java if set, else java on PATH; must be 17+."""
+    candidates = []
+    if os.environ.get("JAVA_HOME"):
+        candidates.append(str(Path(os.environ["JAVA_HOME"]) / "bin" / "java"))
+    on_path = shutil.which("java")
+    if on_path:
+        candidates.append(on_path)
+    for java in candidates:
+        if Path(java).exists() and _java_major(java) >= 17:
+            return java
+    raise BrokerError(
+        "Java 17 or newer is needed to run the local Kafka broker, and none was found "
+        "(checked $JAVA_HOME and PATH). Install a JDK 17+ (for example `apt-get install "
+        "openjdk-17-jre-headless`), or run the stack with `docker compose up` instead."
+    )
+
+
+def resolve_jars(version: str = KAFKA_VERSION, *, quiet: bool = True) -> Path:
+    """Download the broker jars once into the cache; return the folder holding them."""
+    libs = cache_root() / f"kafka-{version}" / "libs"
+    marker = libs / ".complete"
+    if marker.exists():
+        return libs
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise BrokerError(
+            "Maven (`mvn`) is needed once to fetch the Kafka broker jars from Maven Central, and "
+            "it is not on PATH. Install it (for example `apt-get install maven`), or run the stack "
+            "with `docker compose up` instead."
+        )
+    work = libs.parent
+    work.mkdir(parents=True, exist_ok=True)
+    pom = resources.files("stream.kafka").joinpath("pom.xml").read_text()
+    (work / "pom.xml").write_text(pom.replace("@KAFKA_VERSION@", version))
+    tmp = work / "libs.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    cmd = [
+        mvn,
+        "-B",
+        *(["-q"] if quiet else []),
+        "-f",
+        str(work / "pom.xml"),
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={tmp}",
+        "-DincludeScope=runtime",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-15:])
+        raise BrokerError(
+            f"Maven could not resolve Apache Kafka {version} from Maven Central "
+            f"(exit {proc.returncode}). Check network access to Maven Central.\n{tail}"
+        )
+    shutil.rmtree(libs, ignore_errors=True)
+    tmp.rename(libs)
+    marker.write_text(version)
+    return libs
+
+
+@dataclass(frozen=True)
+class BrokerInfo:
+    pid: int
+    port: int
+    controller_port: int
+    host: str
+    data_dir: str
+    log_file: str
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def _server_properties(host: str, port: int, controller_port: int, log_dirs: Path) -> str:
+    return "\n".join(
+        [
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.bootstrap.servers={host}:{controller_port}",
+            f"listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}",
+            f"advertised.listeners=PLAINTEXT://{host}:{port}",
+            "controller.listener.names=CONTROLLER",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name=PLAINTEXT",
+            f"log.dirs={log_dirs}",
+            "num.partitions=1",
+            # Single node: internal topics cannot have more replicas than brokers.
+            "offsets.topic.replication.factor=1",
+            "offsets.topic.num.partitions=8",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "transaction.state.log.num.partitions=8",
+            "share.coordinator.state.topic.replication.factor=1",
+            "share.coordinator.state.topic.min.isr=1",
+            "group.initial.rebalance.delay.ms=0",
+            # Topics are created deliberately by `fraudstream topics create` and Faust.
+            "auto.create.topics.enable=false",
+            "message.max.bytes=2097152",
+            "log.segment.bytes=104857600",
+            "log.retention.check.interval.ms=60000",
+            "",
+        ]
+    )
+
+
+class LocalBroker:
+    """Start, stop and inspect one local broker whose files live under ``home``."""
+
+    def __init__(self, home: Path, version: str = KAFKA_VERSION, host: str = "127.0.0.1") -> None:
+        self.home = home
+        self.version = version
+        self.host = host
+        self.state_file = home / "broker.json"
+
+    def info(self) -> BrokerInfo | None:
+        if not self.state_file.exists():
+            return None
+        try:
+            return BrokerInfo(**json.loads(self.state_file.read_text()))
+        except (ValueError, TypeError):
+            return None
+
+    def is_running(self) -> bool:
+        info = self.info()
+        return info is not None and _pid_alive(info.pid) and port_in_use(info.port, info.host)
+
+    def start(self, port: int | None = None, timeout: float = 90.0) -> BrokerInfo:
+        current = self.info()
+        if current is not None and _pid_alive(current.pid):
+            if port_in_use(current.port, current.host):
+                return current
+            self.stop()
+        java = find_java()
+        libs = resolve_jars(self.version)
+        if port is None:
+            port = DEFAULT_PORT if not port_in_use(DEFAULT_PORT) else free_port()
+        elif port_in_use(port):
+            raise BrokerError(
+                f"Port {port} is already in use. Stop whatever listens there, or pass another "
+                "port with --port."
+            )
+        controller_port = free_port()
+        data_dir = self.home / "data"
+        shutil.rmtree(data_dir, ignore_errors=True)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        props = self.home / "server.properties"
+        props.write_text(_server_properties(self.host, port, controller_port, data_dir))
+        log4j = self.home / "log4j2.yaml"
+        log4j.write_text(resources.files("stream.kafka").joinpath("log4j2.yaml").read_text())
+        classpath = f"{libs}/*"
+        base = [java, f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath]
+        fmt = subprocess.run(
+            [
+                *base,
+                "kafka.tools.StorageTool",
+                "format",
+                "--standalone",
+                "-t",
+                _cluster_id(),
+                "-c",
+                str(props),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if fmt.returncode != 0:
+            raise BrokerError(f"Formatting Kafka storage failed:\n{fmt.stdout}{fmt.stderr}")
+        log_file = self.home / "broker.log"
+        heap = os.environ.get("FRAUD_BROKER_HEAP", "768m")
+        with log_file.open("ab") as log:
+            proc = subprocess.Popen(
+                [*base[:1], f"-Xmx{heap}", f"-Xms{heap}", "-XX:+UseG1GC", *base[1:]]
+                + ["kafka.Kafka", str(props)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # survives the CLI that started it
+            )
+        info = BrokerInfo(
+            pid=proc.pid,
+            port=port,
+            controller_port=controller_port,
+            host=self.host,
+            data_dir=str(data_dir),
+            log_file=str(log_file),
+        )
+        self.state_file.write_text(json.dumps(info.__dict__))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                tail = "\n".join(log_file.read_text(errors="replace").splitlines()[-20:])
+                raise BrokerError(f"The Kafka broker exited at start-up:\n{tail}")
+            if _answers_metadata(info.bootstrap):
+                return info
+            time.sleep(0.5)
+        self.stop()
+        raise BrokerError(f"The Kafka broker did not answer within {timeout:.0f}s; see {log_file}")
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Stop the broker cleanly (SIGTERM, then SIGKILL after ``timeout``). True if one ran."""
+        info = self.info()
+        if info is None:
+            return False
+        ran = _pid_alive(info.pid)
+        if ran:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(info.pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while _pid_alive(info.pid) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if _pid_alive(info.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(info.pid, signal.SIGKILL)
+                while _pid_alive(info.pid):
+                    time.sleep(0.1)
+        self.state_file.unlink(missing_ok=True)
+        return ran
+
+    def kill(self) -> None:
+        """SIGKILL the broker (fault tests), keeping its data for a restart."""
+        info = self.info()
+        if info is not None and _pid_alive(info.pid):
+            os.kill(info.pid, signal.SIGKILL)
+            while _pid_alive(info.pid):
+                time.sleep(0.05)
+
+    def restart(self, timeout: float = 90.0) -> BrokerInfo:
+        """Start again on the same ports and data (after ``kill``)."""
+        info = self.info()
+        if info is None:
+            raise BrokerError("No broker state to restart from.")
+        java = find_java()
+        libs = resolve_jars(self.version)
+        props = self.home / "server.properties"
+        log4j = self.home / "log4j2.yaml"
+        heap = os.environ.get("FRAUD_BROKER_HEAP", "768m")
+        with Path(info.log_file).open("ab") as log:
+            proc = subprocess.Popen(
+                [java, f"-Xmx{heap}", f"-Xms{heap}", f"-Dlog4j2.configurationFile={log4j}"]
+                + ["-cp", f"{libs}/*", "kafka.Kafka", str(props)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        new = BrokerInfo(**{**info.__dict__, "pid": proc.pid})
+        self.state_file.write_text(json.dumps(new.__dict__))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if _answers_metadata(new.bootstrap):
+                return new
+            time.sleep(0.5)
+        raise BrokerError("The Kafka broker did not come back after restart.")
+
+
+def _cluster_id() -> str:
+    # Kafka cluster ids are 16 random bytes, URL-safe base64 without padding.
+    import base64
+
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still "exists"; treat it as dead.
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.split(")")[-1].split()[0] == "Z":
+            return False
+    return True
+
+
+def _answers_metadata(bootstrap: str) -> bool:
+    from confluent_kafka.admin import AdminClient
+
+    try:
+        admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 2000})
+        md = admin.list_topics(timeout=2)
+        return bool(md.brokers)
+    except Exception:  # noqa: BLE001 - any failure means "not yet"
+        return False

@@ -1,0 +1,105 @@
+"""The one frozen settings object, read from ``FRAUD_*`` environment variables.
+
+Only the CLI and the wiring (``stream.app``, ``stream.kafka``) read settings; the pure core takes
+plain arguments.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FRAUD_", frozen=True, extra="ignore")
+
+    # --- Kafka connection -------------------------------------------------------------------
+    kafka_bootstrap: str = "localhost:9092"
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+
+    # --- topics -----------------------------------------------------------------------------
+    topic_transactions: str = "transactions"
+    topic_dlq: str = "transactions.dlq"
+    topic_decisions: str = "fraud.decisions"
+    topic_scores: str = "fraud.scores"
+    topic_feedback: str = "fraud.feedback"
+    topic_feedback_dlq: str = "fraud.feedback.dlq"
+    topic_outcomes: str = "fraud.outcomes"
+    topic_false_positives: str = "fraud.false-positives"
+    topic_false_negatives: str = "fraud.false-negatives"
+    topic_control: str = "fraud.control"
+    topic_metrics: str = "fraud.metrics"
+    partitions: int = Field(default=4, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+
+    # --- models and routing (start-up values; fraud.control overrides them live) ------------
+    models_dir: Path = Path("models")
+    champion: str = "champion-v1"
+    challenger: str | None = None
+    challenger_share: float = Field(default=0.0, ge=0.0, le=1.0)
+    shadow: bool = False
+    routing_salt: str = "fraudstream"
+
+    # --- worker -----------------------------------------------------------------------------
+    app_id: str = "fraudstream"
+    data_dir: Path = Path(".fraudstream/worker")
+    table_store: str = "rocksdb://"
+    batch_size: int = Field(default=512, ge=1, le=10_000)
+    batch_within_ms: float = Field(default=5.0, gt=0)
+    dedup_window_hours: float = Field(default=24.0, gt=0)
+    decision_retention_days: float = Field(default=90.0, gt=0)
+    max_message_bytes: int = Field(default=1_000_000, ge=1024)
+    metrics_publish_seconds: float = Field(default=10.0, gt=0)
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=6066, ge=0, le=65535)
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    @field_validator("champion", "challenger", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    def kafka_client_config(self) -> dict[str, str]:
+        """librdkafka (confluent-kafka) configuration for every client the project creates."""
+        conf: dict[str, str] = {
+            "bootstrap.servers": self.kafka_bootstrap,
+            "security.protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_sasl_mechanism:
+            conf["sasl.mechanism"] = self.kafka_sasl_mechanism
+        if self.kafka_sasl_username is not None:
+            conf["sasl.username"] = self.kafka_sasl_username
+        if self.kafka_sasl_password is not None:
+            conf["sasl.password"] = self.kafka_sasl_password.get_secret_value()
+        if self.kafka_ssl_cafile is not None:
+            conf["ssl.ca.location"] = str(self.kafka_ssl_cafile)
+        return conf
+
+    def topic_names(self) -> dict[str, str]:
+        return {
+            "transactions": self.topic_transactions,
+            "dlq": self.topic_dlq,
+            "decisions": self.topic_decisions,
+            "scores": self.topic_scores,
+            "feedback": self.topic_feedback,
+            "feedback_dlq": self.topic_feedback_dlq,
+            "outcomes": self.topic_outcomes,
+            "false_positives": self.topic_false_positives,
+            "false_negatives": self.topic_false_negatives,
+            "control": self.topic_control,
+            "metrics": self.topic_metrics,
+        }
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,192 @@
+"""The feedback join: outcomes, reversals, races, and the confusion counts behind the report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from stream.core.messages import Decision, Feedback, Score
+from stream.core.outcomes import (
+    Confusion,
+    ConfusionBook,
+    JoinRecord,
+    NoDecision,
+    apply_decision_after_label,
+    apply_label,
+    apply_score_after_label,
+    classify,
+    hold_label,
+    outcomes_of,
+    record_decision,
+    record_score,
+)
+from stream.errors import FraudStreamError
+
+DECISION = Decision(
+    "tx-1", "card-1", "review", 0.7, "v1", "champion", (), "2024-05-01T00:00:00Z", 80.0, "EUR"
+)
+SHADOW = Score("tx-1", "v2", "shadow", 0.2, "2024-05-01T00:00:00Z", "approve")
+FRAUD = Feedback("tx-1", True, "chargeback", "2024-05-10T00:00:00Z")
+GENUINE = Feedback("tx-1", False, "analyst", "2024-05-11T00:00:00Z")
+
+
+@pytest.mark.parametrize(
+    ("decision", "is_fraud", "kind"),
+    [
+        ("decline", True, "TP"),
+        ("review", True, "TP"),
+        ("decline", False, "FP"),
+        ("review", False, "FP"),
+        ("approve", True, "FN"),
+        ("approve", False, "TN"),
+    ],
+)
+def test_classify(decision: str, is_fraud: bool, kind: str) -> None:
+    assert classify(decision, is_fraud) == kind  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------- Confusion
+
+
+def test_confusion_metrics() -> None:
+    c = Confusion()
+    assert c.get() == {"precision": None, "recall": None, "fpr": None, "accuracy": None}
+    for kind, amount in [("TP", 10.0), ("TP", 5.0), ("FP", 1.0), ("FN", 7.0), ("TN", 2.0)]:
+        c.update(kind, amount)  # type: ignore[arg-type]
+    assert (c.tp, c.fp, c.tn, c.fn, c.n) == (2, 1, 1, 1, 5)
+    assert c.precision == pytest.approx(2 / 3)
+    assert c.recall == pytest.approx(2 / 3)
+    assert c.fpr == pytest.approx(1 / 2)
+    assert c.accuracy == pytest.approx(3 / 5)
+    assert (c.fraud_amount_caught, c.fraud_amount_missed) == (15.0, 7.0)
+    assert (c.good_amount_flagged, c.good_amount_approved) == (1.0, 2.0)
+
+
+def test_confusion_revert_never_below_zero() -> None:
+    c = Confusion()
+    c.update("FP", 0.1)
+    c.update("FP", 0.2)
+    c.revert("FP", 0.1)
+    c.revert("FP", 0.2)
+    assert c == Confusion()  # amount back to exactly 0.0, no float residue
+    with pytest.raises(ValueError, match="already 0"):
+        c.revert("FP", 1.0)
+    assert c == Confusion()
+
+
+def test_confusion_storage_and_merge() -> None:
+    a = Confusion(tp=1, fraud_amount_caught=3.5)
+    b = Confusion(tp=2, fn=1, fraud_amount_caught=1.0, fraud_amount_missed=2.0)
+    stored = json.loads(json.dumps(a.to_dict()))
+    assert Confusion.from_dict(stored) == a
+    merged = a.merge(b)
+    assert merged == Confusion(tp=3, fn=1, fraud_amount_caught=4.5, fraud_amount_missed=2.0)
+    assert a == Confusion(tp=1, fraud_amount_caught=3.5)  # merge does not mutate
+
+
+# ---------------------------------------------------------------------------- the join
+
+
+def test_first_label_counts_decider_and_shadow() -> None:
+    rec = record_score(record_decision(None, DECISION), SHADOW)
+    rec, reverted, new = apply_label(rec, FRAUD, "2024-05-10T00:00:01Z")
+    assert reverted == []
+    assert [(o.model_version, o.variant, o.outcome) for o in new] == [
+        ("v1", "champion", "TP"),
+        ("v2", "shadow", "FN"),
+    ]
+    assert all(o.amount == 80.0 and o.currency == "EUR" for o in new)
+    assert all(o.labelled_at == "2024-05-10T00:00:01Z" for o in new)
+
+
+def test_label_reversal_moves_one_count_per_model_and_nothing_else() -> None:
+    book = ConfusionBook()
+    rec = record_decision(None, DECISION)
+    rec, reverted, new = apply_label(rec, FRAUD, "t1")
+    book.apply(reverted, new)
+    before = book.get("v1", "champion")
+    assert before == Confusion(tp=1, fraud_amount_caught=80.0)
+
+    rec, reverted, new = apply_label(rec, GENUINE, "t2")
+    assert [o.outcome for o in reverted] == ["TP"]
+    assert [o.outcome for o in new] == ["FP"]
+    book.apply(reverted, new)
+    assert book.get("v1", "champion") == Confusion(fp=1, good_amount_flagged=80.0)
+    assert len(book) == 1
+    assert rec.label is not None
+    assert rec.label.is_fraud is False
+
+
+def test_same_label_again_is_a_no_op_but_updates_the_label() -> None:
+    rec, _, _ = apply_label(record_decision(None, DECISION), FRAUD, "t1")
+    again = Feedback("tx-1", True, "analyst", "2024-05-12T00:00:00Z")
+    rec2, reverted, new = apply_label(rec, again, "t2")
+    assert (reverted, new) == ([], [])
+    assert rec2.label is not None
+    assert (rec2.label.source, rec2.label.labelled_at) == ("analyst", "t2")
+
+
+def test_label_without_decision_raises_no_decision() -> None:
+    with pytest.raises(NoDecision, match="tx-1") as info:
+        apply_label(None, FRAUD, "t1")
+    assert isinstance(info.value, FraudStreamError)
+    assert info.value.transaction_id == "tx-1"
+    with pytest.raises(NoDecision):
+        apply_label(record_score(None, SHADOW), FRAUD, "t1")
+
+
+def test_label_raced_ahead_of_decision() -> None:
+    held = hold_label(None, FRAUD, "t1")
+    assert outcomes_of(held) == []
+    rec, reverted, new = apply_decision_after_label(held, DECISION)
+    assert reverted == []
+    assert [(o.model_version, o.outcome, o.labelled_at) for o in new] == [("v1", "TP", "t1")]
+    # A redelivered decision counts nothing twice.
+    assert apply_decision_after_label(rec, DECISION)[1:] == ([], [])
+    with pytest.raises(ValueError, match="apply_label"):
+        hold_label(rec, GENUINE, "t2")
+
+
+def test_decision_without_label_emits_nothing() -> None:
+    rec, reverted, new = apply_decision_after_label(None, DECISION)
+    assert (reverted, new) == ([], [])
+    assert rec.decided is not None
+
+
+def test_shadow_score_arriving_after_label_and_decision() -> None:
+    rec, _, _ = apply_label(record_decision(None, DECISION), GENUINE, "t1")
+    rec, reverted, new = apply_score_after_label(rec, SHADOW)
+    assert reverted == []
+    assert [(o.model_version, o.variant, o.outcome) for o in new] == [("v2", "shadow", "TN")]
+    assert apply_score_after_label(rec, SHADOW)[1:] == ([], [])
+
+
+def test_non_shadow_scores_are_not_stored() -> None:
+    rec = record_score(None, Score("tx-1", "v1", "champion", 0.7, "t", "review"))
+    assert rec == JoinRecord("tx-1")
+
+
+def test_record_roundtrips_through_its_compact_dict() -> None:
+    rec = record_score(record_decision(None, DECISION), SHADOW)
+    rec, _, _ = apply_label(rec, FRAUD, "t1")
+    stored = json.loads(json.dumps(rec.to_dict()))
+    assert JoinRecord.from_dict(stored) == rec
+    assert JoinRecord.from_dict(JoinRecord("tx-9").to_dict()) == JoinRecord("tx-9")
+
+
+def test_book_apply_is_all_or_nothing_and_storable() -> None:
+    rec, reverted, new = apply_label(
+        record_score(record_decision(None, DECISION), SHADOW), FRAUD, "t1"
+    )
+    book = ConfusionBook()
+    book.apply(reverted, new)
+    snapshot = book.to_dict()
+    _, reverted2, new2 = apply_label(rec, GENUINE, "t2")
+    fresh = ConfusionBook()
+    with pytest.raises(ValueError, match="already 0"):
+        fresh.apply(reverted2, new2)
+    assert len(fresh) == 0
+    restored = ConfusionBook.from_dict(json.loads(json.dumps(snapshot)))
+    assert list(restored) == list(book)
+    assert restored.get("v2", "shadow") == Confusion(fn=1, fraud_amount_missed=80.0)
