@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     batch_within_ms: float = Field(default=5.0, gt=0)
     dedup_window_hours: float = Field(default=24.0, gt=0)
     decision_retention_days: float = Field(default=90.0, gt=0)
+    # A label whose decision has not arrived this long after it is dead-lettered as unknown.
+    feedback_grace_seconds: float = Field(default=300.0, gt=0)
     max_message_bytes: int = Field(default=1_000_000, ge=1024)
     metrics_publish_seconds: float = Field(default=10.0, gt=0)
     web_host: str = "127.0.0.1"

@@ -198,6 +198,30 @@ class JoinHandler:
         self.s = fa.settings
         self.out = out
         self.retention_s = self.s.decision_retention_days * 86400.0
+        # Labels held for a decision not seen yet: key -> (partition, offset, since, raw value).
+        self.held: dict[bytes, tuple[int, int, float, bytes]] = {}
+
+    def sweep(self, grace_s: float) -> int:
+        """Dead-letter labels whose decision has not arrived within ``grace_s``."""
+        now = time.monotonic()
+        expired = [(k, v) for k, v in self.held.items() if now - v[2] >= grace_s]
+        for key, (partition, offset, _, raw) in expired:
+            del self.held[key]
+            with bind_event(_Anchor(self.s.topic_feedback, partition)):
+                rec = self._load(key)
+                if rec is not None and rec.decided is not None:
+                    continue
+                self.fa.join_table.pop(key, None)
+            metrics.FEEDBACK_UNKNOWN.inc()
+            self.out.dead_letter(
+                self.s.topic_feedback_dlq,
+                _Held(self.s.topic_feedback, partition, offset, key, raw),
+                "unknown_transaction",
+                f"no decision for this transaction_id arrived within {grace_s:.0f}s of its label "
+                "(never decided by this deployment, or past retention); check the id and topic",
+                "feedback",
+            )
+        return len(expired)
 
     async def handle(self, events: Sequence[Any]) -> None:
         s = self.s
@@ -228,6 +252,7 @@ class JoinHandler:
     def _on_decision(self, ev: Any) -> None:
         d = decode_decision(ev.message.value)
         key = d.transaction_id.encode()
+        self.held.pop(key, None)
         rec, reverted, new = outcomes.apply_decision_after_label(self._load(key), d)
         self._store(key, rec)
         if reverted or new:
@@ -248,12 +273,19 @@ class JoinHandler:
         key = fb.transaction_id.encode()
         rec = self._load(key)
         if rec is None or rec.decided is None:
-            metrics.FEEDBACK_UNKNOWN.inc()
-            raise InvalidMessage(
-                "unknown_transaction",
-                "no decision is known for this transaction_id (never decided by this "
-                "deployment, or past the decision retention); check the id and the topic",
+            # The label may have raced ahead of its decision (a worker catching up reads the
+            # three topics side by side): hold it; the sweep dead-letters it after a grace period.
+            self._store(key, outcomes.hold_label(rec, fb, labelled_at=utc_now_iso()))
+            self.held[key] = (
+                ev.message.partition,
+                ev.message.offset,
+                time.monotonic(),
+                ev.message.value,
             )
+            return
+        self.held.pop(key, None)
+        if rec.decided is None:
+            return
         if _age_s(rec.decided.decided_at, fb.reported_at) > self.retention_s:
             metrics.FEEDBACK_UNKNOWN.inc()
             raise InvalidMessage(
@@ -295,6 +327,26 @@ class JoinHandler:
             metrics.FEEDBACK_OUTCOMES.labels(
                 model_version=o.model_version, variant=o.variant, outcome=o.outcome
             ).inc()
+
+
+class _Anchor:
+    """Stands in for an event of ``partition`` when a timer touches a table."""
+
+    def __init__(self, topic: str, partition: int) -> None:
+        self.message = _Held(topic, partition, -1, None, None)
+
+
+class _Held:
+    def __init__(
+        self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
+    ) -> None:
+        self.topic, self.partition, self.offset, self.key, self.value = (
+            topic,
+            partition,
+            offset,
+            key,
+            value,
+        )
 
 
 def _age_s(decided_at: str, reported_at: str) -> float:
@@ -356,11 +408,21 @@ def install(fa: FraudApp) -> None:
         except BrokerError:
             log.exception("publishing per-version metrics failed")
 
+    @app.timer(interval=max(1.0, s.feedback_grace_seconds / 10))
+    async def sweep_held_labels() -> None:
+        if join_handler.sweep(s.feedback_grace_seconds):
+            await out.flush()
+
     @app.timer(interval=5.0)
     async def measure_lag() -> None:
         consumer = app.consumer
         read = getattr(consumer, "_read_offset", {})
-        for tp in consumer.assignment():
+        assigned = consumer.assignment()
+        owned = {(tp.topic, str(tp.partition)) for tp in assigned}
+        for labels in list(metrics.CONSUMER_LAG._metrics):
+            if labels not in owned:
+                metrics.CONSUMER_LAG.remove(*labels)
+        for tp in assigned:
             try:
                 high = consumer.highwater(tp)
             except Exception:  # noqa: BLE001, S112 - not yet known after a rebalance

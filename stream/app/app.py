@@ -78,7 +78,7 @@ def create_app(settings: Settings, serving: ServingManager) -> FraudApp:
         broker=brokers,
         broker_credentials=faust_credentials(settings),
         store=settings.table_store,
-        datadir=str(settings.data_dir),
+        datadir=str(settings.data_dir / settings.app_id),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         topic_disable_leader=True,
@@ -87,6 +87,7 @@ def create_app(settings: Settings, serving: ServingManager) -> FraudApp:
         producer_acks=-1,
         web_enabled=True,
         web_host=settings.web_host,
+        web_bind=settings.web_host,  # the listen address; web_host only names the URL
         web_port=settings.web_port,
         web_router_enabled=False,
         web_tables_enabled=False,  # never expose card state over HTTP
@@ -107,9 +108,11 @@ def create_app(settings: Settings, serving: ServingManager) -> FraudApp:
     transactions = app.topic(
         settings.topic_transactions, partitions=settings.partitions, allow_empty=True, **raw
     )
-    card_table = app.Table("card-state", partitions=settings.partitions, **raw)
-    join_table = app.Table("decision-join", partitions=settings.partitions, **raw)
-    metrics_table = app.Table("version-metrics", partitions=settings.partitions, **raw)
+    # bytes keys and values: Faust stores them raw; the core owns the encoding.
+    table: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "partitions": settings.partitions}
+    card_table = app.Table("card-state", **table)
+    join_table = app.Table("decision-join", **table)
+    metrics_table = app.Table("version-metrics", **table)
     fa = FraudApp(app, settings, serving, transactions, card_table, join_table, metrics_table)
 
     from stream.app import agents, web

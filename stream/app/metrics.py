@@ -62,7 +62,7 @@ FEEDBACK_OUTCOMES = Counter(
 )
 CONFUSION = Gauge(
     "fraudstream_confusion",
-    "Current confusion counts (labels reversed are moved, not added), per partition owned.",
+    "Current confusion counts (a reversed label moves a count), summed over the partitions this worker owns.",
     ["model_version", "variant", "cell"],
 )
 FEEDBACK_UNKNOWN = Counter(

@@ -204,7 +204,9 @@ class CardState:
                 list(obj[13]),
             )
         except (TypeError, ValueError) as exc:
-            raise InvalidMessage("bad_card_state", f"card state has a malformed item: {exc}") from exc
+            raise InvalidMessage(
+                "bad_card_state", f"card state has a malformed item: {exc}"
+            ) from exc
 
 
 def state_to_json(state: CardState) -> bytes:
@@ -396,8 +398,7 @@ def step(state: CardState | None, tx: Transaction) -> tuple[CardState, list[floa
         cty, cty_h = state.cty, state.cty_h
         try:
             k = cty.index(country)
-            if cty_h[k] < hour:
-                cty_h[k] = hour
+            cty_h[k] = max(cty_h[k], hour)
         except ValueError:
             cty.append(country)
             cty_h.append(hour)

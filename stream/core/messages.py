@@ -291,7 +291,7 @@ def _undecodable(raw: bytes) -> InvalidMessage:
     try:
         json.loads(raw)
     except (ValueError, RecursionError) as exc:
-        # The stdlib message says where; orjson's can quote the payload.
+        # Re-parsed with the stdlib only to say what and where, never quoting the payload.
         where = getattr(exc, "msg", "invalid JSON")
         pos = getattr(exc, "pos", None)
         return InvalidMessage("not_json", f"not JSON: {where}" + (f" at char {pos}" if pos else ""))

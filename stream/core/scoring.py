@@ -39,14 +39,14 @@ def score_batch(
     if X.ndim != 2 or X.shape[1] != N_FEATURES:
         raise ValueError(f"feature matrix must be (n, {N_FEATURES}), got {X.shape}")
     out: dict[str, np.ndarray] = {}
-    for version, mask in wanted.items():
+    for version, wanted_rows in wanted.items():
         model = models.get(version)
         if model is None:
             raise ModelError(
                 f"model version {version!r} is routed to but not loaded (loaded: "
                 f"{', '.join(sorted(models)) or 'none'}); load it before routing to it"
             )
-        mask = np.asarray(mask, dtype=bool)
+        mask = np.asarray(wanted_rows, dtype=bool)
         if mask.shape != (n,):
             raise ValueError(f"mask for {version!r} has shape {mask.shape}, expected ({n},)")
         scores = np.full(n, np.nan, dtype=np.float64)

@@ -340,7 +340,10 @@ def _answers_metadata(bootstrap: str) -> bool:
     from confluent_kafka.admin import AdminClient
 
     try:
-        admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 2000})
+        # log_level 0: "connection refused" while the broker boots is expected, not news.
+        admin = AdminClient(
+            {"bootstrap.servers": bootstrap, "socket.timeout.ms": 2000, "log_level": 0}
+        )
         md = admin.list_topics(timeout=2)
         return bool(md.brokers)
     except Exception:  # noqa: BLE001 - any failure means "not yet"

@@ -334,18 +334,13 @@ class _Generator:
         offs_h = np.array([_OFFSET[x] // 3600 for x in where])
         local_h = np.arange(24)[None, :] + offs_h[:, None]  # cards x utc hours
         weekday0 = datetime.fromtimestamp(d0, UTC).weekday()
-        lam = (
-            w.c_rate[:, None]
-
-            * _HOURLY[local_h % 24]
-            * _WEEKDAY[(weekday0 + local_h // 24) % 7]
-        )
+        lam = w.c_rate[:, None] * _HOURLY[local_h % 24] * _WEEKDAY[(weekday0 + local_h // 24) % 7]
         counts = rng.poisson(lam)
-        cards, hours = np.nonzero(counts)
-        reps = counts[cards, hours]
-        cards = np.repeat(cards, reps).tolist()
-        hours = np.repeat(hours, reps)
-        ms = (hours * 3_600_000 + rng.integers(0, 3_600_000, size=len(hours))).tolist()
+        nz_cards, nz_hours = np.nonzero(counts)
+        reps = counts[nz_cards, nz_hours]
+        cards: list[int] = np.repeat(nz_cards, reps).tolist()
+        hours = np.repeat(nz_hours, reps)
+        ms: list[int] = (hours * 3_600_000 + rng.integers(0, 3_600_000, size=len(hours))).tolist()
         d0_ms = round(d0 * 1000)
         out: list[_Raw] = []
         for c, t in zip(cards, ms, strict=True):
@@ -385,7 +380,9 @@ class _Generator:
                 device = devs[-1] if len(devs) == 1 or r.random() < 0.7 else r.choice(devs)
         mcc = w.m_mcc[m]
         if ch == "atm":
-            amount = float(20 * max(1, min(20, round(math.exp(w.c_mu[c] + r.gauss(0.5, 0.5)) / 20))))
+            amount = float(
+                20 * max(1, min(20, round(math.exp(w.c_mu[c] + r.gauss(0.5, 0.5)) / 20)))
+            )
         else:
             big = 8.0 if r.random() < 0.005 else 1.0  # a rare legitimate big purchase
             amount = w.card_amount(r, c, mcc, big)
@@ -468,9 +465,10 @@ class _Generator:
     def to_event(self, raw: _Raw) -> SimEvent:
         ts_ms, c, m, amount, ch, device, country_o, offset_o, kind = raw
         w, r = self.w, self.r
-        country: str | None = country_o or w.m_country[m]
-        offset = offset_o if offset_o is not None else _OFFSET[country]
-        currency = _CURRENCY[country]
+        where = country_o or w.m_country[m]
+        offset = offset_o if offset_o is not None else _OFFSET[where]
+        currency = _CURRENCY[where]
+        country: str | None = where
         mcc: int | None = w.m_mcc[m]
         channel: str | None = ch
         # Optional fields go missing now and then, as in real feeds.
@@ -525,7 +523,7 @@ def simulate(
     return list(generate(cfg, n=n, days=days))
 
 
-# --- labels ----------------------------------------------------------------------------------------
+# --- labels --------------------------------------------------------------------------------------
 
 
 def _rfc3339_utc(ts: float) -> str:

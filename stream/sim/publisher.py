@@ -163,8 +163,9 @@ def publish(
                 break
             send_due_labels(time.monotonic())
             producer.poll(0.1)
-            if progress:
+            if progress and time.monotonic() - last_progress > 0.5:
                 progress(stats)
+                last_progress = time.monotonic()
         if producer.flush(60) > 0:
             raise BrokerError("Kafka did not acknowledge every record within 60 s")
     finally:

@@ -18,8 +18,8 @@ Thresholds: ``review`` is the score at which 1 % of the validation transactions 
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ THRESHOLD_RULE = (
 LabelledTx = tuple[Transaction, bool] | tuple[Transaction, bool, str | None]
 
 
-# --- metrics, by hand (no sklearn at runtime) ------------------------------------------------------
+# --- metrics, by hand (no sklearn at runtime) ----------------------------------------------------
 
 
 def auc_roc(y: np.ndarray, s: np.ndarray) -> float:
@@ -122,7 +122,7 @@ def evaluate(y: np.ndarray, s: np.ndarray) -> dict[str, float]:
     }
 
 
-# --- training --------------------------------------------------------------------------------------
+# --- training ------------------------------------------------------------------------------------
 
 
 def _iso(ts: float) -> str:
@@ -146,6 +146,7 @@ def train(
     notes: str = "",
     save: bool = True,
     nthread: int = 0,
+    extra_metrics: dict[str, Any] | None = None,
 ) -> tuple[ModelMeta | None, dict[str, Any]]:
     """Train one version; save it when ``save`` (the default) and return (meta, report).
 
@@ -200,7 +201,9 @@ def train(
         unknown = set(monotone) - set(names)
         if unknown:
             raise ValueError(f"monotone constraints on unknown features {sorted(unknown)}")
-        params["monotone_constraints"] = "(" + ",".join(str(monotone.get(f, 0)) for f in names) + ")"
+        params["monotone_constraints"] = (
+            "(" + ",".join(str(monotone.get(f, 0)) for f in names) + ")"
+        )
     dfit = xgb.DMatrix(Xf, label=yf, feature_names=names)
     des = xgb.DMatrix(X[es].astype(np.float32), label=y[es], feature_names=names)
     booster = xgb.train(
@@ -227,6 +230,7 @@ def train(
     metrics["at_review"] = _at_threshold(yv, sv, review)
     metrics["at_decline"] = _at_threshold(yv, sv, decline)
     metrics["train_auc_roc"] = auc_roc(yf, np.asarray(booster.inplace_predict(Xf), np.float64))
+    metrics.update(extra_metrics or {})
 
     def period(sl: slice) -> dict[str, Any]:
         part = ts[sl]
@@ -255,7 +259,9 @@ def train(
         "scale_pos_weight": round(spw, 3),
     }
     fit_params = {
-        k: v for k, v in params.items() if k not in ("nthread", "eval_metric", "monotone_constraints")
+        k: v
+        for k, v in params.items()
+        if k not in ("nthread", "eval_metric", "monotone_constraints")
     }
     fit_params.update(
         {
@@ -292,7 +298,7 @@ def train(
 
 
 def feature_importance(booster: xgb.Booster, top: int = 10) -> list[tuple[str, float]]:
-    gain = booster.get_score(importance_type="total_gain")
+    gain = {k: float(v) for k, v in booster.get_score(importance_type="total_gain").items()}  # type: ignore[arg-type]
     return sorted(gain.items(), key=lambda kv: -kv[1])[:top]
 
 
@@ -337,9 +343,7 @@ def train_from_file(
     return train(rows, version, models_dir, **kw)
 
 
-def ablation(
-    events: Sequence[LabelledTx], **kw: Any
-) -> dict[str, dict[str, Any]]:
+def ablation(events: Sequence[LabelledTx], **kw: Any) -> dict[str, dict[str, Any]]:
     """Validation metrics with and without the card-state features (nothing is saved)."""
     out = {}
     for label, use in (("with_card_state", True), ("stateless", False)):
