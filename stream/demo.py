@@ -89,7 +89,7 @@ class LiveView:
                     if topic == s.topic_dlq:
                         self.dlq += 1
                         continue
-                    v = orjson.loads(msg.value())
+                    v = orjson.loads(msg.value() or b"{}")
                     if topic == s.topic_decisions:
                         self.total += 1
                         self.decisions[(v["model_version"], v["variant"], v["decision"])] += 1

@@ -358,10 +358,10 @@ def _age_s(decided_at: str, reported_at: str) -> float:
     return (b - a).total_seconds()
 
 
-def install(fa: FraudApp) -> None:
+def install(fa: FraudApp, output: Output | None = None) -> None:
     app = fa.app
     s = fa.settings
-    out = Output(s)
+    out = output or Output(s)
     tx_handler = TransactionHandler(fa, out)
     join_handler = JoinHandler(fa, out)
     within = s.batch_within_ms / 1000.0
@@ -433,4 +433,6 @@ def install(fa: FraudApp) -> None:
                     max(0, high - pos - 1)
                 )
 
-    fa.output = out  # type: ignore[attr-defined]
+    fa.output = out
+    fa.tx_handler = tx_handler
+    fa.join_handler = join_handler

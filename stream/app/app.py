@@ -69,9 +69,13 @@ class FraudApp:
     card_table: Any
     join_table: Any
     metrics_table: Any
+    output: Any = None
+    tx_handler: Any = None
+    join_handler: Any = None
 
 
-def create_app(settings: Settings, serving: ServingManager) -> FraudApp:
+def create_app(settings: Settings, serving: ServingManager, output: Any = None) -> FraudApp:
+    """Build the app. ``output`` replaces the Kafka producer for decisions (stream tests)."""
     brokers = [f"kafka://{b.strip()}" for b in settings.kafka_bootstrap.split(",") if b.strip()]
     app = faust.App(
         settings.app_id,
@@ -109,7 +113,11 @@ def create_app(settings: Settings, serving: ServingManager) -> FraudApp:
         settings.topic_transactions, partitions=settings.partitions, allow_empty=True, **raw
     )
     # bytes keys and values: Faust stores them raw; the core owns the encoding.
-    table: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "partitions": settings.partitions}
+    table: dict[str, Any] = {
+        "key_type": bytes,
+        "value_type": bytes,
+        "partitions": settings.partitions,
+    }
     card_table = app.Table("card-state", **table)
     join_table = app.Table("decision-join", **table)
     metrics_table = app.Table("version-metrics", **table)
@@ -117,6 +125,6 @@ def create_app(settings: Settings, serving: ServingManager) -> FraudApp:
 
     from stream.app import agents, web
 
-    agents.install(fa)
+    agents.install(fa, output)
     web.install(fa)
     return fa

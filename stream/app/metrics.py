@@ -62,7 +62,8 @@ FEEDBACK_OUTCOMES = Counter(
 )
 CONFUSION = Gauge(
     "fraudstream_confusion",
-    "Current confusion counts (a reversed label moves a count), summed over the partitions this worker owns.",
+    "Current confusion counts (a reversed label moves a count), summed over the partitions "
+    "this worker owns.",
     ["model_version", "variant", "cell"],
 )
 FEEDBACK_UNKNOWN = Counter(

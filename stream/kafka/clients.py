@@ -106,8 +106,8 @@ def read_all(
                     continue
                 last = time.monotonic()
                 out.append(msg)
-                key = (msg.topic(), msg.partition())
-                if msg.offset() >= ends[key] - 1:
+                key = (str(msg.topic()), int(msg.partition() or 0))
+                if int(msg.offset() or 0) >= ends[key] - 1:
                     done.add(key)
         return out
     finally:

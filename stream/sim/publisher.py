@@ -79,7 +79,7 @@ def publish(
                 return
             stats.acked += 1
             if record_acked or acked_out:
-                tid = str(orjson.loads(msg.value())["transaction_id"])
+                tid = str(orjson.loads(msg.value() or b"{}").get("transaction_id", ""))
                 if record_acked:
                     stats.acked_ids.append(tid)
                 if acked_out:

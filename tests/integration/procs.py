@@ -25,11 +25,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 def settings_env(settings: Settings, **extra: Any) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUD_")}
-    for name, value in settings.model_dump().items():
-        if value is None:
+    for name, raw in settings.model_dump().items():
+        if raw is None:
             continue
-        if hasattr(value, "get_secret_value"):
-            value = value.get_secret_value()
+        value = raw.get_secret_value() if hasattr(raw, "get_secret_value") else raw
         env[f"FRAUD_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
     for name, value in extra.items():
         env[f"FRAUD_{name.upper()}"] = str(value)

@@ -63,11 +63,13 @@ def pipeline(
         w.stop()
 
 
-def _send(s: Settings, txs: list[Transaction], raw: list[tuple[bytes | None, bytes | None]] = ()) -> None:  # type: ignore[assignment]
+def _send(
+    s: Settings, txs: list[Transaction], raw: list[tuple[bytes | None, bytes | None]] | None = None
+) -> None:
     p = make_producer(s)
     for tx in txs:
         p.produce(s.topic_transactions, key=tx.card_id.encode(), value=encode_transaction(tx))
-    for key, value in raw:
+    for key, value in raw or []:
         p.produce(s.topic_transactions, key=key, value=value)
     assert p.flush(30) == 0
 
@@ -90,14 +92,16 @@ def _sim(seed: int, n: int, **cfg: object) -> list[Transaction]:
 def test_every_transaction_gets_one_decision_and_version_tagged_scores(
     pipeline: tuple[Settings, Worker],
 ) -> None:
-    s, w = pipeline
+    s, _ = pipeline
     txs = _sim(seed=11, n=3000, n_cards=1500)
     _send(s, txs)
     decisions = _decisions(s, len(txs))
     assert set(decisions) == {t.transaction_id for t in txs}
     for d in decisions.values():
         assert d["variant"] in ("champion", "challenger")
-        assert d["model_version"] == ("challenger-v2" if d["variant"] == "challenger" else "champion-v1")
+        assert d["model_version"] == (
+            "challenger-v2" if d["variant"] == "challenger" else "champion-v1"
+        )
         assert d["decision"] in ("approve", "review", "decline")
         assert 0.0 <= d["score"] <= 1.0
         assert d["schema_version"] == 1
@@ -129,7 +133,12 @@ def test_every_transaction_gets_one_decision_and_version_tagged_scores(
     env = settings_env(s)
     out = subprocess.run(
         [sys.executable, "-m", "stream", "tail", s.topic_decisions, "-n", "3", "--timeout", "10"],
-        env=env, cwd=REPO, capture_output=True, text=True, timeout=60, check=True,
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     ).stdout
     assert out.count('"model_version"') == 3
 
@@ -182,9 +191,11 @@ def test_bad_input_is_dead_lettered_with_reasons_and_valid_input_still_decided(
     s, w = pipeline
     good = _sim(seed=31, n=200, n_cards=100)
     base = orjson.loads(encode_transaction(good[0]))
+
     def variant(**change: object) -> bytes:
         d = {**base, "transaction_id": f"bad-{uuid.uuid4().hex[:10]}", **change}
         return orjson.dumps({k: v for k, v in d.items() if v is not None})
+
     missing = {**base, "transaction_id": "bad-missing"}
     del missing["amount"]
     key = good[0].card_id.encode()
@@ -212,7 +223,13 @@ def test_bad_input_is_dead_lettered_with_reasons_and_valid_input_still_decided(
     got = Counter()
     for m in dlq:
         h = {k: v.decode() for k, v in (m.headers() or [])}
-        assert set(h) >= {"error.class", "error.message", "origin.topic", "origin.partition", "origin.offset"}
+        assert set(h) >= {
+            "error.class",
+            "error.message",
+            "origin.topic",
+            "origin.partition",
+            "origin.offset",
+        }
         assert h["origin.topic"] == s.topic_transactions
         assert "4111111111111111" not in h["error.message"]
         got[h["error.class"]] += 1
@@ -221,7 +238,8 @@ def test_bad_input_is_dead_lettered_with_reasons_and_valid_input_still_decided(
         assert got[reason] >= n, (reason, got)
     # Untouched: the dead letter carries the original bytes.
     assert {m.value() for m in dlq} >= {v for _, v, _ in bad if v}
-    assert w.proc is not None and w.proc.poll() is None
+    assert w.proc is not None
+    assert w.proc.poll() is None
 
 
 def test_a_repeated_transaction_id_gets_one_decision(pipeline: tuple[Settings, Worker]) -> None:
@@ -243,8 +261,20 @@ def test_per_card_state_survives_a_worker_restart(
     card = f"card-restart-{uuid.uuid4().hex[:6]}"
     t0 = 1_780_000_000.0
     history = [
-        Transaction(f"rs-{card}-{i}", card, f"m-{i % 2}", 40.0 + i, "EUR",
-                    "", t0 + 600 * i, 3600, 5411, "FR", "pos", "dev-1")
+        Transaction(
+            f"rs-{card}-{i}",
+            card,
+            f"m-{i % 2}",
+            40.0 + i,
+            "EUR",
+            "",
+            t0 + 600 * i,
+            3600,
+            5411,
+            "FR",
+            "pos",
+            "dev-1",
+        )
         for i in range(4)
     ]
     history = [
@@ -263,7 +293,9 @@ def test_per_card_state_survives_a_worker_restart(
     assert ids[-1] == history[3].transaction_id
     model = load(s.models_dir, d["model_version"]).predict(np.asarray(x[-1:], dtype=np.float32))
     fresh = features.step(None, history[3])[1]
-    model_fresh = load(s.models_dir, d["model_version"]).predict(np.asarray([fresh], dtype=np.float32))
+    model_fresh = load(s.models_dir, d["model_version"]).predict(
+        np.asarray([fresh], dtype=np.float32)
+    )
     assert d["score"] == pytest.approx(float(model[0]), abs=1e-6)
     assert float(model[0]) != pytest.approx(float(model_fresh[0]), abs=1e-6)
 
