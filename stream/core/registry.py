@@ -145,6 +145,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        Path(tmp).chmod(0o644)  # mkstemp makes 0600; workers may run as another user
         Path(tmp).replace(path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -214,6 +215,8 @@ def save_version(
         _write_atomic(
             tmp / METADATA_FILE, orjson.dumps(meta.to_dict(), option=orjson.OPT_INDENT_2) + b"\n"
         )
+        (tmp / model_file).chmod(0o644)
+        tmp.chmod(0o755)  # mkdtemp makes 0700
         tmp.rename(folder)
     except BaseException:
         for p in tmp.iterdir():

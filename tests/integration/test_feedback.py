@@ -1,0 +1,201 @@
+"""Feedback per model version: outcomes, FP/FN topics and per-version counts against an
+independent recomputation, label reversal, restart, unknown labels (real broker, real worker)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+
+import orjson
+import pytest
+
+from stream.core.messages import Feedback, encode_feedback, encode_transaction
+from stream.core.outcomes import classify
+from stream.kafka.admin import create_topics
+from stream.kafka.clients import make_producer, read_all
+from stream.settings import Settings
+from stream.sim.generator import SimConfig, feedback_schedule, generate
+from tests.integration.procs import REPO, Worker, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def env(
+    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Settings, Worker]]:
+    uid = uuid.uuid4().hex[:8]
+    base = Settings(_env_file=None)  # type: ignore[call-arg]
+    topics = {f"topic_{k}": f"{v}.{uid}" for k, v in base.topic_names().items()}
+    s = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        kafka_bootstrap=kafka_bootstrap,
+        app_id=f"fb-{uid}",
+        models_dir=REPO / "models",
+        partitions=2,
+        champion="champion-v1",
+        challenger="challenger-v2",
+        challenger_share=0.5,
+        shadow=True,
+        metrics_publish_seconds=1.0,
+        feedback_grace_seconds=3.0,
+        **topics,
+    )
+    create_topics(s)
+    w = Worker(s, "worker-fb", tmp_path_factory.mktemp("fb")).start()
+    try:
+        w.wait_ready()
+        yield s, w
+    finally:
+        w.stop()
+
+
+def _produce(s: Settings, topic: str, items: list[tuple[str, bytes]]) -> None:
+    p = make_producer(s)
+    for key, value in items:
+        p.produce(topic, key=key.encode(), value=value)
+    assert p.flush(30) == 0
+
+
+def _latest_outcomes(s: Settings) -> dict[tuple[str, str, str], dict]:
+    latest = {}
+    for m in read_all(s, [s.topic_outcomes]):
+        o = orjson.loads(m.value())
+        latest[(o["transaction_id"], o["model_version"], o["variant"])] = o
+    return latest
+
+
+def _published_counts(s: Settings) -> Counter[tuple[str, str, str]]:
+    last: dict[bytes, dict] = {}
+    for m in read_all(s, [s.topic_metrics]):
+        last[m.key()] = orjson.loads(m.value())
+    counts: Counter[tuple[str, str, str]] = Counter()
+    for key, conf in last.items():
+        _, version, variant = key.decode().split("|", 2)
+        for cell in ("tp", "fp", "tn", "fn"):
+            counts[(version, variant, cell.upper())] += conf[cell]
+    return counts
+
+
+def _settle(fn, timeout: float = 60.0, quiet: float = 3.0):  # type: ignore[no-untyped-def]
+    """Call ``fn`` until its result stops changing for ``quiet`` seconds."""
+    deadline = time.monotonic() + timeout
+    last, since = fn(), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = fn()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return now
+    return last
+
+
+def test_outcomes_and_counts_equal_an_independent_recomputation(
+    env: tuple[Settings, Worker],
+) -> None:
+    s, _ = env
+    events = list(generate(SimConfig(seed=5, n_cards=800, fraud_rate=0.02), n=3000))
+    _produce(s, s.topic_transactions, [(e.tx.card_id, encode_transaction(e.tx)) for e in events])
+    decisions = {
+        orjson.loads(m.value())["transaction_id"]: orjson.loads(m.value())
+        for m in wait_for(s, [s.topic_decisions], len(events))
+    }
+    scores = [orjson.loads(m.value()) for m in wait_for(s, [s.topic_scores], 2 * len(events))]
+    shadow = {sc["transaction_id"]: sc for sc in scores if sc["role"] == "shadow"}
+    labels = feedback_schedule(
+        events, missing_share=0.1, reversal_share=0.1, seed=3, legit_label_share=0.2
+    )
+    # Some labels are reversals (a second label for the same transaction).
+    assert len({fb.transaction_id for _, fb in labels}) < len(labels)
+    _produce(s, s.topic_feedback, [(fb.transaction_id, encode_feedback(fb)) for _, fb in labels])
+
+    # The independent recomputation: the last label per transaction decides its outcome.
+    final: dict[str, bool] = {}
+    for _, fb in labels:
+        final[fb.transaction_id] = fb.is_fraud
+    expected: dict[tuple[str, str, str], str] = {}
+    for txid, is_fraud in final.items():
+        d = decisions[txid]
+        expected[(txid, d["model_version"], d["variant"])] = classify(d["decision"], is_fraud)
+        sh = shadow[txid]
+        expected[(txid, sh["model_version"], "shadow")] = classify(sh["decision"], is_fraud)
+
+    latest = _settle(lambda: _latest_outcomes(s))
+    assert {k: o["outcome"] for k, o in latest.items()} == expected
+    for (txid, _, _), o in latest.items():
+        assert o["is_fraud"] == final[txid]
+        assert o["amount"] == decisions[txid]["amount"]
+        assert o["schema_version"] == 1
+
+    want_counts = Counter((v, var, cell) for (_, v, var), cell in expected.items())
+    got_counts = _settle(lambda: _published_counts(s))
+    assert {k: n for k, n in got_counts.items() if n} == dict(want_counts)
+
+    # FP and FN topics carry exactly the FP and FN outcomes written to fraud.outcomes.
+    every = [orjson.loads(m.value()) for m in read_all(s, [s.topic_outcomes])]
+    fps = [orjson.loads(m.value()) for m in read_all(s, [s.topic_false_positives])]
+    fns = [orjson.loads(m.value()) for m in read_all(s, [s.topic_false_negatives])]
+    assert sorted(map(orjson.dumps, fps)) == sorted(
+        orjson.dumps(o) for o in every if o["outcome"] == "FP"
+    )
+    assert sorted(map(orjson.dumps, fns)) == sorted(
+        orjson.dumps(o) for o in every if o["outcome"] == "FN"
+    )
+
+
+def test_a_reversed_label_moves_one_count_and_counts_survive_a_restart(
+    env: tuple[Settings, Worker],
+) -> None:
+    s, w = env
+    events = list(generate(SimConfig(seed=9, n_cards=50), n=40))
+    _produce(s, s.topic_transactions, [(e.tx.card_id, encode_transaction(e.tx)) for e in events])
+    tx = events[-1].tx
+    wait_for(s, [s.topic_decisions], 1)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if any(m.key() == tx.transaction_id.encode() for m in read_all(s, [s.topic_decisions])):
+            break
+        time.sleep(1)
+    first = Feedback(tx.transaction_id, False, "analyst", "2026-11-25T10:00:00+00:00")
+    _produce(s, s.topic_feedback, [(tx.transaction_id, encode_feedback(first))])
+    before = _settle(lambda: _published_counts(s))
+    flipped = Feedback(tx.transaction_id, True, "chargeback", "2026-11-26T10:00:00+00:00")
+    _produce(s, s.topic_feedback, [(tx.transaction_id, encode_feedback(flipped))])
+    after = _settle(lambda: _published_counts(s))
+    diff = {k: after[k] - before[k] for k in set(before) | set(after) if after[k] != before[k]}
+    # Two records move (the deciding model's and the shadow's): one cell -1, one cell +1 each.
+    assert sorted(diff.values()) == [-1, -1, 1, 1], diff
+    for version, variant in {(v, var) for v, var, _ in diff}:
+        cells = {cell: n for (v, var, cell), n in diff.items() if (v, var) == (version, variant)}
+        assert sorted(cells.values()) == [-1, 1]
+        assert set(cells) in ({"TN", "FN"}, {"FP", "TP"})
+
+    w.stop()
+    w.start()
+    w.wait_ready()
+    again = Feedback(tx.transaction_id, False, "analyst", "2026-11-27T10:00:00+00:00")
+    _produce(s, s.topic_feedback, [(tx.transaction_id, encode_feedback(again))])
+    restored = _settle(lambda: _published_counts(s))
+    # Back where it was before the reversal: the counts continued from the restored table.
+    assert {k: n for k, n in restored.items() if n} == {k: n for k, n in before.items() if n}
+
+
+def test_feedback_for_an_unknown_transaction_is_counted_and_dead_lettered(
+    env: tuple[Settings, Worker],
+) -> None:
+    s, w = env
+    ghost = Feedback(f"never-{uuid.uuid4().hex[:8]}", True, "customer", "2026-11-25T10:00:00+00:00")
+    raw = encode_feedback(ghost)
+    _produce(s, s.topic_feedback, [(ghost.transaction_id, raw)])
+    dlq = wait_for(s, [s.topic_feedback_dlq], 1, timeout=60)
+    mine = [m for m in dlq if m.key() == ghost.transaction_id.encode()]
+    assert len(mine) == 1
+    headers = {k: v.decode() for k, v in mine[0].headers() or []}
+    assert headers["error.class"] == "unknown_transaction"
+    assert headers["origin.topic"] == s.topic_feedback
+    assert mine[0].value() == raw
+    _, text = w.get("/metrics")
+    assert "fraudstream_feedback_unknown_total 1.0" in text
