@@ -76,6 +76,7 @@ class FraudApp:
 
 def create_app(settings: Settings, serving: ServingManager, output: Any = None) -> FraudApp:
     """Build the app. ``output`` replaces the Kafka producer for decisions (stream tests)."""
+    (settings.data_dir / settings.app_id).mkdir(parents=True, exist_ok=True)
     brokers = [f"kafka://{b.strip()}" for b in settings.kafka_bootstrap.split(",") if b.strip()]
     app = faust.App(
         settings.app_id,

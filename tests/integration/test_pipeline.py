@@ -66,7 +66,7 @@ def pipeline(
 def _send(
     s: Settings, txs: list[Transaction], raw: list[tuple[bytes | None, bytes | None]] | None = None
 ) -> None:
-    p = make_producer(s)
+    p = make_producer(s, **{"message.max.bytes": 4_000_000})
     for tx in txs:
         p.produce(s.topic_transactions, key=tx.card_id.encode(), value=encode_transaction(tx))
     for key, value in raw or []:

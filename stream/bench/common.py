@@ -1,0 +1,214 @@
+"""Shared pieces of the benchmark: the run's knobs, Kafka helpers and the models every contender
+loads. Nothing here starts processes; see ``harness``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+REPO = Path(__file__).resolve().parents[2]
+
+CHAMPION = "champion-v1"
+CHALLENGER = "challenger-v2"
+SHARE = 0.5
+SHADOW = True
+SALT = "bench"
+
+
+@dataclass(frozen=True)
+class Pipe:
+    """What a contender process reads and writes (passed on its command line)."""
+
+    bootstrap: str
+    input: str
+    decisions: str
+    scores: str
+    group: str
+    models_dir: str
+    state_dir: str
+    partitions: int
+
+    def argv(self) -> list[str]:
+        return [
+            f"--bootstrap={self.bootstrap}",
+            f"--input={self.input}",
+            f"--decisions={self.decisions}",
+            f"--scores={self.scores}",
+            f"--group={self.group}",
+            f"--models-dir={self.models_dir}",
+            f"--state-dir={self.state_dir}",
+            f"--partitions={self.partitions}",
+        ]
+
+    @staticmethod
+    def parse(argv: list[str] | None = None) -> tuple[Pipe, argparse.Namespace]:
+        ap = argparse.ArgumentParser()
+        ap.add_argument("mode", nargs="?", default="")
+        for name in ("bootstrap", "input", "decisions", "scores", "group", "models-dir"):
+            ap.add_argument(f"--{name}", required=True)
+        ap.add_argument("--state-dir", default="/tmp/fraudstream-bench")
+        ap.add_argument("--partitions", type=int, default=4)
+        ns = ap.parse_args(argv)
+        return (
+            Pipe(
+                ns.bootstrap,
+                ns.input,
+                ns.decisions,
+                ns.scores,
+                ns.group,
+                ns.models_dir,
+                ns.state_dir,
+                ns.partitions,
+            ),
+            ns,
+        )
+
+
+def say_ready() -> None:
+    """Contender processes print this once they own partitions; the harness starts the clock."""
+    sys.stdout.write(f"READY {time.time():.6f}\n")
+    sys.stdout.flush()
+
+
+def load_serving(models_dir: str | Path) -> Any:
+    """The same models and routing as the worker: champion + challenger, share 0.5, shadow on."""
+    from stream.core.engine import ServedModel, Serving
+    from stream.core.messages import Routing
+    from stream.core.policy import Thresholds
+    from stream.core.registry import load
+
+    routing = Routing(
+        champion=CHAMPION, challenger=CHALLENGER, challenger_share=SHARE, shadow=SHADOW, salt=SALT
+    )
+    models = {}
+    for v in (CHAMPION, CHALLENGER):
+        m = load(Path(models_dir), v)  # one XGBoost thread, like the worker
+        models[v] = ServedModel(
+            v, m, Thresholds(review=m.meta.review_threshold, decline=m.meta.decline_threshold)
+        )
+    return Serving(routing, models)
+
+
+def producer_conf(bootstrap: str, **overrides: Any) -> dict[str, Any]:
+    # The worker's own producer settings (stream.kafka.clients.make_producer).
+    return {
+        "bootstrap.servers": bootstrap,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 2,
+        "compression.type": "lz4",
+        "partitioner": "murmur2_random",
+        "queue.buffering.max.messages": 500_000,
+        **overrides,
+    }
+
+
+def consumer_conf(bootstrap: str, group: str, **overrides: Any) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": bootstrap,
+        "group.id": group,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed",
+        **overrides,
+    }
+
+
+def produce(p: Producer, topic: str, key: bytes | None, value: bytes) -> None:
+    while True:
+        try:
+            p.produce(topic, value=value, key=key)
+            return
+        except BufferError:
+            p.poll(0.01)
+
+
+def create(
+    bootstrap: str, names: Iterable[str], partitions: int, *, log_append_time: bool = False
+) -> None:
+    """Create topics (LogAppendTime: their timestamps are the broker's append time)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    config = {"message.timestamp.type": "LogAppendTime"} if log_append_time else {}
+    futures = admin.create_topics(
+        [NewTopic(n, partitions, 1, config=dict(config)) for n in names], operation_timeout=30
+    )
+    for fut in futures.values():
+        fut.result()
+
+
+def record_count(c: Consumer, topics: Iterable[str]) -> int:
+    """Records in ``topics`` (sum of high watermarks; our writers are not transactional)."""
+    total = 0
+    md = c.list_topics(timeout=10)
+    for t in topics:
+        meta = md.topics.get(t)
+        if meta is None or meta.error is not None:
+            continue
+        for p in meta.partitions:
+            try:
+                lo, hi = c.get_watermark_offsets(TopicPartition(t, p), timeout=10, cached=False)
+            except KafkaException:
+                continue  # a fresh topic's leader is not known yet: counts as empty this time
+            total += hi - lo
+    return total
+
+
+def high_watermarks(c: Consumer, topic: str, attempts: int = 20) -> dict[int, int]:
+    for attempt in range(attempts):
+        try:
+            md = c.list_topics(topic, timeout=10)
+            return {
+                p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1]
+                for p in md.topics[topic].partitions
+            }
+        except KafkaException:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.25)
+    return {}
+
+
+def read_topic(
+    bootstrap: str,
+    topic: str,
+    *,
+    start: dict[int, int] | None = None,
+    timeout: float = 120.0,
+) -> list[tuple[bytes | None, bytes | None, int]]:
+    """(key, value, timestamp ms) of every committed record of ``topic`` from ``start`` (default:
+    the beginning) up to its current end, read with a read_committed confluent consumer."""
+    c = Consumer(consumer_conf(bootstrap, f"bench-reader-{os.getpid()}-{time.monotonic_ns()}"))
+    try:
+        ends = high_watermarks(c, topic)
+        tps = []
+        for p, hi in ends.items():
+            lo = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[0]
+            first = max(lo, (start or {}).get(p, lo))
+            if hi > first:
+                tps.append(TopicPartition(topic, p, first))
+        todo = {tp.partition for tp in tps}
+        if not todo:
+            return []
+        c.assign(tps)
+        out: list[tuple[bytes | None, bytes | None, int]] = []
+        deadline = time.monotonic() + timeout
+        while todo and time.monotonic() < deadline:
+            for m in c.consume(5000, 0.5):
+                if m.error():
+                    continue
+                out.append((m.key(), m.value(), m.timestamp()[1]))
+                p = int(m.partition() or 0)
+                if int(m.offset() or 0) >= ends[p] - 1:
+                    todo.discard(p)
+        return out
+    finally:
+        c.close()

@@ -1,0 +1,677 @@
+"""The benchmark run: one broker, one preloaded topic, every contender on the same data and models.
+
+Order of a run (each contender is its own process, started fresh, reading from offset 0 under a
+new consumer group / app id, and writing to its own output topics):
+
+1. stage costs of the core, in process (where a transaction's time goes, no Kafka);
+2. preload N simulated transactions into ``<run>.transactions`` (P partitions, key = card_id);
+3. throughput of: the pass-through ceiling, the hand-written ceiling, the naive Faust baseline,
+   the Quix Streams peer, 2 worker processes, 1 worker process;
+4. latency at fixed offered rates: one fresh worker on an empty topic, a paced producer.
+
+Timestamps. Output topics are created with ``message.timestamp.type=LogAppendTime``, so a
+decision's timestamp is the broker's append time. Input timestamps are CreateTime, set by the
+producer when ``produce()`` is called. Throughput = transactions decided / (last decision's
+append time − start), where start = the moment the contender said it was ready (the worker's
+/readyz; the bench contenders' partition assignment), or the first output if that came earlier.
+Latency = decision append time − transaction create time, joined by ``transaction_id``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from confluent_kafka import Consumer, Producer
+
+from stream.bench.common import (
+    CHALLENGER,
+    CHAMPION,
+    REPO,
+    SALT,
+    SHARE,
+    Pipe,
+    consumer_conf,
+    create,
+    high_watermarks,
+    produce,
+    producer_conf,
+    read_topic,
+    record_count,
+)
+from stream.bench.procs import Proc, Sampler, python
+
+CONTENDERS = ("passthrough", "handwritten", "naive", "peer", "worker")
+LABELS = {
+    "passthrough": "pass-through ceiling",
+    "handwritten": "hand-written ceiling",
+    "naive": "naive baseline (Faust)",
+    "peer": "peer (Quix Streams)",
+    "worker-2": "worker ×2",
+    "worker-1": "worker ×1",
+}
+DESCRIPTIONS = {
+    "passthrough": "confluent-kafka consume → produce the value untouched; no decoding, no scoring",
+    "handwritten": "confluent-kafka batch consume → decode → engine.process_batch (same features "
+    "and models) → produce decisions and scores; per-card records in a dict, no framework",
+    "naive": "a Faust agent, one event at a time: Table for card state, "
+    "booster.predict(DMatrix(row)) per model, await send() per record",
+    "peer": "Quix Streams: app.dataframe(topic).apply(score, stateful=True) per message, card "
+    "record in Quix State (RocksDB + changelog), to_topic() for decisions and scores",
+    "worker-2": "2 processes of `fraudstream worker` sharing the partitions",
+    "worker-1": "1 process of `fraudstream worker`",
+}
+
+
+@dataclass
+class BenchConfig:
+    n: int = 200_000
+    partitions: int = 4
+    rates: tuple[float, ...] = (1000.0, 5000.0)
+    half_max_rate: bool = True  # also offer half the measured single-worker maximum
+    rate_seconds: float = 30.0
+    cap_seconds: float = 180.0  # a throughput contender that has not finished by then is stopped
+    ready_timeout: float = 120.0
+    workers: tuple[int, ...] = (2, 1)
+    only: tuple[str, ...] = CONTENDERS
+    models_dir: Path = REPO / "models"
+    bootstrap: str | None = None  # None: start a LocalBroker in a temp dir
+    seed: int = 0
+    quick: bool = False
+    profile: bool = False  # run the single worker under cProfile; top functions in the result
+
+    @staticmethod
+    def quick_config(**kw: Any) -> BenchConfig:
+        base: dict[str, Any] = {
+            "n": 20_000,
+            "rates": (1000.0,),
+            "half_max_rate": False,
+            "rate_seconds": 10.0,
+            "cap_seconds": 25.0,
+            "quick": True,
+        }
+        base.update(kw)
+        return BenchConfig(**base)
+
+
+@dataclass
+class Throughput:
+    key: str
+    label: str
+    processes: int
+    transactions: int
+    decided: int = 0
+    complete: bool = False
+    seconds: float = 0.0
+    tx_per_s: float = 0.0
+    startup_s: float = 0.0  # process start -> ready
+    peak_rss_mb: list[float] = field(default_factory=list)
+    cpu_s: float = 0.0
+    cpu_us_per_tx: float = 0.0
+    note: str = ""
+
+
+@dataclass
+class Latency:
+    offered_rate: float
+    achieved_rate: float
+    seconds: float
+    sent: int
+    decided: int
+    p50_ms: float = 0.0
+    p95_ms: float = 0.0
+    p99_ms: float = 0.0
+    max_ms: float = 0.0
+    rss_start_mb: float = 0.0
+    rss_end_mb: float = 0.0
+    rss_growth_pct: float = 0.0
+    note: str = ""
+
+
+Log = Callable[[str], None]
+
+
+def _mb(b: float) -> float:
+    return round(b / 1e6, 1)
+
+
+# --------------------------------------------------------------------------------------------
+# machine and stage costs
+
+
+def machine_info() -> dict[str, Any]:
+    import confluent_kafka
+    import xgboost
+
+    cpu = platform.processor() or ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    info: dict[str, Any] = {
+        "cpu_model": cpu,
+        "logical_cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "xgboost": xgboost.__version__,
+        "confluent_kafka": confluent_kafka.__version__,
+        "librdkafka": confluent_kafka.libversion()[0],
+        "numpy": np.__version__,
+    }
+    try:
+        import psutil
+
+        info["physical_cores"] = psutil.cpu_count(logical=False)
+        info["memory_gb"] = round(psutil.virtual_memory().total / 1e9, 1)
+        info["psutil"] = psutil.__version__
+    except ImportError:
+        info["psutil"] = None
+    for mod in ("faust", "quixstreams", "orjson"):
+        try:
+            info[mod] = __import__(mod).__version__
+        except ImportError:
+            info[mod] = None
+    with contextlib.suppress(OSError):
+        info["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]
+    return info
+
+
+def stage_costs(txs: list[Any], models_dir: Path) -> dict[str, float]:
+    """Microseconds per transaction of each stage of the worker's core, in this process."""
+    from stream.bench.common import load_serving
+    from stream.core import engine, features
+    from stream.core.messages import (
+        decode_transaction,
+        encode_decision,
+        encode_score,
+        encode_transaction,
+        utc_now_iso,
+    )
+
+    serving = load_serving(models_dir)
+    raws = [encode_transaction(t) for t in txs]
+    n = len(raws)
+    out: dict[str, float] = {}
+
+    t = time.perf_counter()
+    decoded = [decode_transaction(r) for r in raws]
+    out["decode_transaction"] = (time.perf_counter() - t) / n * 1e6
+
+    states: dict[str, Any] = {}
+    rows = []
+    t = time.perf_counter()
+    for tx in decoded:
+        states[tx.card_id], row = features.step(states.get(tx.card_id), tx)
+        rows.append(row)
+    out["features.step"] = (time.perf_counter() - t) / n * 1e6
+
+    x = np.asarray(rows, dtype=np.float32)
+    model = serving.models[CHAMPION].model
+    t = time.perf_counter()
+    for i in range(0, n, 512):
+        model.predict(x[i : i + 512])
+    out["predict (one model, batches of 512)"] = (time.perf_counter() - t) / n * 1e6
+    t = time.perf_counter()
+    for i in range(0, min(n, 512)):
+        model.predict(x[i : i + 1])
+    out["predict (one model, one row)"] = (time.perf_counter() - t) / min(n, 512) * 1e6
+    t = time.perf_counter()
+    model.contributions(x[:512])
+    out["contributions (per flagged row, batch of 512)"] = (time.perf_counter() - t) / 512 * 1e6
+
+    records: dict[str, engine.CardRecord] = {}
+    results = []
+    t = time.perf_counter()
+    for i in range(0, n, 512):
+        batch = decoded[i : i + 512]
+        recs = {tx.card_id: records.setdefault(tx.card_id, engine.CardRecord()) for tx in batch}
+        results += engine.process_batch(
+            serving, batch, recs, now_iso=utc_now_iso(), dedup_window_s=86400.0
+        )
+    out["engine.process_batch (features, 2 models, reasons), batches of 512"] = (
+        (time.perf_counter() - t) / n * 1e6
+    )
+
+    t = time.perf_counter()
+    for r in results:
+        if isinstance(r, engine.Scored):
+            encode_decision(r.decision)
+            for s in r.scores:
+                encode_score(s)
+    out["encode decision + 2 scores"] = (time.perf_counter() - t) / n * 1e6
+
+    t = time.perf_counter()
+    for rec in records.values():
+        engine.record_from_bytes(engine.record_to_bytes(rec))
+    out["card record to/from bytes (per card)"] = (
+        (time.perf_counter() - t) / max(1, len(records)) * 1e6
+    )
+    return {k: round(v, 2) for k, v in out.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# the run
+
+
+class Bench:
+    def __init__(self, cfg: BenchConfig, log: Log = print) -> None:
+        self.cfg = cfg
+        self.log = log
+        self.uid = uuid.uuid4().hex[:8]
+        self.tmp = Path(tempfile.mkdtemp(prefix=f"fraudstream-bench-{self.uid}-"))
+        self.bootstrap = ""
+        self.input = f"bench-{self.uid}.transactions"
+        self.notes: list[str] = []
+        self.skipped: dict[str, str] = {}
+
+    @contextlib.contextmanager
+    def broker(self) -> Iterator[str]:
+        if self.cfg.bootstrap:
+            yield self.cfg.bootstrap
+            return
+        from stream.kafka.broker import LocalBroker
+
+        b = LocalBroker(self.tmp / "broker")
+        self.log("starting a local Kafka broker …")
+        info = b.start(port=None)
+        try:
+            yield info.bootstrap
+        finally:
+            b.stop()
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _pipe(self, name: str) -> Pipe:
+        pipe = Pipe(
+            bootstrap=self.bootstrap,
+            input=self.input,
+            decisions=f"bench-{self.uid}.{name}.decisions",
+            scores=f"bench-{self.uid}.{name}.scores",
+            group=f"bench-{self.uid}-{name}",
+            models_dir=str(self.cfg.models_dir),
+            state_dir=str(self.tmp / "state"),
+            partitions=self.cfg.partitions,
+        )
+        create(self.bootstrap, [pipe.decisions, pipe.scores], self.cfg.partitions,
+               log_append_time=True)  # fmt: skip
+        return pipe
+
+    def _worker_env(self, name: str, topic_in: str, i: int) -> tuple[dict[str, str], int]:
+        from stream.kafka.admin import create_topics
+        from stream.kafka.broker import free_port
+        from stream.settings import Settings
+
+        base = Settings(_env_file=None)  # type: ignore[call-arg]
+        topics = {f"topic_{k}": f"bench-{self.uid}.{name}.{v}" for k, v in base.topic_names().items()}
+        topics["topic_transactions"] = topic_in
+        app_id = f"bench-{self.uid}-{name}"
+        port = free_port()
+        values: dict[str, Any] = {
+            "kafka_bootstrap": self.bootstrap,
+            "app_id": app_id,
+            "data_dir": str(self.tmp / f"{name}-{i}-data"),
+            "web_port": port,
+            "models_dir": str(self.cfg.models_dir),
+            "champion": CHAMPION,
+            "challenger": CHALLENGER,
+            "challenger_share": SHARE,
+            "shadow": True,
+            "routing_salt": SALT,
+            "partitions": self.cfg.partitions,
+            "log_level": "WARNING",
+            **topics,
+        }
+        if i == 0:
+            # Decisions with the broker's append time; every other topic as `topics create` makes.
+            with contextlib.suppress(Exception):
+                create(self.bootstrap, [topics["topic_decisions"]], self.cfg.partitions,
+                       log_append_time=True)  # fmt: skip
+            create_topics(Settings(_env_file=None, **values))  # type: ignore[call-arg]
+        env = {
+            f"FRAUD_{k.upper()}": str(v).lower() if isinstance(v, bool) else str(v)
+            for k, v in values.items()
+        }
+        return env, port
+
+    def _wait_ready(self, procs: list[Proc], pipe_topics: list[str]) -> float | None:
+        """Wait until every process is ready (or produced output). Returns the earliest ready
+        time, or None when a process died or the timeout passed."""
+        deadline = time.monotonic() + self.cfg.ready_timeout
+        probe = Consumer(consumer_conf(self.bootstrap, f"bench-probe-{self.uid}"))
+        try:
+            while time.monotonic() < deadline:
+                for p in procs:
+                    if not p.alive():
+                        self.log(f"  {p.name} exited early:\n{p.log_tail()}")
+                        return None
+                    p.poll_ready()
+                if all(p.ready_at is not None for p in procs):
+                    return min(p.ready_at for p in procs if p.ready_at is not None)
+                if any(p.web_port is None and p.ready_at is None for p in procs) and record_count(
+                    probe, pipe_topics
+                ):
+                    # No ready signal (yet) but output: the first output's time starts the clock.
+                    return time.time()
+                time.sleep(0.05)
+        finally:
+            probe.close()
+        return None
+
+    def _wait_done(self, procs: list[Proc], topics: list[str], want: int, until: float) -> int:
+        probe = Consumer(consumer_conf(self.bootstrap, f"bench-probe-{self.uid}"))
+        try:
+            have = 0
+            while time.monotonic() < until:
+                have = record_count(probe, topics)
+                if have >= want or not all(p.alive() for p in procs):
+                    break
+                time.sleep(0.25)
+            return have
+        finally:
+            probe.close()
+
+    # --- phases -------------------------------------------------------------------------------
+
+    def preload(self, txs: list[Any]) -> dict[str, Any]:
+        from stream.core.messages import encode_transaction
+
+        create(self.bootstrap, [self.input], self.cfg.partitions)
+        p = Producer(producer_conf(self.bootstrap, **{"linger.ms": 20, "batch.num.messages": 10000}))
+        t = time.perf_counter()
+        for tx in txs:
+            produce(p, self.input, tx.card_id.encode(), encode_transaction(tx))
+        left = p.flush(60)
+        secs = time.perf_counter() - t
+        if left:
+            raise RuntimeError(f"preload: {left} transactions were not acknowledged")
+        return {"transactions": len(txs), "seconds": round(secs, 2), "tx_per_s": round(len(txs) / secs)}
+
+    def throughput(self, key: str, sampler: Sampler, profile_to: Path | None = None) -> Throughput:
+        cfg = self.cfg
+        n = cfg.n
+        nproc = int(key.split("-")[1]) if key.startswith("worker-") else 1
+        res = Throughput(key, LABELS[key], nproc, n)
+        procs: list[Proc] = []
+        if key.startswith("worker-"):
+            out_topics = []
+            for i in range(nproc):
+                env, port = self._worker_env(key, self.input, i)
+                out_topics = [env["FRAUD_TOPIC_DECISIONS"], env["FRAUD_TOPIC_DLQ"]]
+                argv = [python(), "-m", "stream", "worker"]
+                if profile_to is not None:
+                    argv = [python(), "-m", "cProfile", "-o", str(profile_to), "-m", "stream",
+                            "worker"]  # fmt: skip
+                procs.append(Proc(f"{key}.{i}", argv, self.tmp, env=env, web_port=port))
+            decisions = out_topics[0]
+        else:
+            pipe = self._pipe(key)
+            module = {"passthrough": "stream.bench.ceilings", "handwritten": "stream.bench.ceilings",
+                      "naive": "stream.bench.naive", "peer": "stream.bench.peer"}[key]  # fmt: skip
+            mode = [key] if module == "stream.bench.ceilings" else []
+            procs.append(Proc(key, [python(), "-m", module, *mode, *pipe.argv()], self.tmp))
+            out_topics = [pipe.decisions]
+            decisions = pipe.decisions
+        self.log(f"  {res.label}: starting {nproc} process(es) …")
+        try:
+            for p in procs:
+                p.start()
+                sampler.add(p)
+            ready = self._wait_ready(procs, out_topics)
+            if ready is None:
+                res.note = "did not become ready: " + " | ".join(
+                    p.log_tail(3).replace("\n", " ") for p in procs
+                )[:300]
+                return res
+            res.startup_s = round(ready - min(p.started_at for p in procs), 2)
+            have = self._wait_done(procs, out_topics, n, time.monotonic() + cfg.cap_seconds)
+            cpu = 0.0
+            for p in procs:
+                p.sample()
+                cpu += p.cpu_s or 0.0
+        finally:
+            for p in procs:
+                p.stop()
+        if have < n:
+            died = [p.name for p in procs if p.proc is not None and p.proc.returncode not in (0, -15, None)]
+            res.note = (
+                f"partial: stopped after the {cfg.cap_seconds:.0f}s cap with {have} of {n} done"
+                if not died
+                else f"process(es) {died} exited: {procs[0].log_tail(3)}"
+            )
+        recs = read_topic(self.bootstrap, decisions)
+        if not recs:
+            res.note = res.note or "no output"
+            return res
+        stamps = np.array([ts for _, _, ts in recs], dtype=np.float64) / 1000.0
+        if key == "passthrough":
+            res.decided = len(recs)
+        else:
+            res.decided = len({orjson.loads(v)["transaction_id"] for _, v, _ in recs if v})
+        start = min(ready, float(stamps.min()))
+        res.seconds = round(float(stamps.max()) - start, 3)
+        res.tx_per_s = round(res.decided / res.seconds, 1) if res.seconds > 0 else 0.0
+        res.complete = res.decided >= n
+        res.peak_rss_mb = [_mb(p.peak_rss) for p in procs]
+        res.cpu_s = round(cpu, 2)
+        res.cpu_us_per_tx = round(cpu / max(1, res.decided) * 1e6, 1)
+        self.log(
+            f"    {res.decided} in {res.seconds:.2f}s = {res.tx_per_s:,.0f} tx/s "
+            f"(ready after {res.startup_s:.1f}s; peak RSS {res.peak_rss_mb} MB)"
+        )
+        return res
+
+    def latency(self, rates: list[float], live: list[Any], sampler: Sampler) -> list[Latency]:
+        from stream.core.messages import encode_transaction
+
+        topic = f"bench-{self.uid}.live.transactions"
+        create(self.bootstrap, [topic], self.cfg.partitions)
+        env, port = self._worker_env("live", topic, 0)
+        decisions = env["FRAUD_TOPIC_DECISIONS"]
+        w = Proc("live-worker", [python(), "-m", "stream", "worker"], self.tmp, env=env, web_port=port)
+        out: list[Latency] = []
+        probe = Consumer(consumer_conf(self.bootstrap, f"bench-probe-{self.uid}"))
+        p = Producer(producer_conf(self.bootstrap))
+        cursor = 0
+        total = 0
+        try:
+            w.start()
+            sampler.add(w)
+            if self._wait_ready([w], [decisions]) is None:
+                return [Latency(r, 0, 0, 0, 0, note="worker did not become ready") for r in rates]
+            for rate in rates:
+                k = int(rate * self.cfg.rate_seconds)
+                batch = [(t.card_id.encode(), encode_transaction(t)) for t in live[cursor : cursor + k]]
+                cursor += k
+                tx_start = high_watermarks(probe, topic)
+                dec_start = high_watermarks(probe, decisions)
+                rss0 = w.sample()
+                self.log(f"  offering {rate:,.0f}/s for {self.cfg.rate_seconds:.0f}s to one worker …")
+                t0 = time.monotonic()
+                sent = 0
+                while sent < len(batch):
+                    due = min(len(batch), int(rate * (time.monotonic() - t0)) + 1)
+                    while sent < due:
+                        produce(p, topic, *batch[sent])
+                        sent += 1
+                    p.poll(0)
+                    time.sleep(0.001)
+                p.flush(30)
+                elapsed = time.monotonic() - t0
+                total += sent
+                self._wait_done([w], [decisions, env["FRAUD_TOPIC_DLQ"]], total,
+                                time.monotonic() + 60)  # fmt: skip
+                rss1 = w.sample()
+                res = Latency(rate, round(sent / elapsed, 1), round(elapsed, 2), sent, 0)
+                res.rss_start_mb, res.rss_end_mb = _mb(rss0), _mb(rss1)
+                res.rss_growth_pct = round((rss1 / rss0 - 1) * 100, 1) if rss0 else 0.0
+                created = {
+                    orjson.loads(v)["transaction_id"]: ts
+                    for _, v, ts in read_topic(self.bootstrap, topic, start=tx_start)
+                    if v
+                }
+                lat = [
+                    ts - created[tid]
+                    for tid, ts in (
+                        (orjson.loads(v)["transaction_id"], ts)
+                        for _, v, ts in read_topic(self.bootstrap, decisions, start=dec_start)
+                        if v
+                    )
+                    if tid in created
+                ]
+                res.decided = len(lat)
+                if lat:
+                    a = np.asarray(lat, dtype=np.float64)
+                    res.p50_ms, res.p95_ms, res.p99_ms = (
+                        round(float(np.percentile(a, q)), 1) for q in (50, 95, 99)
+                    )
+                    res.max_ms = round(float(a.max()), 1)
+                if res.decided < sent:
+                    res.note = f"{sent - res.decided} not decided within 60 s after the last send"
+                self.log(
+                    f"    p50 {res.p50_ms} / p95 {res.p95_ms} / p99 {res.p99_ms} / "
+                    f"max {res.max_ms} ms over {res.decided} transactions"
+                )
+                out.append(res)
+        finally:
+            probe.close()
+            w.stop()
+        return out
+
+    def cleanup_topics(self) -> None:
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        names = [t for t in admin.list_topics(timeout=10).topics if self.uid in t]
+        if names:
+            for fut in admin.delete_topics(names, operation_timeout=30).values():
+                with contextlib.suppress(Exception):
+                    fut.result()
+
+    def run(self) -> dict[str, Any]:
+        from stream.sim.generator import SimConfig, generate
+
+        cfg = self.cfg
+        t_run = time.monotonic()
+        result: dict[str, Any] = {
+            "machine": machine_info(),
+            "config": {
+                k: (str(v) if isinstance(v, Path) else v)
+                for k, v in asdict(cfg).items()
+                if k != "bootstrap"
+            }
+            | {"champion": CHAMPION, "challenger": CHALLENGER, "challenger_share": SHARE,
+               "shadow": True},  # fmt: skip
+        }
+        only = set(cfg.only)
+        if "peer" in only:
+            try:
+                import quixstreams  # noqa: F401
+            except ImportError:
+                only.discard("peer")
+                self.skipped["peer"] = (
+                    "quixstreams is not installed (pip install 'fraudstream[bench]')"
+                )
+        live_n = int(sum(cfg.rates) * cfg.rate_seconds) if "worker" in only else 0
+        self.log(f"generating {cfg.n:,} transactions (+{live_n:,} for the offered-rate runs) …")
+        gen = generate(SimConfig(seed=cfg.seed), n=None)
+        txs = [next(gen).tx for _ in range(cfg.n)]
+        result["stages_us_per_tx"] = stage_costs(txs[:5000], cfg.models_dir)
+        with self.broker() as bootstrap:
+            self.bootstrap = bootstrap
+            try:
+                self.log(f"preloading {cfg.n:,} transactions into {cfg.partitions} partitions …")
+                result["preload"] = self.preload(txs)
+                del txs
+                rows: list[Throughput] = []
+                with Sampler() as sampler:
+                    for key in ("passthrough", "handwritten", "naive", "peer"):
+                        if key in only:
+                            rows.append(self.throughput(key, sampler))
+                    profile: Path | None = None
+                    if "worker" in only:
+                        for k in cfg.workers:
+                            prof = self.tmp / "worker.prof" if cfg.profile and k == 1 else None
+                            rows.append(self.throughput(f"worker-{k}", sampler, prof))
+                            profile = profile or prof
+                        rates = list(cfg.rates)
+                        one = next((r for r in rows if r.key == "worker-1"), None)
+                        if cfg.half_max_rate and one is not None and one.tx_per_s > 0:
+                            rates.append(round(one.tx_per_s / 2, -1))
+                        extra = int((rates[-1] if len(rates) > len(cfg.rates) else 0) * cfg.rate_seconds)
+                        live = [next(gen).tx for _ in range(live_n + extra)]
+                        result["latency"] = [asdict(x) for x in self.latency(rates, live, sampler)]
+                    else:
+                        result["latency"] = []
+                    if profile is not None and profile.exists():
+                        result["profile_top"] = _profile_top(profile)
+                result["throughput"] = [asdict(r) for r in rows]
+            finally:
+                if cfg.bootstrap:
+                    with contextlib.suppress(Exception):
+                        self.cleanup_topics()
+        result["ratios"] = ratios(result["throughput"])
+        result["skipped"] = self.skipped
+        result["contenders"] = {r["key"]: DESCRIPTIONS[r["key"]] for r in result["throughput"]}
+        result["notes"] = self.notes + default_notes(cfg)
+        result["elapsed_s"] = round(time.monotonic() - t_run, 1)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        return result
+
+
+def ratios(rows: list[dict[str, Any]]) -> dict[str, float | None]:
+    by = {r["key"]: r["tx_per_s"] for r in rows if r.get("tx_per_s")}
+    w1 = by.get("worker-1")
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return round(a / b, 3) if a and b else None
+
+    return {
+        "worker_vs_passthrough": ratio(w1, by.get("passthrough")),
+        "worker_vs_handwritten": ratio(w1, by.get("handwritten")),
+        "worker_vs_naive": ratio(w1, by.get("naive")),
+        "worker_vs_peer": ratio(w1, by.get("peer")),
+        "two_workers_vs_one": ratio(by.get("worker-2"), w1),
+    }
+
+
+def default_notes(cfg: BenchConfig) -> list[str]:
+    notes = [
+        "Every process shares this machine's cores with the broker and the bench itself.",
+        "Throughput clock: from the contender's ready signal (worker: /readyz 200) or its first "
+        "output if earlier, to its last decision's broker append time (LogAppendTime).",
+        "Latency: decision append time minus the transaction's producer CreateTime (includes the "
+        "producer's linger.ms=2), joined by transaction_id; every transaction counts, no warm-up "
+        "excluded.",
+        "The worker also runs its feedback-join agent, which reads its own decisions and scores.",
+        "Ceilings keep per-card records in a dict (no changelog) and do not flush per batch.",
+    ]
+    if cfg.quick:
+        notes.append(
+            f"--quick: {cfg.n:,} transactions, runs of a few seconds; figures are noisy "
+            "(startup and rebalancing weigh more than in the full run)."
+        )
+    return notes
+
+
+def _profile_top(path: Path, k: int = 25) -> list[dict[str, Any]]:
+    import pstats
+
+    st = pstats.Stats(str(path))
+    rows = []
+    for (file, line, func), (_cc, nc, tt, ct, _callers) in st.stats.items():  # type: ignore[attr-defined]
+        rows.append({"function": f"{Path(file).name}:{line}:{func}", "calls": nc,
+                     "tottime_s": round(tt, 3), "cumtime_s": round(ct, 3)})  # fmt: skip
+    rows.sort(key=lambda r: r["tottime_s"], reverse=True)
+    return rows[:k]

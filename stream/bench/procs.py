@@ -1,0 +1,165 @@
+"""Contender processes: started, watched (readiness, peak RSS, CPU time) and stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from stream.bench.common import REPO
+
+try:
+    import psutil
+except ImportError:  # the optional `bench` extra
+    psutil = None
+
+
+def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUD_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    env["OMP_NUM_THREADS"] = "1"  # one XGBoost/OpenMP thread per process, for every contender
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env.update(extra or {})
+    return env
+
+
+class Proc:
+    """One contender process. ``ready_at`` is the wall time it said it owns partitions: the
+    ``READY`` line of the bench's own contenders, or the worker's /readyz turning 200."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        log_dir: Path,
+        env: Mapping[str, str] | None = None,
+        web_port: int | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.env = child_env(env)
+        self.web_port = web_port
+        self.log_path = log_dir / f"{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.ready_at: float | None = None
+        self.started_at = 0.0
+        self.peak_rss = 0
+        self.rss_samples: list[tuple[float, int]] = []
+        self.cpu_s: float | None = None
+        self._ps = None
+        self._reader: threading.Thread | None = None
+
+    def start(self) -> Proc:
+        log = self.log_path.open("ab")
+        self.started_at = time.time()
+        self.proc = subprocess.Popen(
+            self.argv, env=self.env, cwd=REPO, stdout=subprocess.PIPE, stderr=log
+        )
+        if psutil is not None:
+            try:
+                self._ps = psutil.Process(self.proc.pid)
+            except psutil.Error:
+                self._ps = None
+        self._reader = threading.Thread(target=self._read_stdout, args=(log,), daemon=True)
+        self._reader.start()
+        return self
+
+    def _read_stdout(self, log: object) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith(b"READY") and self.ready_at is None:
+                self.ready_at = time.time()
+            log.write(line)  # type: ignore[attr-defined]
+            log.flush()  # type: ignore[attr-defined]
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def sample(self) -> int:
+        if self._ps is None or not self.alive():
+            return 0
+        try:
+            rss = int(self._ps.memory_info().rss)
+            cpu = self._ps.cpu_times()
+            self.cpu_s = float(cpu.user + cpu.system)
+        except psutil.Error:  # type: ignore[union-attr]
+            return 0
+        self.peak_rss = max(self.peak_rss, rss)
+        self.rss_samples.append((time.time(), rss))
+        return rss
+
+    def poll_ready(self) -> bool:
+        """True once ready; for a worker, asks /readyz (a 200 means: models loaded, partitions
+        assigned, no rebalance in progress)."""
+        if self.ready_at is not None:
+            return True
+        if self.web_port is None:
+            return False
+        try:
+            url = f"http://127.0.0.1:{self.web_port}/readyz"
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200 and json.loads(r.read()).get("ready"):
+                    self.ready_at = time.time()
+                    return True
+        except (OSError, ValueError, urllib.error.HTTPError):
+            pass
+        return False
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.proc is None:
+            return
+        self.sample()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+
+
+class Sampler:
+    """Samples RSS and CPU time of every registered process, every ``interval`` seconds."""
+
+    def __init__(self, interval: float = 0.25) -> None:
+        self.interval = interval
+        self.procs: list[Proc] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def add(self, p: Proc) -> None:
+        self.procs.append(p)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            for p in list(self.procs):
+                if p.alive():
+                    p.sample()
+
+
+def python() -> str:
+    return sys.executable

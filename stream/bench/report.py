@@ -1,0 +1,168 @@
+"""The benchmark's result as rich tables (terminal), Markdown and JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+THROUGHPUT_COLUMNS = (
+    "contender",
+    "procs",
+    "decided",
+    "seconds",
+    "tx/s",
+    "ready after s",
+    "peak RSS MB",
+    "CPU µs/tx",
+    "note",
+)
+LATENCY_COLUMNS = (
+    "offered/s",
+    "achieved/s",
+    "decided",
+    "p50 ms",
+    "p95 ms",
+    "p99 ms",
+    "max ms",
+    "RSS start→end MB",
+    "note",
+)
+RATIO_LABELS = {
+    "worker_vs_passthrough": "worker ×1 / pass-through ceiling",
+    "worker_vs_handwritten": "worker ×1 / hand-written ceiling",
+    "worker_vs_naive": "worker ×1 / naive baseline",
+    "worker_vs_peer": "worker ×1 / peer (Quix Streams)",
+    "two_workers_vs_one": "worker ×2 / worker ×1",
+}
+
+
+def _n(x: Any, digits: int = 0) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        return f"{x:,.{digits}f}"
+    return f"{x:,}" if isinstance(x, int) else str(x)
+
+
+def throughput_rows(result: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for r in result.get("throughput", []):
+        rows.append(
+            [
+                r["label"],
+                str(r["processes"]),
+                f"{r['decided']:,}/{r['transactions']:,}",
+                _n(r["seconds"], 2),
+                _n(r["tx_per_s"]),
+                _n(r["startup_s"], 1),
+                " + ".join(_n(m, 0) for m in r["peak_rss_mb"]) or "–",
+                _n(r["cpu_us_per_tx"]),
+                r["note"],
+            ]
+        )
+    for key, why in result.get("skipped", {}).items():
+        rows.append([key, "–", "–", "–", "–", "–", "–", "–", f"skipped: {why}"])
+    return rows
+
+
+def latency_rows(result: dict[str, Any]) -> list[list[str]]:
+    return [
+        [
+            _n(r["offered_rate"]),
+            _n(r["achieved_rate"]),
+            f"{r['decided']:,}/{r['sent']:,}",
+            _n(r["p50_ms"], 1),
+            _n(r["p95_ms"], 1),
+            _n(r["p99_ms"], 1),
+            _n(r["max_ms"], 1),
+            f"{_n(r['rss_start_mb'])}→{_n(r['rss_end_mb'])} ({r['rss_growth_pct']:+.1f}%)",
+            r["note"],
+        ]
+        for r in result.get("latency", [])
+    ]
+
+
+def ratio_rows(result: dict[str, Any]) -> list[list[str]]:
+    return [
+        [RATIO_LABELS.get(k, k), "–" if v is None else f"{v:.2f}×"]
+        for k, v in result.get("ratios", {}).items()
+    ]
+
+
+def machine_rows(result: dict[str, Any]) -> list[list[str]]:
+    return [[k, str(v)] for k, v in result.get("machine", {}).items()]
+
+
+def stage_rows(result: dict[str, Any]) -> list[list[str]]:
+    return [[k, f"{v:,.1f}"] for k, v in result.get("stages_us_per_tx", {}).items()]
+
+
+def render_rich(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+
+    def table(title: str, columns: tuple[str, ...] | list[str], rows: list[list[str]]) -> None:
+        t = Table(title=title, title_justify="left")
+        for i, c in enumerate(columns):
+            t.add_column(c, justify="left" if i == 0 or c == "note" else "right")
+        for r in rows:
+            t.add_row(*r)
+        console.print(t)
+
+    table("Throughput (preloaded topic)", THROUGHPUT_COLUMNS, throughput_rows(result))
+    table("Ratios", ["", "ratio"], ratio_rows(result))
+    if result.get("latency"):
+        table("End-to-end latency, one worker, fixed offered rate", LATENCY_COLUMNS,
+              latency_rows(result))  # fmt: skip
+    table("Core stage costs in process (µs per transaction)", ["stage", "µs"], stage_rows(result))
+    if result.get("profile_top"):
+        table("Worker profile (cProfile, top by own time)", ["function", "calls", "tottime s",
+              "cumtime s"], [[p["function"], _n(p["calls"]), _n(p["tottime_s"], 3),
+              _n(p["cumtime_s"], 3)] for p in result["profile_top"]])  # fmt: skip
+    table("Machine", ["", ""], machine_rows(result))
+    for key, text in result.get("contenders", {}).items():
+        console.print(f"• {key}: {text}")
+    for note in result.get("notes", []):
+        console.print(f"• {note}")
+
+
+def _md_table(columns: list[str] | tuple[str, ...], rows: list[list[str]]) -> str:
+    def esc(x: str) -> str:
+        return x.replace("|", "\\|")
+
+    head = "| " + " | ".join(columns) + " |\n|" + "|".join("---" for _ in columns) + "|\n"
+    return head + "".join("| " + " | ".join(esc(c) for c in r) + " |\n" for r in rows)
+
+
+def to_markdown(result: dict[str, Any]) -> str:
+    parts = ["## Throughput (preloaded topic)\n", _md_table(THROUGHPUT_COLUMNS,
+             throughput_rows(result)), "\n## Ratios\n", _md_table(["", "ratio"],
+             ratio_rows(result))]  # fmt: skip
+    if result.get("latency"):
+        parts += ["\n## End-to-end latency, one worker, fixed offered rate\n",
+                  _md_table(LATENCY_COLUMNS, latency_rows(result))]  # fmt: skip
+    parts += ["\n## Core stage costs in process (µs per transaction)\n",
+              _md_table(["stage", "µs"], stage_rows(result))]  # fmt: skip
+    if result.get("profile_top"):
+        parts += ["\n## Worker profile (cProfile, top by own time)\n", _md_table(
+            ["function", "calls", "tottime s", "cumtime s"],
+            [[p["function"], _n(p["calls"]), _n(p["tottime_s"], 3), _n(p["cumtime_s"], 3)]
+             for p in result["profile_top"]])]  # fmt: skip
+    parts += ["\n## Machine\n", _md_table(["", ""], machine_rows(result)), "\n## Contenders\n"]
+    parts += [f"- **{k}**: {v}\n" for k, v in result.get("contenders", {}).items()]
+    parts += ["\n## Notes\n"]
+    parts += [f"- {n}\n" for n in result.get("notes", [])]
+    return "".join(parts)
+
+
+def write(result: dict[str, Any], out: Path) -> tuple[Path, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    js = out / "bench.json"
+    md = out / "bench.md"
+    js.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+    md.write_text("# fraudstream bench\n\n" + to_markdown(result), encoding="utf-8")
+    return js, md

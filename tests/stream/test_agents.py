@@ -1,0 +1,727 @@
+"""The real Faust agents, driven without a broker.
+
+How: each test builds the app with ``create_app(settings, serving, output=RecordingOutput())``
+(``table_store="memory://"``) and opens Faust's own ``agent.test_context()`` for the two agents.
+``test_context`` (faust-streaming 0.15, ``faust/agents/agent.py``) clones the agent onto an
+in-memory channel and runs the *agent function itself* -- here ``stream.take_events(...)`` and the
+handlers -- in the app's event loop, with Faust's ``current_event`` set by the stream, so the
+memory-backed tables (card state, join records, metrics) and their changelog path are exercised as
+in production. Nothing calls ``tx_handler.handle`` directly.
+
+Two details of that harness:
+
+* The test channel is given a raw bytes schema (``key_serializer=value_serializer="raw"``),
+  like the production topics, so undecodable bytes reach the agent untouched instead of failing in
+  Faust's JSON codec before it.
+* ``AgentTestWrapper.put`` names every message after the agent's source topic, which for the join
+  agent (three topics) is ``"<internal>"``. ``deliver`` below therefore builds the
+  ``faust.types.tuples.Message`` the way ``AgentTestWrapper.to_message`` does, but with the real
+  topic name (decisions / scores / feedback), decodes it through the channel and puts the event on
+  it, exactly as ``put`` does.
+* ``put(wait=True)`` only waits until the stream has *seen* a value; ``take_events`` processes
+  it later, in a batch. ``settle`` waits until Faust has acked every event, which happens after
+  the batch's handler returns, and re-raises an agent crash.
+
+``RecordingOutput`` subclasses ``stream.app.agents.Output`` without its Kafka producer: ``send``
+records, ``flush`` counts, and ``dead_letter`` is the production method (headers included).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faust
+import numpy as np
+import orjson
+import pytest
+from faust.types.tuples import Message
+from prometheus_client import REGISTRY
+
+from stream.app.agents import Output
+from stream.app.app import FraudApp, create_app
+from stream.app.serving import ServingManager
+from stream.core import engine, features
+from stream.core.messages import (
+    Decision,
+    Feedback,
+    Routing,
+    decode_decision,
+    decode_outcome,
+    decode_score,
+    decode_transaction,
+    encode_decision,
+    encode_feedback,
+)
+from stream.core.outcomes import Confusion, classify
+from stream.core.policy import decide_many
+from stream.core.routing import assign_many
+from stream.settings import Settings
+
+pytestmark = pytest.mark.stream
+
+REPO = Path(__file__).resolve().parents[2]
+MODELS = REPO / "models"
+CHAMPION = "champion-v1"
+CHALLENGER = "challenger-v2"
+HAS_CHALLENGER = (MODELS / CHALLENGER / "metadata.json").is_file()
+SALT = "agents-test"
+
+
+def _routing() -> Routing:
+    if HAS_CHALLENGER:
+        return Routing(
+            champion=CHAMPION, challenger=CHALLENGER, challenger_share=0.5, shadow=True, salt=SALT
+        )
+    return Routing(champion=CHAMPION, salt=SALT)
+
+
+# --------------------------------------------------------------------------------------------
+# The recording sink and the harness
+
+
+@dataclass(frozen=True)
+class Sent:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, str]
+
+
+class RecordingOutput(Output):
+    """``Output`` without Kafka: what would be produced is recorded, in order."""
+
+    def __init__(self) -> None:  # no producer, no delivery tracker
+        self.records: list[Sent] = []
+        self.flushes = 0
+
+    def send(self, topic: str, key: bytes | None, value: bytes | None, headers: Any = None) -> None:
+        assert key is None or isinstance(key, bytes)
+        assert value is None or isinstance(value, bytes)
+        hdrs = {k: v.decode() for k, v in headers or ()}
+        assert len(hdrs) == len(headers or ()), "a header name repeats"
+        self.records.append(Sent(topic, key, value, hdrs))
+
+    async def flush(self) -> None:
+        self.flushes += 1
+
+    def on(self, topic: str) -> list[Sent]:
+        return [r for r in self.records if r.topic == topic]
+
+
+@dataclass
+class Rig:
+    fa: FraudApp
+    out: RecordingOutput
+    s: Settings
+    tx: Any  # AgentTestWrapper of "score-transactions"
+    join: Any  # AgentTestWrapper of "join-feedback"
+
+    def decisions(self) -> dict[str, Decision]:
+        recs = self.out.on(self.s.topic_decisions)
+        by_id = {r.key.decode(): decode_decision(r.value) for r in recs if r.key and r.value}
+        assert len(by_id) == len(recs), "two decisions for one transaction_id"
+        for r in recs:
+            assert r.key == decode_decision(r.value).transaction_id.encode()
+        return by_id
+
+    def scores(self, transaction_id: str) -> list[Any]:
+        return [
+            decode_score(r.value)
+            for r in self.out.on(self.s.topic_scores)
+            if r.key == transaction_id.encode()
+        ]
+
+    def confusion(self, partition: int, version: str, variant: str) -> Confusion:
+        raw = self.fa.metrics_table.get(f"{partition}|{version}|{variant}".encode())
+        return Confusion.from_dict(orjson.loads(raw)) if raw else Confusion()
+
+
+RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+
+
+@contextlib.asynccontextmanager
+async def rig(tmp_path: Path, routing: Routing | None = None) -> AsyncIterator[Rig]:
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        table_store="memory://",
+        models_dir=MODELS,
+        data_dir=tmp_path,
+        partitions=2,
+        feedback_grace_seconds=300.0,
+    )
+    serving = ServingManager(settings.models_dir)
+    serving.start_sync(routing or _routing())
+    out = RecordingOutput()
+    fa = create_app(settings, serving, output=out)
+    assert fa.output is out
+    app = fa.app
+    app.finalize()
+    tx_agent = app.agents["score-transactions"]
+    join_agent = app.agents["join-feedback"]
+    async with (
+        tx_agent.test_context(channel=app.channel(schema=faust.Schema(**RAW))) as tx,
+        join_agent.test_context(channel=app.channel(schema=faust.Schema(**RAW))) as join,
+    ):
+        yield Rig(fa, out, settings, tx, join)
+
+
+def run(coro: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    asyncio.run(asyncio.wait_for(coro(), timeout=30))
+
+
+async def deliver(
+    agent: Any, topic: str, value: bytes | None, key: bytes | None, partition: int = 0
+) -> Any:
+    """``AgentTestWrapper.put(wait=False)`` with the real source topic on the message."""
+    message = Message(
+        topic=topic,
+        partition=partition,
+        offset=agent.sent_offset,
+        timestamp=time.time(),
+        timestamp_type=0,
+        headers=None,
+        key=key,
+        value=value,
+        checksum=None,
+        serialized_key_size=len(key or b""),
+        serialized_value_size=len(value or b""),
+        generation_id=agent.app.consumer_generation_id,
+    )
+    channel = agent.stream().channel
+    event = await channel.decode(message)
+    await channel.put(event)
+    agent.sent_offset += 1
+    return event
+
+
+async def settle(agent: Any, events: Sequence[Any], timeout: float = 10.0) -> None:
+    """Wait until Faust has acked ``events`` (their batch's handler has returned)."""
+    deadline = time.monotonic() + timeout
+    while not all(ev.message.acked for ev in events):
+        if agent._crash_reason is not None:
+            raise agent._crash_reason
+        assert time.monotonic() < deadline, "the agent did not process its events in time"
+        await asyncio.sleep(0.005)
+
+
+# --------------------------------------------------------------------------------------------
+# Messages
+
+_DROP = object()
+
+
+def tx_bytes(
+    tid: str,
+    card: str,
+    *,
+    amount: Any = 42.5,
+    when: str = "2024-05-01T12:00:00+00:00",
+    merchant: str = "m-1",
+    **extra: Any,
+) -> bytes:
+    obj: dict[str, Any] = {
+        "transaction_id": tid,
+        "card_id": card,
+        "merchant_id": merchant,
+        "amount": amount,
+        "currency": "EUR",
+        "event_time": when,
+        "mcc": 5411,
+        "country": "FR",
+        "channel": "ecom",
+        "device_id": f"dev-{card}",
+        "schema_version": 1,
+    }
+    obj.update(extra)
+    return orjson.dumps({k: v for k, v in obj.items() if v is not _DROP})
+
+
+def label_bytes(tid: str, is_fraud: bool, reported_at: str = "2024-05-03T09:00:00+00:00") -> bytes:
+    return encode_feedback(Feedback(tid, is_fraud, "chargeback", reported_at))
+
+
+def counter(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def expected_scores(rig_: Rig, payloads: Sequence[bytes]) -> dict[tuple[str, str], float]:
+    """(transaction_id, version) -> the score of the training path: replay, then predict."""
+    txs = [decode_transaction(p) for p in payloads]
+    x, ids = features.replay(txs)
+    serving = rig_.fa.serving.current
+    assert serving is not None
+    out: dict[tuple[str, str], float] = {}
+    for version, served in serving.models.items():
+        for tid, p in zip(ids, served.model.predict(x), strict=True):
+            out[(tid, version)] = float(p)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# (1) valid transactions: one decision each, one score per scoring version
+
+
+def test_valid_transactions_get_one_decision_and_one_score_per_version(tmp_path: Path) -> None:
+    routing = _routing()
+    cards = [f"card-{i:03d}" for i in range(40)]
+    if HAS_CHALLENGER:
+        variants = dict(zip(cards, assign_many(cards, SALT, 0.5), strict=True))
+        # Six cards, both variants among them.
+        champs = [c for c in cards if variants[c] == "champion"][:3]
+        chall = [c for c in cards if variants[c] == "challenger"][:3]
+        assert len(champs) == 3 and len(chall) == 3
+        cards = champs + chall
+    else:
+        variants = dict.fromkeys(cards, "champion")
+        cards = cards[:6]
+    payloads = [
+        tx_bytes(f"tx-{i}", card, amount=10.0 + 37.0 * i, merchant=f"m-{i}")
+        for i, card in enumerate(cards)
+    ]
+
+    async def body() -> None:
+        async with rig(tmp_path, routing) as r:
+            before = counter("fraudstream_transactions_received_total")
+            # wait=False: all six land in one take_events batch.
+            events = [await r.tx.put(p, key=c.encode(), wait=False) for p, c in zip(payloads, cards)]
+            await settle(r.tx, events)
+
+            decisions = r.decisions()
+            assert sorted(decisions) == sorted(f"tx-{i}" for i in range(len(cards)))
+            assert r.out.on(r.s.topic_dlq) == []
+            assert counter("fraudstream_transactions_received_total") - before == len(cards)
+            expected = expected_scores(r, payloads)
+            serving = r.fa.serving.current
+            assert serving is not None
+            versions_used = set()
+            for i, card in enumerate(cards):
+                tid = f"tx-{i}"
+                d = decisions[tid]
+                assert d.card_id == card
+                assert d.amount == 10.0 + 37.0 * i
+                assert d.currency == "EUR"
+                assert d.variant == variants[card]
+                want_version = CHALLENGER if d.variant == "challenger" else CHAMPION
+                assert d.model_version == want_version
+                versions_used.add(d.model_version)
+                assert d.score == pytest.approx(expected[(tid, d.model_version)], abs=1e-6)
+                [kind] = decide_many(
+                    np.array([d.score]), serving.models[d.model_version].thresholds
+                )
+                assert d.decision == kind
+                assert (d.decision == "approve") == (d.reasons == ())
+
+                scores = r.scores(tid)
+                scoring_versions = [CHAMPION, CHALLENGER] if HAS_CHALLENGER else [CHAMPION]
+                assert sorted(sc.model_version for sc in scores) == sorted(scoring_versions)
+                by_version = {sc.model_version: sc for sc in scores}
+                own = by_version[d.model_version]
+                assert own.role == d.variant
+                assert own.score == d.score
+                assert own.decision == d.decision
+                for sc in scores:
+                    assert sc.score == pytest.approx(expected[(tid, sc.model_version)], abs=1e-6)
+                    if sc.model_version != d.model_version:
+                        assert sc.role == "shadow"
+                # The card's record remembers the transaction.
+                rec = engine.record_from_bytes(r.fa.card_table.get(card.encode()))
+                assert list(rec.seen) == [tid]
+                assert rec.state is not None
+                assert rec.state.n == 1
+            if HAS_CHALLENGER:
+                assert versions_used == {CHAMPION, CHALLENGER}
+
+    run(body)
+
+
+# --------------------------------------------------------------------------------------------
+# (2) bad input: dead-lettered with its reason, the agent carries on
+
+BAD: list[tuple[str, bytes | None, bytes, str, str]] = [
+    # (case, key, value, error.class, a fragment of error.message)
+    ("not_json", b"card-x", b'{"transaction_id": "tx-bad", ', "not_json", "not JSON"),
+    ("not_utf8", b"card-x", b'{"transaction_id": "\xff\xfe"}', "not_utf8", "UTF-8"),
+    ("empty", b"card-x", b"", "empty", "empty transaction"),
+    (
+        "missing_field",
+        b"card-x",
+        tx_bytes("tx-bad", "card-x", merchant_id=_DROP),
+        "schema",
+        "merchant_id",
+    ),
+    ("negative_amount", b"card-x", tx_bytes("tx-bad", "card-x", amount=-5), "schema", "amount"),
+    (
+        "bad_currency",
+        b"card-x",
+        tx_bytes("tx-bad", "card-x", currency="EURO"),
+        "bad_currency",
+        "currency",
+    ),
+    (
+        "bad_timestamp",
+        b"card-x",
+        tx_bytes("tx-bad", "card-x", when="2024-02-30T12:00:00+00:00"),
+        "bad_timestamp",
+        "event_time",
+    ),
+    (
+        "no_utc_offset",
+        b"card-x",
+        tx_bytes("tx-bad", "card-x", when="2024-05-01T12:00:00"),
+        "bad_timestamp",
+        "event_time",
+    ),
+    ("key_mismatch", b"card-y", tx_bytes("tx-bad", "card-x"), "key_mismatch", "card_id"),
+    ("no_key", None, tx_bytes("tx-bad", "card-x"), "key_mismatch", "card_id"),
+]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "reason", "fragment"),
+    [case[1:] for case in BAD],
+    ids=[case[0] for case in BAD],
+)
+def test_bad_input_goes_to_the_dlq_and_the_next_event_is_decided(
+    tmp_path: Path, key: bytes | None, value: bytes, reason: str, fragment: str
+) -> None:
+    async def body() -> None:
+        async with rig(tmp_path) as r:
+            before = counter(
+                "fraudstream_dead_letters_total", reason=reason, source="transactions"
+            )
+            bad = await r.tx.put(value, key=key, partition=1)
+            good = await r.tx.put(tx_bytes("tx-good", "card-ok"), key=b"card-ok", partition=1)
+            await settle(r.tx, [bad, good])
+
+            [dl] = r.out.on(r.s.topic_dlq)
+            assert dl.key == key
+            assert dl.value == value  # the original bytes, untouched
+            assert dl.headers["error.class"] == reason
+            assert fragment in dl.headers["error.message"]
+            assert dl.headers["origin.topic"] == r.s.topic_transactions
+            assert dl.headers["origin.partition"] == "1"
+            assert dl.headers["origin.offset"] == str(bad.message.offset) == "0"
+            assert set(dl.headers) == {
+                "error.class",
+                "error.message",
+                "origin.topic",
+                "origin.partition",
+                "origin.offset",
+            }
+            after = counter("fraudstream_dead_letters_total", reason=reason, source="transactions")
+            assert after - before == 1
+            # The next valid event was decided, and the bad one left no trace in card state.
+            assert list(r.decisions()) == ["tx-good"]
+            assert r.fa.card_table.get(b"card-x") is None
+
+    run(body)
+
+
+def test_bad_records_inside_a_batch_do_not_sink_it(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with rig(tmp_path) as r:
+            events = []
+            for i, (_, key, value, _, _) in enumerate(BAD):
+                events.append(await r.tx.put(value, key=key, wait=False))
+                card = f"card-{i}"
+                events.append(
+                    await r.tx.put(tx_bytes(f"tx-{i}", card), key=card.encode(), wait=False)
+                )
+            await settle(r.tx, events)
+            assert sorted(r.decisions()) == sorted(f"tx-{i}" for i in range(len(BAD)))
+            dlq = r.out.on(r.s.topic_dlq)
+            assert [d.headers["error.class"] for d in dlq] == [case[3] for case in BAD]
+            assert [d.value for d in dlq] == [case[2] for case in BAD]
+            assert [d.headers["origin.offset"] for d in dlq] == [
+                str(2 * i) for i in range(len(BAD))
+            ]
+
+    run(body)
+
+
+# --------------------------------------------------------------------------------------------
+# (3) a repeated transaction_id is decided once
+
+
+def test_repeated_transaction_id_gets_one_decision(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with rig(tmp_path) as r:
+            before = counter("fraudstream_duplicates_total")
+            first = tx_bytes("tx-dup", "card-d", amount=80.0)
+            # Twice in one batch...
+            evs = [
+                await r.tx.put(first, key=b"card-d", wait=False),
+                await r.tx.put(first, key=b"card-d", wait=False),
+            ]
+            await settle(r.tx, evs)
+            # ...and again in a later batch (a replay), with a different body: the id decides.
+            again = tx_bytes("tx-dup", "card-d", amount=999.0, when="2024-05-01T12:05:00+00:00")
+            ev = await r.tx.put(again, key=b"card-d")
+            await settle(r.tx, [ev])
+
+            decisions = r.decisions()
+            assert list(decisions) == ["tx-dup"]
+            assert decisions["tx-dup"].amount == 80.0
+            assert len(r.scores("tx-dup")) == (2 if HAS_CHALLENGER else 1)
+            assert r.out.on(r.s.topic_dlq) == []
+            assert counter("fraudstream_duplicates_total") - before == 2
+            rec = engine.record_from_bytes(r.fa.card_table.get(b"card-d"))
+            assert rec.state is not None
+            assert rec.state.n == 1  # the duplicates did not enter the card's history
+            assert list(rec.seen) == ["tx-dup"]
+
+    run(body)
+
+
+# --------------------------------------------------------------------------------------------
+# (4) per-card state
+
+
+@pytest.mark.parametrize("same_batch", [False, True], ids=["two_batches", "one_batch"])
+def test_second_transaction_of_a_card_sees_the_first(tmp_path: Path, same_batch: bool) -> None:
+    card = "card-state"
+    first = tx_bytes("tx-a", card, amount=20.0, merchant="m-a")
+    second = tx_bytes(
+        "tx-b", card, amount=900.0, merchant="m-b", when="2024-05-01T12:20:00+00:00"
+    )
+    other = tx_bytes("tx-o", "card-other", amount=20.0, merchant="m-a")
+
+    async def body() -> None:
+        async with rig(tmp_path) as r:
+            if same_batch:
+                evs = [
+                    await r.tx.put(p, key=k, wait=False)
+                    for p, k in [(first, card.encode()), (other, b"card-other"), (second, card.encode())]
+                ]
+                await settle(r.tx, evs)
+            else:
+                for p, k in [(first, card.encode()), (other, b"card-other"), (second, card.encode())]:
+                    await settle(r.tx, [await r.tx.put(p, key=k)])
+
+            decisions = r.decisions()
+            assert sorted(decisions) == ["tx-a", "tx-b", "tx-o"]
+            # The training path: both transactions of the card, in event-time order.
+            txs = [decode_transaction(first), decode_transaction(second)]
+            x, ids = features.replay(txs)
+            assert ids == ["tx-a", "tx-b"]
+            row = features.row_as_dict(x[1])
+            assert row["card_count_1h"] == 1.0
+            assert row["card_amount_1h"] == 20.0
+            assert row["secs_since_prev"] == 1200.0
+            assert row["new_merchant"] == 1.0
+            assert row["amount_to_card_avg"] == 900.0 / 20.0
+            serving = r.fa.serving.current
+            assert serving is not None
+            d = decisions["tx-b"]
+            want = float(serving.models[d.model_version].model.predict(x)[1])
+            assert d.score == pytest.approx(want, abs=1e-6)
+            # Every version scoring it saw the same history.
+            for sc in r.scores("tx-b"):
+                want_v = float(serving.models[sc.model_version].model.predict(x)[1])
+                assert sc.score == pytest.approx(want_v, abs=1e-6)
+            # The other card's first transaction looks like tx-a did, not like a second one.
+            assert decisions["tx-o"].score == pytest.approx(decisions["tx-a"].score, abs=1e-6)
+
+            rec = engine.record_from_bytes(r.fa.card_table.get(card.encode()))
+            assert rec.state is not None
+            assert rec.state.n == 2
+            assert rec.state.sum_c == 92_000
+            assert list(rec.seen) == ["tx-a", "tx-b"]
+
+    run(body)
+
+
+# --------------------------------------------------------------------------------------------
+# (5) the feedback join
+
+
+def _outcomes(r: Rig, topic: str) -> list[Any]:
+    return [decode_outcome(rec.value) for rec in r.out.on(topic)]
+
+
+def test_join_emits_outcomes_and_reversals_move_one_count(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with rig(tmp_path) as r:
+            s = r.s
+            # A real decision (and its scores) from the scoring agent...
+            ev = await r.tx.put(tx_bytes("tx-j", "card-j"), key=b"card-j")
+            await settle(r.tx, [ev])
+            [dec_rec] = r.out.on(s.topic_decisions)
+            d = decode_decision(dec_rec.value)
+            shadow = [sc for sc in r.scores("tx-j") if sc.role == "shadow"]
+            # ...plus a declined one written by hand, so flagged cells are covered too.
+            flagged = Decision(
+                transaction_id="tx-k",
+                card_id="card-k",
+                decision="decline",
+                score=0.99,
+                model_version=CHAMPION,
+                variant="champion",
+                reasons=(),
+                decided_at="2024-05-01T12:00:01.000+00:00",
+                amount=310.0,
+                currency="EUR",
+            )
+            # Feed decisions and scores through the join agent, as read from their topics.
+            join_in = [
+                (s.topic_decisions, dec_rec.key, dec_rec.value),
+                (s.topic_decisions, b"tx-k", encode_decision(flagged)),
+                *((s.topic_scores, rec.key, rec.value) for rec in r.out.on(s.topic_scores)),
+            ]
+            evs = [await deliver(r.join, t, v, k) for t, k, v in join_in]
+            await settle(r.join, evs)
+            assert r.out.on(s.topic_outcomes) == []  # nothing to say without a label
+            mark = len(r.out.records)
+
+            # First labels.
+            evs = [
+                await deliver(r.join, s.topic_feedback, label_bytes("tx-j", True), b"tx-j"),
+                await deliver(r.join, s.topic_feedback, label_bytes("tx-k", False), b"tx-k"),
+            ]
+            await settle(r.join, evs)
+            first = _outcomes(r, s.topic_outcomes)
+            assert len(first) == 2 + len(shadow)
+            got = {(o.transaction_id, o.model_version, o.variant): o for o in first}
+            o_j = got[("tx-j", d.model_version, d.variant)]
+            assert o_j.outcome == classify(d.decision, True) == ("FN" if d.decision == "approve" else "TP")
+            assert (o_j.decision, o_j.score, o_j.is_fraud) == (d.decision, d.score, True)
+            assert o_j.amount == d.amount
+            for sc in shadow:
+                o_s = got[("tx-j", sc.model_version, "shadow")]
+                assert o_s.outcome == classify(sc.decision, True)
+                assert o_s.score == sc.score
+            o_k = got[("tx-k", CHAMPION, "champion")]
+            assert o_k.outcome == "FP"
+            assert o_k.amount == 310.0
+            assert [o.transaction_id for o in _outcomes(r, s.topic_false_positives)] == ["tx-k"] + [
+                "tx-j" for sc in shadow if classify(sc.decision, True) == "FP"
+            ]
+            fn_ids = [o.transaction_id for o in _outcomes(r, s.topic_false_negatives)]
+            assert fn_ids.count("tx-j") == [o_j.outcome, *(
+                classify(sc.decision, True) for sc in shadow
+            )].count("FN")
+            before_j = r.confusion(0, d.model_version, d.variant)
+            assert before_j.n >= 1
+            before_cell = getattr(before_j, o_j.outcome.lower())
+            k = r.confusion(0, CHAMPION, "champion")
+            assert k.fp >= 1
+            assert k.good_amount_flagged >= 310.0
+
+            # Reversals: each emits the new outcome; the metrics move one count, n unchanged.
+            snapshot = {
+                key: r.confusion(0, *key)
+                for key in {(d.model_version, d.variant), (CHAMPION, "champion")}
+            }
+            n_out = len(r.out.on(s.topic_outcomes))
+            evs = [
+                await deliver(r.join, s.topic_feedback, label_bytes("tx-j", False), b"tx-j"),
+                await deliver(r.join, s.topic_feedback, label_bytes("tx-k", True), b"tx-k"),
+            ]
+            await settle(r.join, evs)
+            second = _outcomes(r, s.topic_outcomes)[n_out:]
+            got2 = {(o.transaction_id, o.model_version, o.variant): o for o in second}
+            assert len(second) == 2 + len(shadow)
+            new_j = got2[("tx-j", d.model_version, d.variant)]
+            assert new_j.outcome == classify(d.decision, False)
+            assert new_j.is_fraud is False
+            assert got2[("tx-k", CHAMPION, "champion")].outcome == "TP"
+            after_j = r.confusion(0, d.model_version, d.variant)
+            assert after_j.n == snapshot[(d.model_version, d.variant)].n
+            assert getattr(after_j, o_j.outcome.lower()) == before_cell - 1
+            assert (
+                getattr(after_j, new_j.outcome.lower())
+                == getattr(snapshot[(d.model_version, d.variant)], new_j.outcome.lower()) + 1
+            )
+            after_k = r.confusion(0, CHAMPION, "champion")
+            old_k = snapshot[(CHAMPION, "champion")]
+            if (d.model_version, d.variant) != (CHAMPION, "champion"):
+                assert (after_k.fp, after_k.tp) == (old_k.fp - 1, old_k.tp + 1)
+                assert after_k.fraud_amount_caught == 310.0
+            assert [o.transaction_id for o in _outcomes(r, s.topic_false_positives)].count(
+                "tx-k"
+            ) == 1  # the TP replacing it is not a false positive
+
+            # The same label again changes nothing.
+            n_out = len(r.out.on(s.topic_outcomes))
+            ev = await deliver(r.join, s.topic_feedback, label_bytes("tx-k", True), b"tx-k")
+            await settle(r.join, [ev])
+            assert len(r.out.on(s.topic_outcomes)) == n_out
+            assert r.confusion(0, CHAMPION, "champion") == after_k
+            # No dead letters on the way, and every record was written after mark.
+            assert r.out.on(s.topic_feedback_dlq) == []
+            assert len(r.out.records) > mark
+
+    run(body)
+
+
+def test_label_without_decision_is_held_then_dead_lettered(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with rig(tmp_path) as r:
+            s = r.s
+            raw = label_bytes("tx-ghost", True)
+            ev = await deliver(r.join, s.topic_feedback, raw, b"tx-ghost", partition=1)
+            await settle(r.join, [ev])
+            assert r.out.on(s.topic_outcomes) == []
+            assert r.out.on(s.topic_feedback_dlq) == []
+            assert set(r.fa.join_handler.held) == {b"tx-ghost"}
+            held = orjson.loads(r.fa.join_table.get(b"tx-ghost"))
+            assert held["d"] is None
+            assert held["l"][0] is True
+
+            # Not yet past a real grace period...
+            assert r.fa.join_handler.sweep(s.feedback_grace_seconds) == 0
+            before = counter("fraudstream_feedback_unknown_total")
+            # ...past a zero one: dead-lettered with the original bytes.
+            assert r.fa.join_handler.sweep(0) == 1
+            [dl] = r.out.on(s.topic_feedback_dlq)
+            assert dl.value == raw
+            assert dl.key == b"tx-ghost"
+            assert dl.headers["error.class"] == "unknown_transaction"
+            assert "no decision" in dl.headers["error.message"]
+            assert dl.headers["origin.topic"] == s.topic_feedback
+            assert dl.headers["origin.partition"] == "1"
+            assert dl.headers["origin.offset"] == str(ev.message.offset)
+            assert counter("fraudstream_feedback_unknown_total") - before == 1
+            assert r.fa.join_handler.held == {}
+            assert r.fa.join_table.get(b"tx-ghost") is None
+            assert r.fa.join_handler.sweep(0) == 0
+
+    run(body)
+
+
+def test_label_before_its_decision_is_counted_when_the_decision_arrives(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with rig(tmp_path) as r:
+            s = r.s
+            ev = await deliver(r.join, s.topic_feedback, label_bytes("tx-late", False), b"tx-late")
+            await settle(r.join, [ev])
+            assert b"tx-late" in r.fa.join_handler.held
+            late = Decision(
+                transaction_id="tx-late",
+                card_id="card-l",
+                decision="review",
+                score=0.8,
+                model_version=CHAMPION,
+                variant="champion",
+                reasons=(),
+                decided_at="2024-05-01T12:00:00.000+00:00",
+                amount=55.0,
+                currency="EUR",
+            )
+            ev = await deliver(r.join, s.topic_decisions, encode_decision(late), b"tx-late")
+            await settle(r.join, [ev])
+            [o] = _outcomes(r, s.topic_outcomes)
+            assert (o.transaction_id, o.outcome, o.decision) == ("tx-late", "FP", "review")
+            assert [x.transaction_id for x in _outcomes(r, s.topic_false_positives)] == ["tx-late"]
+            assert r.confusion(0, CHAMPION, "champion").fp == 1
+            assert r.fa.join_handler.held == {}
+            assert r.fa.join_handler.sweep(0) == 0  # nothing left to dead-letter
+            assert r.out.on(s.topic_feedback_dlq) == []
+
+    run(body)
