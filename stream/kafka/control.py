@@ -13,8 +13,11 @@ ROUTING_KEY = b"routing"
 
 def publish_routing(settings: Settings, routing: Routing) -> None:
     validate_routing(routing)
+    # Every worker decodes it against schemas/routing.json: refuse here what they would refuse.
+    value = encode_routing(routing)
+    decode_routing(value)
     producer = make_producer(settings)
-    producer.produce(settings.topic_control, key=ROUTING_KEY, value=encode_routing(routing))
+    producer.produce(settings.topic_control, key=ROUTING_KEY, value=value)
     if producer.flush(30) != 0:
         raise BrokerError("The routing change was not acknowledged by Kafka within 30 s.")
 

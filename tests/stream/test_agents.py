@@ -8,7 +8,7 @@ handlers -- in the app's event loop, with Faust's ``current_event`` set by the s
 memory-backed tables (card state, join records, metrics) and their changelog path are exercised as
 in production. Nothing calls ``tx_handler.handle`` directly.
 
-Two details of that harness:
+Details of that harness:
 
 * The test channel is given a raw bytes schema (``key_serializer=value_serializer="raw"``),
   like the production topics, so undecodable bytes reach the agent untouched instead of failing in
@@ -18,6 +18,11 @@ Two details of that harness:
   ``faust.types.tuples.Message`` the way ``AgentTestWrapper.to_message`` does, but with the real
   topic name (decisions / scores / feedback), decodes it through the channel and puts the event on
   it, exactly as ``put`` does.
+* The ``take_events`` batches are real: events put with ``wait=False`` land in one batch, events
+  put one after the other with ``settle`` in between land in separate batches.
+* Reading ``app.consumer`` (the streams do) builds Faust's consumer thread with a private event
+  loop that is never started; ``rig`` closes it so that no "unclosed event loop" finalizer runs
+  later, inside pytest's assertion rewriter.
 * ``put(wait=True)`` only waits until the stream has *seen* a value; ``take_events`` processes
   it later, in a batch. ``settle`` waits until Faust has acked every event, which happens after
   the batch's handler returns, and re-raises an agent crash.
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -164,15 +170,25 @@ async def rig(tmp_path: Path, routing: Routing | None = None) -> AsyncIterator[R
     app.finalize()
     tx_agent = app.agents["score-transactions"]
     join_agent = app.agents["join-feedback"]
-    async with (
-        tx_agent.test_context(channel=app.channel(schema=faust.Schema(**RAW))) as tx,
-        join_agent.test_context(channel=app.channel(schema=faust.Schema(**RAW))) as join,
-    ):
-        yield Rig(fa, out, settings, tx, join)
+    try:
+        async with (
+            tx_agent.test_context(channel=app.channel(schema=faust.Schema(**RAW))) as tx,
+            join_agent.test_context(channel=app.channel(schema=faust.Schema(**RAW))) as join,
+        ):
+            yield Rig(fa, out, settings, tx, join)
+    finally:
+        # The streams touch ``app.consumer``, which builds (but never starts) Faust's consumer
+        # thread with an event loop of its own. Unclosed, its finalizer warned at a random later
+        # moment, once inside pytest's assertion rewriter ("AST constructor recursion depth
+        # mismatch", CPython 3.11).
+        consumer = app._consumer
+        if consumer is not None:
+            consumer._thread.thread_loop.close()
 
 
 def run(coro: Callable[[], Coroutine[Any, Any, None]]) -> None:
     asyncio.run(asyncio.wait_for(coro(), timeout=30))
+    gc.collect()  # finalizers of this test's Faust objects run now, not during another test
 
 
 async def deliver(
@@ -275,7 +291,8 @@ def test_valid_transactions_get_one_decision_and_one_score_per_version(tmp_path:
         # Six cards, both variants among them.
         champs = [c for c in cards if variants[c] == "champion"][:3]
         chall = [c for c in cards if variants[c] == "challenger"][:3]
-        assert len(champs) == 3 and len(chall) == 3
+        assert len(champs) == 3
+        assert len(chall) == 3
         cards = champs + chall
     else:
         variants = dict.fromkeys(cards, "champion")
@@ -289,7 +306,10 @@ def test_valid_transactions_get_one_decision_and_one_score_per_version(tmp_path:
         async with rig(tmp_path, routing) as r:
             before = counter("fraudstream_transactions_received_total")
             # wait=False: all six land in one take_events batch.
-            events = [await r.tx.put(p, key=c.encode(), wait=False) for p, c in zip(payloads, cards)]
+            events = [
+                await r.tx.put(p, key=c.encode(), wait=False)
+                for p, c in zip(payloads, cards, strict=True)
+            ]
             await settle(r.tx, events)
 
             decisions = r.decisions()
@@ -392,9 +412,7 @@ def test_bad_input_goes_to_the_dlq_and_the_next_event_is_decided(
 ) -> None:
     async def body() -> None:
         async with rig(tmp_path) as r:
-            before = counter(
-                "fraudstream_dead_letters_total", reason=reason, source="transactions"
-            )
+            before = counter("fraudstream_dead_letters_total", reason=reason, source="transactions")
             bad = await r.tx.put(value, key=key, partition=1)
             good = await r.tx.put(tx_bytes("tx-good", "card-ok"), key=b"card-ok", partition=1)
             await settle(r.tx, [bad, good])
@@ -487,9 +505,7 @@ def test_repeated_transaction_id_gets_one_decision(tmp_path: Path) -> None:
 def test_second_transaction_of_a_card_sees_the_first(tmp_path: Path, same_batch: bool) -> None:
     card = "card-state"
     first = tx_bytes("tx-a", card, amount=20.0, merchant="m-a")
-    second = tx_bytes(
-        "tx-b", card, amount=900.0, merchant="m-b", when="2024-05-01T12:20:00+00:00"
-    )
+    second = tx_bytes("tx-b", card, amount=900.0, merchant="m-b", when="2024-05-01T12:20:00+00:00")
     other = tx_bytes("tx-o", "card-other", amount=20.0, merchant="m-a")
 
     async def body() -> None:
@@ -497,11 +513,19 @@ def test_second_transaction_of_a_card_sees_the_first(tmp_path: Path, same_batch:
             if same_batch:
                 evs = [
                     await r.tx.put(p, key=k, wait=False)
-                    for p, k in [(first, card.encode()), (other, b"card-other"), (second, card.encode())]
+                    for p, k in [
+                        (first, card.encode()),
+                        (other, b"card-other"),
+                        (second, card.encode()),
+                    ]
                 ]
                 await settle(r.tx, evs)
             else:
-                for p, k in [(first, card.encode()), (other, b"card-other"), (second, card.encode())]:
+                for p, k in [
+                    (first, card.encode()),
+                    (other, b"card-other"),
+                    (second, card.encode()),
+                ]:
                     await settle(r.tx, [await r.tx.put(p, key=k)])
 
             decisions = r.decisions()
@@ -545,17 +569,26 @@ def _outcomes(r: Rig, topic: str) -> list[Any]:
     return [decode_outcome(rec.value) for rec in r.out.on(topic)]
 
 
+def _cell(outcome: str, amount: float) -> Confusion:
+    """The metrics row after exactly one ``outcome`` of ``amount``."""
+    conf = Confusion()
+    conf.update(outcome, amount)  # type: ignore[arg-type]
+    return conf
+
+
 def test_join_emits_outcomes_and_reversals_move_one_count(tmp_path: Path) -> None:
     async def body() -> None:
         async with rig(tmp_path) as r:
             s = r.s
-            # A real decision (and its scores) from the scoring agent...
+            # A real decision (and its scores) from the scoring agent, on partition 0...
             ev = await r.tx.put(tx_bytes("tx-j", "card-j"), key=b"card-j")
             await settle(r.tx, [ev])
             [dec_rec] = r.out.on(s.topic_decisions)
             d = decode_decision(dec_rec.value)
             shadow = [sc for sc in r.scores("tx-j") if sc.role == "shadow"]
-            # ...plus a declined one written by hand, so flagged cells are covered too.
+            assert len(shadow) == (1 if HAS_CHALLENGER else 0)
+            # ...plus a declined one written by hand, on partition 1, so that the flagged cells
+            # are covered too and each metrics row (partition|version|variant) has one outcome.
             flagged = Decision(
                 transaction_id="tx-k",
                 card_id="card-k",
@@ -568,94 +601,94 @@ def test_join_emits_outcomes_and_reversals_move_one_count(tmp_path: Path) -> Non
                 amount=310.0,
                 currency="EUR",
             )
-            # Feed decisions and scores through the join agent, as read from their topics.
             join_in = [
-                (s.topic_decisions, dec_rec.key, dec_rec.value),
-                (s.topic_decisions, b"tx-k", encode_decision(flagged)),
-                *((s.topic_scores, rec.key, rec.value) for rec in r.out.on(s.topic_scores)),
+                (s.topic_decisions, dec_rec.key, dec_rec.value, 0),
+                (s.topic_decisions, b"tx-k", encode_decision(flagged), 1),
+                *((s.topic_scores, rec.key, rec.value, 0) for rec in r.out.on(s.topic_scores)),
             ]
-            evs = [await deliver(r.join, t, v, k) for t, k, v in join_in]
+            evs = [await deliver(r.join, t, v, k, p) for t, k, v, p in join_in]
             await settle(r.join, evs)
             assert r.out.on(s.topic_outcomes) == []  # nothing to say without a label
-            mark = len(r.out.records)
+            assert dict(r.fa.metrics_table.items()) == {}
 
-            # First labels.
-            evs = [
-                await deliver(r.join, s.topic_feedback, label_bytes("tx-j", True), b"tx-j"),
-                await deliver(r.join, s.topic_feedback, label_bytes("tx-k", False), b"tx-k"),
-            ]
-            await settle(r.join, evs)
-            first = _outcomes(r, s.topic_outcomes)
-            assert len(first) == 2 + len(shadow)
-            got = {(o.transaction_id, o.model_version, o.variant): o for o in first}
-            o_j = got[("tx-j", d.model_version, d.variant)]
-            assert o_j.outcome == classify(d.decision, True) == ("FN" if d.decision == "approve" else "TP")
-            assert (o_j.decision, o_j.score, o_j.is_fraud) == (d.decision, d.score, True)
-            assert o_j.amount == d.amount
+            async def label(tid: str, is_fraud: bool, partition: int) -> None:
+                ev = await deliver(
+                    r.join, s.topic_feedback, label_bytes(tid, is_fraud), tid.encode(), partition
+                )
+                await settle(r.join, [ev])
+
+            def outcomes_since(n: int) -> dict[tuple[str, str, str], Any]:
+                new = _outcomes(r, s.topic_outcomes)[n:]
+                by_key = {(o.transaction_id, o.model_version, o.variant): o for o in new}
+                assert len(by_key) == len(new)
+                return by_key
+
+            dv = (d.model_version, d.variant)
+            sv = [(sc.model_version, "shadow") for sc in shadow]
+
+            # First labels: one outcome per version that scored the transaction.
+            await label("tx-j", True, 0)
+            await label("tx-k", False, 1)
+            got = outcomes_since(0)
+            assert set(got) == {
+                ("tx-j", *dv),
+                *(("tx-j", *v) for v in sv),
+                ("tx-k", CHAMPION, "champion"),
+            }
+            o_j = got[("tx-j", *dv)]
+            assert o_j.outcome == classify(d.decision, True)
+            assert o_j.outcome == ("FN" if d.decision == "approve" else "TP")
+            assert (o_j.decision, o_j.score, o_j.is_fraud, o_j.amount) == (
+                d.decision,
+                d.score,
+                True,
+                d.amount,
+            )
             for sc in shadow:
                 o_s = got[("tx-j", sc.model_version, "shadow")]
-                assert o_s.outcome == classify(sc.decision, True)
-                assert o_s.score == sc.score
+                assert (o_s.outcome, o_s.score) == (classify(sc.decision, True), sc.score)
             o_k = got[("tx-k", CHAMPION, "champion")]
-            assert o_k.outcome == "FP"
-            assert o_k.amount == 310.0
-            assert [o.transaction_id for o in _outcomes(r, s.topic_false_positives)] == ["tx-k"] + [
-                "tx-j" for sc in shadow if classify(sc.decision, True) == "FP"
-            ]
-            fn_ids = [o.transaction_id for o in _outcomes(r, s.topic_false_negatives)]
-            assert fn_ids.count("tx-j") == [o_j.outcome, *(
-                classify(sc.decision, True) for sc in shadow
-            )].count("FN")
-            before_j = r.confusion(0, d.model_version, d.variant)
-            assert before_j.n >= 1
-            before_cell = getattr(before_j, o_j.outcome.lower())
-            k = r.confusion(0, CHAMPION, "champion")
-            assert k.fp >= 1
-            assert k.good_amount_flagged >= 310.0
+            assert (o_k.outcome, o_k.amount, o_k.is_fraud) == ("FP", 310.0, False)
+            # FP and FN outcomes are copied to their own topics.
+            for topic, kind in ((s.topic_false_positives, "FP"), (s.topic_false_negatives, "FN")):
+                assert sorted(
+                    (o.transaction_id, o.model_version, o.variant) for o in _outcomes(r, topic)
+                ) == sorted(key for key, o in got.items() if o.outcome == kind)
+            assert r.confusion(0, *dv) == _cell(o_j.outcome, d.amount)
+            for sc in shadow:
+                assert r.confusion(0, sc.model_version, "shadow") == _cell(
+                    classify(sc.decision, True), d.amount
+                )
+            assert r.confusion(1, CHAMPION, "champion") == _cell("FP", 310.0)
 
-            # Reversals: each emits the new outcome; the metrics move one count, n unchanged.
-            snapshot = {
-                key: r.confusion(0, *key)
-                for key in {(d.model_version, d.variant), (CHAMPION, "champion")}
-            }
-            n_out = len(r.out.on(s.topic_outcomes))
-            evs = [
-                await deliver(r.join, s.topic_feedback, label_bytes("tx-j", False), b"tx-j"),
-                await deliver(r.join, s.topic_feedback, label_bytes("tx-k", True), b"tx-k"),
-            ]
-            await settle(r.join, evs)
-            second = _outcomes(r, s.topic_outcomes)[n_out:]
-            got2 = {(o.transaction_id, o.model_version, o.variant): o for o in second}
-            assert len(second) == 2 + len(shadow)
-            new_j = got2[("tx-j", d.model_version, d.variant)]
-            assert new_j.outcome == classify(d.decision, False)
-            assert new_j.is_fraud is False
+            # Reversals: each emits the new outcome, and its metrics row moves one count.
+            n = len(r.out.on(s.topic_outcomes))
+            await label("tx-j", False, 0)
+            await label("tx-k", True, 1)
+            got2 = outcomes_since(n)
+            assert set(got2) == set(got)
+            new_j = got2[("tx-j", *dv)]
+            assert (new_j.outcome, new_j.is_fraud) == (classify(d.decision, False), False)
+            assert new_j.outcome == ("TN" if d.decision == "approve" else "FP")
             assert got2[("tx-k", CHAMPION, "champion")].outcome == "TP"
-            after_j = r.confusion(0, d.model_version, d.variant)
-            assert after_j.n == snapshot[(d.model_version, d.variant)].n
-            assert getattr(after_j, o_j.outcome.lower()) == before_cell - 1
-            assert (
-                getattr(after_j, new_j.outcome.lower())
-                == getattr(snapshot[(d.model_version, d.variant)], new_j.outcome.lower()) + 1
-            )
-            after_k = r.confusion(0, CHAMPION, "champion")
-            old_k = snapshot[(CHAMPION, "champion")]
-            if (d.model_version, d.variant) != (CHAMPION, "champion"):
-                assert (after_k.fp, after_k.tp) == (old_k.fp - 1, old_k.tp + 1)
-                assert after_k.fraud_amount_caught == 310.0
-            assert [o.transaction_id for o in _outcomes(r, s.topic_false_positives)].count(
-                "tx-k"
-            ) == 1  # the TP replacing it is not a false positive
+            assert r.confusion(0, *dv) == _cell(new_j.outcome, d.amount)
+            for sc in shadow:
+                assert got2[("tx-j", sc.model_version, "shadow")].outcome == classify(
+                    sc.decision, False
+                )
+                assert r.confusion(0, sc.model_version, "shadow") == _cell(
+                    classify(sc.decision, False), d.amount
+                )
+            assert r.confusion(1, CHAMPION, "champion") == _cell("TP", 310.0)
+            fps = [o.transaction_id for o in _outcomes(r, s.topic_false_positives)]
+            assert fps.count("tx-k") == 1  # the TP that replaced it is not a false positive
 
             # The same label again changes nothing.
-            n_out = len(r.out.on(s.topic_outcomes))
-            ev = await deliver(r.join, s.topic_feedback, label_bytes("tx-k", True), b"tx-k")
-            await settle(r.join, [ev])
-            assert len(r.out.on(s.topic_outcomes)) == n_out
-            assert r.confusion(0, CHAMPION, "champion") == after_k
-            # No dead letters on the way, and every record was written after mark.
+            n = len(r.out.on(s.topic_outcomes))
+            await label("tx-k", True, 1)
+            assert len(r.out.on(s.topic_outcomes)) == n
+            assert r.confusion(1, CHAMPION, "champion") == _cell("TP", 310.0)
             assert r.out.on(s.topic_feedback_dlq) == []
-            assert len(r.out.records) > mark
 
     run(body)
 
@@ -723,5 +756,45 @@ def test_label_before_its_decision_is_counted_when_the_decision_arrives(tmp_path
             assert r.fa.join_handler.held == {}
             assert r.fa.join_handler.sweep(0) == 0  # nothing left to dead-letter
             assert r.out.on(s.topic_feedback_dlq) == []
+
+    run(body)
+
+
+@pytest.mark.xfail(
+    reason="production bug: JoinHandler._emit keys the metrics row by the partition of the event "
+    "that triggers it, so a reversal read from another partition than the one that counted the "
+    "first outcome reverts an empty row (ValueError -> join_error dead letter) after the join "
+    "record was already updated; see the report",
+    raises=AssertionError,
+)
+def test_reversal_counted_from_another_partition(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with rig(tmp_path) as r:
+            s = r.s
+            ev = await deliver(r.join, s.topic_feedback, label_bytes("tx-p", True), b"tx-p", 1)
+            await settle(r.join, [ev])
+            late = Decision(
+                transaction_id="tx-p",
+                card_id="card-p",
+                decision="decline",
+                score=0.97,
+                model_version=CHAMPION,
+                variant="champion",
+                reasons=(),
+                decided_at="2024-05-01T12:00:00.000+00:00",
+                amount=70.0,
+                currency="EUR",
+            )
+            # The decision arrives on partition 0 (decisions topic) and is counted there...
+            ev = await deliver(r.join, s.topic_decisions, encode_decision(late), b"tx-p", 0)
+            await settle(r.join, [ev])
+            assert [o.outcome for o in _outcomes(r, s.topic_outcomes)] == ["TP"]
+            # ...the reversal comes from the feedback topic's partition 1.
+            ev = await deliver(r.join, s.topic_feedback, label_bytes("tx-p", False), b"tx-p", 1)
+            await settle(r.join, [ev])
+            assert r.out.on(s.topic_feedback_dlq) == []
+            assert [o.outcome for o in _outcomes(r, s.topic_outcomes)] == ["TP", "FP"]
+            total = r.confusion(0, CHAMPION, "champion").merge(r.confusion(1, CHAMPION, "champion"))
+            assert (total.tp, total.fp) == (0, 1)
 
     run(body)
