@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install demo test lint unit stream integration faults bench broker-fetch clean
+.PHONY: install demo test lint unit bench broker-fetch clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed: set PYTHON=python3.11"'
@@ -29,10 +29,6 @@ test: lint broker-fetch
 
 unit: install
 	$(BIN)/pytest tests/unit -q
-
-## The slow fault scenarios (SIGKILL, broker restart, scaling, SIGSTOP fencing).
-faults: install broker-fetch
-	$(BIN)/pytest -m slow -q
 
 ## Local broker + topics + a worker + the simulator, with a live view. Ctrl-C stops everything.
 demo: install broker-fetch

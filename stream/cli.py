@@ -553,5 +553,13 @@ def tail(topic: str, from_beginning: bool, max_messages: int, timeout: float) ->
     follow(settings(), topic, from_beginning, max_messages, timeout, click.echo)
 
 
+def _register_bench() -> None:
+    from stream.bench.cli import bench
+
+    main.add_command(bench)
+
+
+_register_bench()
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -18,7 +18,9 @@ def _floats(text: str) -> tuple[float, ...]:
 
 
 @click.command("bench")
-@click.option("--quick", is_flag=True, help="20,000 transactions, one 10 s rate (1,000/s): < 3 min.")
+@click.option(
+    "--quick", is_flag=True, help="20,000 transactions, one 10 s rate (1,000/s): < 3 min."
+)
 @click.option("-n", "--count", type=int, default=None, help="Transactions to preload [200,000].")
 @click.option("--partitions", type=int, default=4, show_default=True)
 @click.option("--rates", default=None, help="Offered rates per second, comma-separated "
@@ -26,7 +28,7 @@ def _floats(text: str) -> tuple[float, ...]:
 @click.option("--rate-seconds", type=float, default=None, help="Seconds per offered rate [30; "
               "--quick: 10].")  # fmt: skip
 @click.option("--cap-seconds", type=float, default=None, help="Stop a throughput contender "
-              "that has not finished after this long [180; --quick: 25].")  # fmt: skip
+              "that has not finished after this long [180; --quick: 20].")  # fmt: skip
 @click.option("--only", default=",".join(CONTENDERS), show_default=True,
               help="Contenders to run, comma-separated.")  # fmt: skip
 @click.option("--workers", default="2,1", show_default=True, help="Worker process counts.")
@@ -63,7 +65,7 @@ def bench(
       fraudstream bench                          # 200,000 transactions, 1,000 and 5,000/s
       fraudstream bench --only worker,handwritten -n 50000
     """
-    from stream.bench.harness import REPO, BenchConfig, Bench
+    from stream.bench.harness import REPO, Bench, BenchConfig
     from stream.bench.report import render_rich, write
 
     chosen = tuple(x.strip() for x in only.split(",") if x.strip())
@@ -80,6 +82,7 @@ def bench(
         "models_dir": models_dir.resolve(),
         "bootstrap": bootstrap or os.environ.get("FRAUD_KAFKA_BOOTSTRAP") or None,
         "profile": profile,
+        "profile_out": (out / "worker.prof").resolve() if profile else None,
         "seed": seed,
     }
     if count is not None:

@@ -55,7 +55,7 @@ class Pipe:
         ap.add_argument("mode", nargs="?", default="")
         for name in ("bootstrap", "input", "decisions", "scores", "group", "models-dir"):
             ap.add_argument(f"--{name}", required=True)
-        ap.add_argument("--state-dir", default="/tmp/fraudstream-bench")
+        ap.add_argument("--state-dir", required=True)
         ap.add_argument("--partitions", type=int, default=4)
         ns = ap.parse_args(argv)
         return (

@@ -63,7 +63,7 @@ def build(pipe: Any) -> Any:
 
     announced = [False]
 
-    @app.on_partitions_assigned.connect
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def _assigned(sender: Any, assigned: Any = None, **_: Any) -> None:
         if assigned and not announced[0]:
             announced[0] = True
@@ -87,7 +87,8 @@ def build(pipe: Any) -> Any:
             variant = assign(tx.card_id, routing.salt, routing.challenger_share)
             version = routing.challenger if variant == "challenger" else routing.champion
             other = routing.champion if variant == "challenger" else routing.challenger
-            assert version is not None and other is not None
+            assert version is not None
+            assert other is not None
             served = serving.models[version]
             s, dm = predict(version, row)
             kind = decide(s, served.thresholds)
@@ -105,15 +106,20 @@ def build(pipe: Any) -> Any:
             tid = tx.transaction_id.encode()
             await decisions.send(key=tid, value=encode_decision(d))
             await scores.send(
-                key=tid, value=encode_score(Score(tx.transaction_id, version, variant, s, now, kind))
+                key=tid,
+                value=encode_score(Score(tx.transaction_id, version, variant, s, now, kind)),
             )
             await scores.send(
                 key=tid,
                 value=encode_score(
                     Score(
-                        tx.transaction_id, other, "shadow", s2, now,
+                        tx.transaction_id,
+                        other,
+                        "shadow",
+                        s2,
+                        now,
                         decide(s2, serving.models[other].thresholds),
-                    )  # fmt: skip
+                    )
                 ),
             )
 
@@ -125,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
 
     pipe, _ = Pipe.parse(argv)
     app = build(pipe)
-    sys.argv = [sys.argv[0], "worker", "--loglevel", "warning", "--without-web"]
+    sys.argv = [sys.argv[0], "worker", "--loglevel", "warn", "--without-web"]
     app.main()
 
 

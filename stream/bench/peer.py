@@ -19,10 +19,9 @@ from typing import Any
 
 def build(pipe: Any) -> tuple[Any, Any]:
     from quixstreams import Application, State
-    from quixstreams.models.serializers import Serializer, SerializationContext
+    from quixstreams.models.serializers import SerializationContext, Serializer
 
-    from stream.bench.common import say_ready
-    from stream.bench.common import load_serving
+    from stream.bench.common import load_serving, say_ready
     from stream.core import engine
     from stream.core.messages import decode_transaction, encode_decision, encode_score, utc_now_iso
 
@@ -31,7 +30,7 @@ def build(pipe: Any) -> tuple[Any, Any]:
 
     class SecondItem(Serializer):  # (key, payload bytes) -> payload bytes
         def __call__(self, value: Any, ctx: SerializationContext) -> bytes:
-            return value[1]  # type: ignore[no-any-return]
+            return value[1]
 
     announced = [False]
 

@@ -73,7 +73,8 @@ class Proc:
         return self
 
     def _read_stdout(self, log: object) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
+        assert self.proc is not None
+        assert self.proc.stdout is not None
         for line in self.proc.stdout:
             if line.startswith(b"READY") and self.ready_at is None:
                 self.ready_at = time.time()
@@ -90,7 +91,7 @@ class Proc:
             rss = int(self._ps.memory_info().rss)
             cpu = self._ps.cpu_times()
             self.cpu_s = float(cpu.user + cpu.system)
-        except psutil.Error:  # type: ignore[union-attr]
+        except psutil.Error:
             return 0
         self.peak_rss = max(self.peak_rss, rss)
         self.rss_samples.append((time.time(), rss))

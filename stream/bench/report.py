@@ -104,6 +104,8 @@ def render_rich(result: dict[str, Any]) -> None:
     from rich.table import Table
 
     console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)  # a log file or pipe: do not squeeze the table into 80
 
     def table(title: str, columns: tuple[str, ...] | list[str], rows: list[list[str]]) -> None:
         t = Table(title=title, title_justify="left")
@@ -123,6 +125,10 @@ def render_rich(result: dict[str, Any]) -> None:
         table("Worker profile (cProfile, top by own time)", ["function", "calls", "tottime s",
               "cumtime s"], [[p["function"], _n(p["calls"]), _n(p["tottime_s"], 3),
               _n(p["cumtime_s"], 3)] for p in result["profile_top"]])  # fmt: skip
+    if result.get("profile_fraudstream"):
+        table("Worker profile: fraudstream functions by cumulative time", ["function", "calls",
+              "tottime s", "cumtime s"], [[p["function"], _n(p["calls"]), _n(p["tottime_s"], 3),
+              _n(p["cumtime_s"], 3)] for p in result["profile_fraudstream"]])  # fmt: skip
     table("Machine", ["", ""], machine_rows(result))
     for key, text in result.get("contenders", {}).items():
         console.print(f"• {key}: {text}")

@@ -1,0 +1,94 @@
+"""`fraudstream bench` on a tiny load against the session broker: the table's shape, never its
+speed (issue 6)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from stream.bench.cli import bench
+
+pytestmark = pytest.mark.integration
+
+THROUGHPUT_KEYS = {"passthrough", "handwritten", "naive", "peer", "worker-2", "worker-1"}
+HAVE_QUIX = importlib.util.find_spec("quixstreams") is not None
+HAVE_PSUTIL = importlib.util.find_spec("psutil") is not None
+
+
+def test_bench_tiny_load_has_the_full_table(kafka_bootstrap: str, tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    result = CliRunner().invoke(
+        bench,
+        [
+            "--quick",
+            "-n",
+            "2000",
+            "--partitions",
+            "2",
+            "--rate-seconds",
+            "2",
+            "--cap-seconds",
+            "8",
+            "--bootstrap",
+            kafka_bootstrap,
+            "--out",
+            str(out),
+        ],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    assert "Throughput" in result.output
+    assert "latency" in result.output
+
+    data = json.loads((out / "bench.json").read_text())
+    assert (out / "bench.md").read_text().startswith("# fraudstream bench")
+    for key in ("machine", "config", "preload", "stages_us_per_tx", "throughput", "latency",
+                "ratios", "skipped", "notes", "contenders"):  # fmt: skip
+        assert key in data, key
+    assert data["machine"]["logical_cores"] >= 1
+    for mod in ("python", "xgboost", "faust", "confluent_kafka"):
+        assert data["machine"][mod]
+    assert data["preload"]["transactions"] == 2000
+    assert all(v > 0 for v in data["stages_us_per_tx"].values())
+
+    rows = {r["key"]: r for r in data["throughput"]}
+    expected = THROUGHPUT_KEYS if HAVE_QUIX else THROUGHPUT_KEYS - {"peer"}
+    assert set(rows) == expected
+    if not HAVE_QUIX:
+        assert "peer" in data["skipped"]
+    for key, r in rows.items():
+        assert r["decided"] > 0, (key, r["note"])
+        assert r["seconds"] > 0, (key, r)
+        assert r["tx_per_s"] > 0, (key, r)
+        assert len(r["peak_rss_mb"]) == r["processes"]
+        if HAVE_PSUTIL:
+            assert all(m > 0 for m in r["peak_rss_mb"]), (key, r)
+    assert rows["worker-2"]["processes"] == 2
+    assert rows["worker-1"]["processes"] == 1
+    for key in ("passthrough", "handwritten", "worker-1"):
+        assert rows[key]["complete"], (key, rows[key]["note"])
+
+    [lat] = data["latency"]
+    assert lat["offered_rate"] == 1000
+    assert lat["sent"] == 2000
+    assert lat["decided"] > 0
+    assert 0 < lat["p50_ms"] <= lat["p95_ms"] <= lat["p99_ms"] <= lat["max_ms"]
+
+    ratios = data["ratios"]
+    assert set(ratios) == {
+        "worker_vs_passthrough",
+        "worker_vs_handwritten",
+        "worker_vs_naive",
+        "worker_vs_peer",
+        "two_workers_vs_one",
+    }
+    for name, value in ratios.items():
+        if name == "worker_vs_peer" and not HAVE_QUIX:
+            assert value is None
+        else:
+            assert value is not None, name
+            assert value > 0, name
