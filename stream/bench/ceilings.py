@@ -49,7 +49,7 @@ def passthrough(pipe: Pipe, stop: list[bool]) -> None:
         for m in msgs:
             if m.error():
                 continue
-            produce(p, pipe.decisions, m.key(), m.value())
+            produce(p, pipe.decisions, m.key(), m.value() or b"")
         p.poll(0)
         if msgs and time.monotonic() - last_commit > 1.0:
             c.commit(asynchronous=True)
