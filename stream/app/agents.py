@@ -15,17 +15,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import orjson
+from confluent_kafka import KafkaError
 
 from stream.app import metrics
 from stream.app.app import FraudApp, bind_event
 from stream.core import engine, outcomes
 from stream.core.messages import (
+    Transaction,
     decode_decision,
     decode_feedback,
     decode_score,
@@ -37,38 +40,98 @@ from stream.core.messages import (
 )
 from stream.core.redact import redact
 from stream.errors import BrokerError, FraudStreamError, InvalidMessage
-from stream.kafka.clients import DeliveryTracker, make_producer
+from stream.kafka.clients import make_producer
 from stream.settings import Settings
 
 log = logging.getLogger("fraudstream.agents")
 
 
+class Barrier:
+    """The records produced between two checkpoints; done once Kafka has acknowledged all."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending = 0
+        self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._done = asyncio.Event()
+        self.failed: KafkaError | None = None
+
+    def add(self) -> None:
+        with self._lock:
+            self._pending += 1
+
+    def __call__(self, err: KafkaError | None, _msg: Any) -> None:  # delivery callback
+        with self._lock:
+            self._pending -= 1
+            if err is not None and self.failed is None:
+                self.failed = err
+            finished = self._closed and self._pending == 0
+        if finished and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._done.set)
+
+    def close(self, loop: asyncio.AbstractEventLoop) -> Barrier:
+        with self._lock:
+            self._closed = True
+            self._loop = loop
+            finished = self._pending == 0
+        if finished:
+            self._done.set()
+        return self
+
+    def is_done(self) -> bool:
+        return self._done.is_set()
+
+    async def wait(self) -> None:
+        await self._done.wait()
+
+
 class Output:
-    """The worker's one producer for decisions, scores, outcomes and dead letters."""
+    """The worker's one producer for decisions, scores, outcomes and dead letters.
+
+    Records are produced without waiting; ``checkpoint()`` closes the current batch's
+    ``Barrier``, which completes when Kafka has acknowledged every record in it. A background
+    thread serves delivery callbacks so that no coroutine blocks on the broker.
+    """
 
     def __init__(self, settings: Settings) -> None:
-        self.tracker = DeliveryTracker()
-        # message.timeout.ms=0: retry for ever while the broker is away; the batch is not
-        # acked until its records are written, so the worker stalls instead of losing them.
+        # message.timeout.ms=0: retry for ever while the broker is away; offsets are committed
+        # only after a flush, so the worker stalls instead of losing records.
         self.producer = make_producer(
             settings,
             **{
                 "message.timeout.ms": 0,
                 "queue.buffering.max.messages": 500_000,
+                "linger.ms": 1,
                 # A dead letter carries the original record, which the broker already accepted.
                 "message.max.bytes": 10_485_760,
             },
         )
+        self._barrier = Barrier()
+        self._stop = threading.Event()
+        self._poller = threading.Thread(target=self._poll, name="fraudstream-output", daemon=True)
+        self._poller.start()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self.producer.poll(0.01)
 
     def send(self, topic: str, key: bytes | None, value: bytes | None, headers: Any = None) -> None:
+        barrier = self._barrier
+        barrier.add()
         while True:
             try:
                 self.producer.produce(
-                    topic, value=value, key=key, headers=headers, on_delivery=self.tracker
+                    topic, value=value, key=key, headers=headers, on_delivery=barrier
                 )
                 return
             except BufferError:
                 self.producer.poll(0.05)
+
+    def checkpoint(self) -> Barrier:
+        """Close the records sent so far into a barrier; later sends start a new one."""
+        closed, self._barrier = self._barrier, Barrier()
+        return closed.close(asyncio.get_running_loop())
 
     def dead_letter(
         self, dlq_topic: str, message: Any, reason: str, text: str, source: str
@@ -88,26 +151,85 @@ class Output:
         )
 
     async def flush(self) -> None:
-        while await asyncio.to_thread(self.producer.flush, 5.0) > 0:
-            log.warning("waiting for Kafka to accept %d outstanding records", len(self.producer))
-        if self.tracker.failed is not None:
-            # Faust would ack this batch on the way out of the agent; exiting here instead
-            # leaves its offsets uncommitted, so a restarted worker decides it again.
-            log.critical("Kafka refused a record (%s); exiting without acking", self.tracker.failed)
+        """Wait until every record sent so far is acknowledged (before offsets are committed)."""
+        barrier = self.checkpoint()
+        await self.settle(barrier)
+
+    @staticmethod
+    async def settle(barrier: Barrier) -> None:
+        await barrier.wait()
+        if barrier.failed is not None:
+            # A record Kafka refused for good: exit without acking or committing, so a
+            # restarted worker decides these transactions again instead of losing them.
+            log.critical("Kafka refused a record (%s); exiting without committing", barrier.failed)
             logging.shutdown()
             os._exit(70)
 
 
 class TransactionHandler:
+    """Decides batches. Card records are written one batch behind, once the previous batch's
+    outputs are acknowledged: a record that remembers a transaction always follows its
+    decision. Until then the newest records live in ``overlay``, which later batches read."""
+
     def __init__(self, fa: FraudApp, out: Output) -> None:
         self.fa = fa
         self.s = fa.settings
         self.out = out
         self.window_s = self.s.dedup_window_hours * 3600.0
+        self.lock = asyncio.Lock()
+        self.batch_no = 0
+        # card_id -> (record, an event of the card's partition, batch number)
+        self.overlay: dict[str, tuple[engine.CardRecord, Any, int]] = {}
+        self.unpersisted: list[tuple[int, Barrier]] = []
 
     async def handle(self, events: Sequence[Any]) -> None:
+        async with self.lock:
+            txs, evs, owners = self._decode(events)
+            if txs:
+                try:
+                    self._decide(txs, evs, owners)
+                except FraudStreamError:
+                    raise
+                except Exception:
+                    # One poisonous transaction must not sink its batch: one at a time.
+                    log.exception("batch of %d failed; retrying one at a time", len(txs))
+                    for tx, ev in zip(txs, evs, strict=True):
+                        try:
+                            self._decide([tx], [ev], {tx.card_id: ev})
+                        except Exception as exc:  # noqa: BLE001
+                            self.out.dead_letter(
+                                self.s.topic_dlq,
+                                ev.message,
+                                "scoring_error",
+                                repr(exc),
+                                "transactions",
+                            )
+            self.batch_no += 1
+            self.unpersisted.append((self.batch_no, self.out.checkpoint()))
+            # Persist what the previous batches decided (usually acknowledged by now).
+            await self._persist(keep_last=1)
+
+    async def drain(self) -> None:
+        """Persist every pending card record (idle timer, rebalance, shutdown)."""
+        async with self.lock:
+            await self._persist(keep_last=0)
+
+    async def decide_now(self, tx: Transaction, raw: bytes, partition: int) -> engine.Result:
+        """One transaction from the HTTP API, through exactly the stream's path."""
+        ev = _Anchor(self.s.topic_transactions, partition, raw, tx.card_id.encode())
+        async with self.lock:
+            results = self._decide([tx], [ev], {tx.card_id: ev})
+            self.batch_no += 1
+            barrier = self.out.checkpoint()
+            self.unpersisted.append((self.batch_no, barrier))
+            await Output.settle(barrier)  # the caller gets its answer once it is durable
+            await self._persist(keep_last=0)
+        return results[0]
+
+    def _decode(self, events: Sequence[Any]) -> tuple[list[Any], list[Any], dict[str, Any]]:
         s = self.s
-        txs = []
+        txs: list[Any] = []
+        evs: list[Any] = []
         owners: dict[str, Any] = {}
         for ev in events:
             msg = ev.message
@@ -126,38 +248,36 @@ class TransactionHandler:
             except Exception as exc:  # noqa: BLE001 - never lose a record to a surprise
                 self.out.dead_letter(s.topic_dlq, msg, "decode_error", repr(exc), "transactions")
                 continue
-            txs.append((tx, ev))
+            txs.append(tx)
+            evs.append(ev)
             owners.setdefault(tx.card_id, ev)
+        return txs, evs, owners
 
-        if txs:
-            try:
-                await self._decide([t for t, _ in txs], [e for _, e in txs], owners)
-            except FraudStreamError:
-                raise
-            except Exception:
-                # One poisonous transaction must not sink its batch: retry one at a time.
-                log.exception("batch of %d failed; retrying one transaction at a time", len(txs))
-                for tx, ev in txs:
-                    try:
-                        await self._decide([tx], [ev], {tx.card_id: ev})
-                    except Exception as exc:  # noqa: BLE001
-                        self.out.dead_letter(
-                            s.topic_dlq, ev.message, "scoring_error", repr(exc), "transactions"
-                        )
-        await self.out.flush()
+    def _record(self, card_id: str, ev: Any) -> engine.CardRecord:
+        held = self.overlay.get(card_id)
+        if held is not None:
+            return held[0]
+        with bind_event(ev):
+            raw = self.fa.card_table.get(card_id.encode())
+        try:
+            return engine.record_from_bytes(raw)
+        except FraudStreamError:
+            # A record this version cannot read must not stall the partition for ever.
+            log.exception("unreadable card record; starting the card afresh")
+            return engine.CardRecord()
 
-    async def _decide(self, txs: list[Any], evs: list[Any], owners: dict[str, Any]) -> None:
+    def _decide(
+        self, txs: list[Any], evs: list[Any], owners: dict[str, Any]
+    ) -> list[engine.Result]:
         s = self.s
-        table = self.fa.card_table
-        records: dict[str, engine.CardRecord] = {}
-        for card_id, ev in owners.items():
-            with bind_event(ev):
-                records[card_id] = engine.record_from_bytes(table.get(card_id.encode()))
+        records = {card: self._record(card, ev) for card, ev in owners.items()}
+        # Work on copies: a batch that fails half-way must not leave half-updated records.
+        work = {card: engine.CardRecord(rec.state, dict(rec.seen)) for card, rec in records.items()}
         serving = self.fa.serving.current
         assert serving is not None
         now = utc_now_iso()
         results = engine.process_batch(
-            serving, txs, records, now_iso=now, dedup_window_s=self.window_s
+            serving, txs, work, now_iso=now, dedup_window_s=self.window_s
         )
         by_id = {id(t): e for t, e in zip(txs, evs, strict=True)}
         wall = time.time()
@@ -175,19 +295,32 @@ class TransactionHandler:
                 metrics.DECISIONS.labels(
                     decision=d.decision, model_version=d.model_version, variant=d.variant
                 ).inc()
-                if ev.message.timestamp:
-                    metrics.DECISION_LATENCY.observe(max(0.0, wall - ev.message.timestamp))
+                ts = ev.message.timestamp
+                if ts:
+                    metrics.DECISION_LATENCY.observe(max(0.0, wall - ts))
             elif isinstance(r, engine.Rejected):
                 self.out.dead_letter(
                     s.topic_dlq, ev.message, r.error.reason, r.error.message, "transactions"
                 )
             else:
                 metrics.DUPLICATES.inc()
-        # Decisions first, then the records that remember them (see the module docstring).
-        await self.out.flush()
-        for card_id, rec in records.items():
-            with bind_event(owners[card_id]):
-                table[card_id.encode()] = engine.record_to_bytes(rec)
+        batch = self.batch_no + 1
+        for card, rec in work.items():
+            self.overlay[card] = (rec, owners[card], batch)
+        return results
+
+    async def _persist(self, keep_last: int) -> None:
+        while len(self.unpersisted) > keep_last:
+            upto, barrier = self.unpersisted[0]
+            if keep_last and not barrier.is_done():
+                return  # not acknowledged yet: try after the next batch
+            await Output.settle(barrier)
+            self.unpersisted.pop(0)
+            table = self.fa.card_table
+            for card in [c for c, (_, _, b) in self.overlay.items() if b <= upto]:
+                rec, ev, _ = self.overlay.pop(card)
+                with bind_event(ev):
+                    table[card.encode()] = engine.record_to_bytes(rec)
 
 
 class JoinHandler:
@@ -200,6 +333,13 @@ class JoinHandler:
         self.retention_s = self.s.decision_retention_days * 86400.0
         # Labels held for a decision not seen yet: key -> (partition, offset, since, raw value).
         self.held: dict[bytes, tuple[int, int, float, bytes]] = {}
+        # Per batch: records read or changed, with an event of their partition; written once at
+        # the end of the batch, after the batch's outcomes are acknowledged.
+        self._records: dict[bytes, tuple[outcomes.JoinRecord | None, Any]] = {}
+        self._counts: dict[bytes, tuple[outcomes.Confusion, Any]] = {}
+        self._dirty: set[bytes] = set()
+        self._dirty_counts: set[bytes] = set()
+        self._sent = 0
 
     def sweep(self, grace_s: float) -> int:
         """Dead-letter labels whose decision has not arrived within ``grace_s``."""
@@ -208,7 +348,8 @@ class JoinHandler:
         for key, (partition, offset, _, raw) in expired:
             del self.held[key]
             with bind_event(_Anchor(self.s.topic_feedback, partition)):
-                rec = self._load(key)
+                got = self.fa.join_table.get(key)
+                rec = outcomes.JoinRecord.from_dict(orjson.loads(got)) if got else None
                 if rec is not None and rec.decided is not None:
                     continue
                 self.fa.join_table.pop(key, None)
@@ -225,8 +366,10 @@ class JoinHandler:
 
     async def handle(self, events: Sequence[Any]) -> None:
         s = self.s
+        self._sent = 0
         for ev in events:
             msg = ev.message
+            self._ev = ev
             try:
                 with bind_event(ev):
                     if msg.topic == s.topic_decisions:
@@ -238,16 +381,43 @@ class JoinHandler:
             except InvalidMessage as exc:
                 source = "feedback" if msg.topic == s.topic_feedback else "join"
                 self.out.dead_letter(s.topic_feedback_dlq, msg, exc.reason, exc.message, source)
+                self._sent += 1
             except Exception as exc:  # noqa: BLE001
                 self.out.dead_letter(s.topic_feedback_dlq, msg, "join_error", repr(exc), "join")
-        await self.out.flush()
+                self._sent += 1
+        if self._sent:
+            # A stored label must never get ahead of the outcome it produced.
+            await self.out.flush()
+        self._write_back()
+
+    def _write_back(self) -> None:
+        for key in self._dirty:
+            rec, ev = self._records[key]
+            with bind_event(ev):
+                if rec is None:
+                    self.fa.join_table.pop(key, None)
+                else:
+                    self.fa.join_table[key] = orjson.dumps(rec.to_dict())
+        for key in self._dirty_counts:
+            conf, ev = self._counts[key]
+            with bind_event(ev):
+                self.fa.metrics_table[key] = orjson.dumps(conf.to_dict())
+        self._records.clear()
+        self._counts.clear()
+        self._dirty.clear()
+        self._dirty_counts.clear()
 
     def _load(self, key: bytes) -> outcomes.JoinRecord | None:
+        if key in self._records:
+            return self._records[key][0]
         raw = self.fa.join_table.get(key)
-        return outcomes.JoinRecord.from_dict(orjson.loads(raw)) if raw else None
+        rec = outcomes.JoinRecord.from_dict(orjson.loads(raw)) if raw else None
+        self._records[key] = (rec, self._ev)
+        return rec
 
     def _store(self, key: bytes, rec: outcomes.JoinRecord) -> None:
-        self.fa.join_table[key] = orjson.dumps(rec.to_dict())
+        self._records[key] = (rec, self._ev)
+        self._dirty.add(key)
 
     def _on_decision(self, ev: Any) -> None:
         d = decode_decision(ev.message.value)
@@ -301,21 +471,29 @@ class JoinHandler:
     def _emit(self, ev: Any, reverted: list[Any], new: list[Any]) -> None:
         s = self.s
         part = ev.message.partition
-        touched: dict[str, outcomes.Confusion] = {}
+        touched: dict[bytes, outcomes.Confusion] = {}
         for o, sign in [*((o, -1) for o in reverted), *((o, 1) for o in new)]:
-            mkey = f"{part}|{o.model_version}|{o.variant}"
+            mkey = f"{part}|{o.model_version}|{o.variant}".encode()
             if mkey not in touched:
-                raw = self.fa.metrics_table.get(mkey.encode())
-                touched[mkey] = (
-                    outcomes.Confusion.from_dict(orjson.loads(raw)) if raw else outcomes.Confusion()
-                )
+                if mkey in self._counts:
+                    base = self._counts[mkey][0]
+                else:
+                    raw = self.fa.metrics_table.get(mkey)
+                    base = (
+                        outcomes.Confusion.from_dict(orjson.loads(raw))
+                        if raw
+                        else outcomes.Confusion()
+                    )
+                touched[mkey] = outcomes.Confusion().merge(base)  # a copy: all or nothing
             conf = touched[mkey]
             if sign < 0:
                 conf.revert(o.outcome, o.amount)
             else:
                 conf.update(o.outcome, o.amount)
         for mkey, conf in touched.items():
-            self.fa.metrics_table[mkey.encode()] = orjson.dumps(conf.to_dict())
+            self._counts[mkey] = (conf, ev)
+            self._dirty_counts.add(mkey)
+        self._sent += len(new)
         for o in new:
             payload = encode_outcome(o)
             key = o.transaction_id.encode()
@@ -330,13 +508,18 @@ class JoinHandler:
 
 
 class _Anchor:
-    """Stands in for an event of ``partition`` when a timer touches a table."""
+    """Stands in for an event of ``partition`` when a timer or a request touches a table."""
 
-    def __init__(self, topic: str, partition: int) -> None:
-        self.message = _Held(topic, partition, -1, None, None)
+    def __init__(
+        self, topic: str, partition: int, value: bytes | None = None, key: bytes | None = None
+    ) -> None:
+        self.message = _Held(topic, partition, -1, key, value)
+        self.message.timestamp = time.time()
 
 
 class _Held:
+    """The parts of a Kafka message the dead-letter path needs."""
+
     def __init__(
         self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
     ) -> None:
@@ -347,6 +530,7 @@ class _Held:
             key,
             value,
         )
+        self.timestamp: float | None = None
 
 
 def _age_s(decided_at: str, reported_at: str) -> float:
@@ -361,15 +545,41 @@ def _age_s(decided_at: str, reported_at: str) -> float:
 def install(fa: FraudApp, output: Output | None = None) -> None:
     app = fa.app
     s = fa.settings
+    # One producer per agent: each agent's checkpoints then cover exactly its own records.
     out = output or Output(s)
+    join_out = output or Output(s)
     tx_handler = TransactionHandler(fa, out)
-    join_handler = JoinHandler(fa, out)
+    join_handler = JoinHandler(fa, join_out)
     within = s.batch_within_ms / 1000.0
+
+    def hook_commit() -> None:
+        """Before Faust commits offsets (timer, rebalance, shutdown) it flushes its producer;
+        make that also wait for our outputs and write the pending card records first."""
+        producer = app.producer
+        if getattr(producer, "_fraudstream_hooked", False):
+            return
+        original = producer.flush
+
+        async def flush_outputs_first() -> None:
+            await tx_handler.drain()
+            await out.flush()
+            await join_out.flush()
+            await original()
+
+        # An instance attribute shadows the method: Faust's commit path calls producer.flush().
+        setattr(producer, "flush", flush_outputs_first)  # noqa: B010
+        setattr(producer, "_fraudstream_hooked", True)  # noqa: B010
 
     @app.agent(fa.transactions, name="score-transactions")
     async def score_transactions(stream: Any) -> None:
+        hook_commit()
         async for events in stream.take_events(s.batch_size, within):
             await tx_handler.handle(events)
+
+    @app.timer(interval=0.2)
+    async def persist_idle_card_records() -> None:
+        if tx_handler.unpersisted and tx_handler.unpersisted[-1][1].is_done():
+            await tx_handler.drain()
 
     join_topics = app.topic(
         s.topic_decisions,
@@ -384,6 +594,7 @@ def install(fa: FraudApp, output: Output | None = None) -> None:
 
     @app.agent(join_topics, name="join-feedback")
     async def join_feedback(stream: Any) -> None:
+        hook_commit()
         async for events in stream.take_events(s.batch_size, 0.05):
             await join_handler.handle(events)
 
@@ -394,7 +605,7 @@ def install(fa: FraudApp, output: Output | None = None) -> None:
             key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
             _part, version, variant = key.split("|", 2)
             conf = outcomes.Confusion.from_dict(orjson.loads(raw))
-            out.send(s.topic_metrics, key.encode(), raw)
+            join_out.send(s.topic_metrics, key.encode(), raw)
             book[(version, variant)] = book.get((version, variant), outcomes.Confusion()).merge(
                 conf
             )
@@ -404,14 +615,14 @@ def install(fa: FraudApp, output: Output | None = None) -> None:
                     model_version=version, variant=variant, cell=cell.upper()
                 ).set(getattr(conf, cell))
         try:
-            await out.flush()
+            await join_out.flush()
         except BrokerError:
             log.exception("publishing per-version metrics failed")
 
     @app.timer(interval=max(1.0, s.feedback_grace_seconds / 10))
     async def sweep_held_labels() -> None:
         if join_handler.sweep(s.feedback_grace_seconds):
-            await out.flush()
+            await join_out.flush()
 
     @app.timer(interval=5.0)
     async def measure_lag() -> None:

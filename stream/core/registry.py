@@ -364,14 +364,112 @@ def _compare_names(
         )
 
 
+_UBJ_FIXED = {b"i": 1, b"U": 1, b"I": 2, b"l": 4, b"L": 8, b"d": 4, b"D": 8, b"C": 1}
+_UBJ_EMPTY = {b"Z", b"N", b"T", b"F"}
+
+
+def structure_problem(data: bytes, suffix: str) -> str | None:
+    """None when ``data`` is one complete JSON (``.json``) or UBJSON (``.ubj``) document."""
+    if suffix == ".json":
+        try:
+            orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            return f"invalid JSON: {exc}"
+        return None
+    try:
+        end = _ubj_value(data, 0, None)
+    except (IndexError, ValueError) as exc:
+        return f"invalid UBJSON: {exc}"
+    if end != len(data):
+        return f"invalid UBJSON: {len(data) - end} trailing bytes"
+    return None
+
+
+def _ubj_int(data: bytes, pos: int) -> tuple[int, int]:
+    marker = data[pos : pos + 1]
+    size = _UBJ_FIXED.get(marker)
+    if marker not in (b"i", b"U", b"I", b"l", b"L") or size is None:
+        raise ValueError(f"expected a length at byte {pos}, found {marker!r}")
+    raw = data[pos + 1 : pos + 1 + size]
+    if len(raw) != size:
+        raise ValueError(f"length cut short at byte {pos}")
+    value = int.from_bytes(raw, "big", signed=marker != b"U")
+    if value < 0:
+        raise ValueError(f"negative length at byte {pos}")
+    return value, pos + 1 + size
+
+
+def _ubj_value(data: bytes, pos: int, marker: bytes | None) -> int:
+    """Skip one value starting at ``pos`` (its marker already known if ``marker``); return
+    the position after it, or raise when the document ends too early or is malformed."""
+    if marker is None:
+        marker = data[pos : pos + 1]
+        pos += 1
+    if not marker:
+        raise ValueError("document ends too early")
+    if marker in _UBJ_EMPTY:
+        return pos
+    if marker in _UBJ_FIXED:
+        end = pos + _UBJ_FIXED[marker]
+        if end > len(data):
+            raise ValueError("number cut short")
+        return end
+    if marker in (b"S", b"H"):
+        n, pos = _ubj_int(data, pos)
+        if pos + n > len(data):
+            raise ValueError("string cut short")
+        return pos + n
+    if marker in (b"[", b"{"):
+        is_object = marker == b"{"
+        closing = b"}" if is_object else b"]"
+        typed: bytes | None = None
+        if data[pos : pos + 1] == b"$":
+            typed = data[pos + 1 : pos + 2]
+            pos += 2
+        count: int | None = None
+        if data[pos : pos + 1] == b"#":
+            count, pos = _ubj_int(data, pos + 1)
+        elif typed is not None:
+            raise ValueError("typed container without a count")
+        if count is not None and typed in _UBJ_FIXED and not is_object:
+            end = pos + count * _UBJ_FIXED[typed]
+            if end > len(data):
+                raise ValueError("typed array cut short")
+            return end
+        i = 0
+        while True:
+            if count is None:
+                if pos >= len(data):
+                    raise ValueError("container not closed")
+                if data[pos : pos + 1] == closing:
+                    return pos + 1
+            elif i >= count:
+                return pos
+            if is_object:
+                n, pos = _ubj_int(data, pos)
+                pos += n
+            pos = _ubj_value(data, pos, typed)
+            i += 1
+    raise ValueError(f"unknown marker {marker!r} at byte {pos - 1}")
+
+
 def load(
     models_dir: Path | str, version: str, expected_features: Sequence[str] = FEATURE_NAMES
 ) -> LoadedModel:
     """Verify and load one version; raises ModelError saying what is wrong and what to do."""
     meta, model_path = _check_files(models_dir, version, expected_features)
+    data = model_path.read_bytes()
+    # XGBoost's own parser can crash the process (SIGSEGV) on a truncated UBJ file instead of
+    # raising, so the structure is checked here first, in Python, and refused cleanly.
+    problem = structure_problem(data, model_path.suffix)
+    if problem:
+        raise ModelError(
+            f"{model_path} is not a complete XGBoost {model_path.suffix[1:].upper()} document "
+            f"({problem}); it is truncated or corrupt — restore the file or retrain the version"
+        )
     booster = xgb.Booster()
     try:
-        booster.load_model(str(model_path))
+        booster.load_model(bytearray(data))
     except xgb.core.XGBoostError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(

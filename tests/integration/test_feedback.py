@@ -79,16 +79,30 @@ def _published_counts(s: Settings) -> Counter[tuple[str, str, str]]:
     return counts
 
 
-def _settle(fn, timeout: float = 60.0, quiet: float = 3.0):  # type: ignore[no-untyped-def]
-    """Call ``fn`` until its result stops changing for ``quiet`` seconds."""
+def _wait_equal(fn, view, expected, timeout: float = 120.0):  # type: ignore[no-untyped-def]
+    """Poll ``fn`` until ``view(fn())`` equals ``expected`` (or time runs out); return fn()."""
     deadline = time.monotonic() + timeout
-    last, since = fn(), time.monotonic()
+    got = fn()
+    while view(got) != expected and time.monotonic() < deadline:
+        time.sleep(1.0)
+        got = fn()
+    return got
+
+
+def _settle(fn, timeout: float = 90.0, quiet: float = 3.0, until=None):  # type: ignore[no-untyped-def]
+    """Call ``fn`` until its result equals ``until`` (when given) or, having changed, stops
+    changing for ``quiet`` seconds. A busy machine may take a while to start: be patient."""
+    deadline = time.monotonic() + timeout
+    first = last = fn()
+    since = time.monotonic()
     while time.monotonic() < deadline:
+        if until is not None and last == until:
+            return last
         time.sleep(1.0)
         now = fn()
         if now != last:
             last, since = now, time.monotonic()
-        elif time.monotonic() - since >= quiet:
+        elif until is None and now != first and time.monotonic() - since >= quiet:
             return now
     return last
 
@@ -123,15 +137,21 @@ def test_outcomes_and_counts_equal_an_independent_recomputation(
         sh = shadow[txid]
         expected[(txid, sh["model_version"], "shadow")] = classify(sh["decision"], is_fraud)
 
-    latest = _settle(lambda: _latest_outcomes(s))
-    assert {k: o["outcome"] for k, o in latest.items()} == expected
+    latest = _wait_equal(
+        lambda: _latest_outcomes(s), lambda got: {k: o["outcome"] for k, o in got.items()}, expected
+    )
+    got = {k: o["outcome"] for k, o in latest.items()}
+    assert got == expected
     for (txid, _, _), o in latest.items():
         assert o["is_fraud"] == final[txid]
         assert o["amount"] == decisions[txid]["amount"]
         assert o["schema_version"] == 1
 
     want_counts = Counter((v, var, cell) for (_, v, var), cell in expected.items())
-    got_counts = _settle(lambda: _published_counts(s))
+    got_counts = _settle(
+        lambda: Counter({k: n for k, n in _published_counts(s).items() if n}),
+        until=Counter(want_counts),
+    )
     assert {k: n for k, n in got_counts.items() if n} == dict(want_counts)
 
     # FP and FN topics carry exactly the FP and FN outcomes written to fraud.outcomes.
@@ -159,12 +179,19 @@ def test_a_reversed_label_moves_one_count_and_counts_survive_a_restart(
         if any(m.key() == tx.transaction_id.encode() for m in read_all(s, [s.topic_decisions])):
             break
         time.sleep(1)
+
+    def nonzero() -> Counter[tuple[str, str, str]]:
+        return Counter({k: n for k, n in _published_counts(s).items() if n})
+
+    start = _settle(nonzero, quiet=3.0, until=None, timeout=10.0)
     first = Feedback(tx.transaction_id, False, "analyst", "2026-11-25T10:00:00+00:00")
     _produce(s, s.topic_feedback, [(tx.transaction_id, encode_feedback(first))])
-    before = _settle(lambda: _published_counts(s))
+    total = start.total() + 2  # the deciding model's record and the shadow's
+    before = _wait_equal(nonzero, lambda c: c.total(), total)
+    assert before.total() == total
     flipped = Feedback(tx.transaction_id, True, "chargeback", "2026-11-26T10:00:00+00:00")
     _produce(s, s.topic_feedback, [(tx.transaction_id, encode_feedback(flipped))])
-    after = _settle(lambda: _published_counts(s))
+    after = _wait_equal(nonzero, lambda c: c != before, True)
     diff = {k: after[k] - before[k] for k in set(before) | set(after) if after[k] != before[k]}
     # Two records move (the deciding model's and the shadow's): one cell -1, one cell +1 each.
     assert sorted(diff.values()) == [-1, -1, 1, 1], diff
@@ -178,9 +205,9 @@ def test_a_reversed_label_moves_one_count_and_counts_survive_a_restart(
     w.wait_ready()
     again = Feedback(tx.transaction_id, False, "analyst", "2026-11-27T10:00:00+00:00")
     _produce(s, s.topic_feedback, [(tx.transaction_id, encode_feedback(again))])
-    restored = _settle(lambda: _published_counts(s))
+    restored = _wait_equal(nonzero, lambda c: c, before)
     # Back where it was before the reversal: the counts continued from the restored table.
-    assert {k: n for k, n in restored.items() if n} == {k: n for k, n in before.items() if n}
+    assert restored == before
 
 
 def test_feedback_for_an_unknown_transaction_is_counted_and_dead_lettered(

@@ -49,7 +49,7 @@ import pytest
 from faust.types.tuples import Message
 from prometheus_client import REGISTRY
 
-from stream.app.agents import Output
+from stream.app.agents import Barrier, Output
 from stream.app.app import FraudApp, create_app
 from stream.app.serving import ServingManager
 from stream.core import engine, features
@@ -115,6 +115,10 @@ class RecordingOutput(Output):
 
     async def flush(self) -> None:
         self.flushes += 1
+
+    def checkpoint(self) -> Barrier:
+        # Nothing is in flight: every "send" above is already recorded.
+        return Barrier().close(asyncio.get_running_loop())
 
     def on(self, topic: str) -> list[Sent]:
         return [r for r in self.records if r.topic == topic]
@@ -350,6 +354,7 @@ def test_valid_transactions_get_one_decision_and_one_score_per_version(tmp_path:
                     if sc.model_version != d.model_version:
                         assert sc.role == "shadow"
                 # The card's record remembers the transaction.
+                await r.fa.tx_handler.drain()  # card records are written a batch behind
                 rec = engine.record_from_bytes(r.fa.card_table.get(card.encode()))
                 assert list(rec.seen) == [tid]
                 assert rec.state is not None
@@ -436,6 +441,7 @@ def test_bad_input_goes_to_the_dlq_and_the_next_event_is_decided(
             assert after - before == 1
             # The next valid event was decided, and the bad one left no trace in card state.
             assert list(r.decisions()) == ["tx-good"]
+            await r.fa.tx_handler.drain()  # card records are written a batch behind
             assert r.fa.card_table.get(b"card-x") is None
 
     run(body)
@@ -489,6 +495,7 @@ def test_repeated_transaction_id_gets_one_decision(tmp_path: Path) -> None:
             assert len(r.scores("tx-dup")) == (2 if HAS_CHALLENGER else 1)
             assert r.out.on(r.s.topic_dlq) == []
             assert counter("fraudstream_duplicates_total") - before == 2
+            await r.fa.tx_handler.drain()  # card records are written a batch behind
             rec = engine.record_from_bytes(r.fa.card_table.get(b"card-d"))
             assert rec.state is not None
             assert rec.state.n == 1  # the duplicates did not enter the card's history
@@ -552,6 +559,7 @@ def test_second_transaction_of_a_card_sees_the_first(tmp_path: Path, same_batch:
             # The other card's first transaction looks like tx-a did, not like a second one.
             assert decisions["tx-o"].score == pytest.approx(decisions["tx-a"].score, abs=1e-6)
 
+            await r.fa.tx_handler.drain()  # card records are written a batch behind
             rec = engine.record_from_bytes(r.fa.card_table.get(card.encode()))
             assert rec.state is not None
             assert rec.state.n == 2

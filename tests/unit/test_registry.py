@@ -117,7 +117,7 @@ def test_truncated_model_is_refused(models: Path) -> None:
     path.write_bytes(data[: len(data) // 2])
     _expect(models, "sha256")  # caught before XGBoost opens it
     _fix_sha(models)
-    _expect(models, "cannot be read by XGBoost .*truncated or corrupt")
+    _expect(models, "truncated or corrupt")
 
 
 def test_bit_flip_is_refused(models: Path) -> None:
