@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     metrics_publish_seconds: float = Field(default=10.0, gt=0)
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=0, le=65535)
+    # How other workers reach this one (Faust's canonical URL; API requests are forwarded to the
+    # card's owner there). Default http://{web_host}:{web_port}; set it when binding 0.0.0.0.
+    web_url: str | None = None
+    # POST /v1/score answers 503 + Retry-After past this many requests in flight.
+    api_max_inflight: int = Field(default=256, ge=1)
     log_level: str = "INFO"
     log_json: bool = False
 

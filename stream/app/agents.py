@@ -222,8 +222,9 @@ class TransactionHandler:
             self.batch_no += 1
             barrier = self.out.checkpoint()
             self.unpersisted.append((self.batch_no, barrier))
-            await Output.settle(barrier)  # the caller gets its answer once it is durable
-            await self._persist(keep_last=0)
+        # The answer goes out once its records are durable; waiting outside the lock lets
+        # concurrent requests (and stream batches) share one acknowledgement round trip.
+        await Output.settle(barrier)
         return results[0]
 
     def _decode(self, events: Sequence[Any]) -> tuple[list[Any], list[Any], dict[str, Any]]:

@@ -93,6 +93,7 @@ def create_app(settings: Settings, serving: ServingManager, output: Any = None) 
         web_enabled=True,
         web_host=settings.web_host,
         web_bind=settings.web_host,  # the listen address; web_host only names the URL
+        canonical_url=settings.web_url or f"http://{settings.web_host}:{settings.web_port}",
         web_port=settings.web_port,
         web_router_enabled=False,
         web_tables_enabled=False,  # never expose card state over HTTP

@@ -1,5 +1,6 @@
 """HTTP endpoints on the worker's Faust web server (loopback unless FRAUD_WEB_HOST says otherwise):
-/metrics (Prometheus), /healthz, /readyz, /v1/models."""
+/metrics (Prometheus), /healthz, /readyz, /v1/models; the scoring API (POST /v1/score,
+/openapi.json) is in ``stream.app.api``."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from stream.app import api
 from stream.app.app import FraudApp
 
 
@@ -62,3 +64,5 @@ def install(fa: FraudApp) -> None:
     @app.page("/v1/models")
     async def models(web: Any, request: Any) -> Any:
         return web.json(models_view(fa))
+
+    api.install(fa)
