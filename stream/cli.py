@@ -27,6 +27,21 @@ class FriendlyGroup(click.Group):
         except FraudStreamError as exc:
             click.secho(f"error: {exc}", fg="red", err=True)
             sys.exit(2)
+        except Exception as exc:
+            from confluent_kafka import KafkaException
+
+            if not isinstance(exc, KafkaException):
+                raise
+            s = settings()
+            click.secho(
+                f"error: cannot talk to Kafka at FRAUD_KAFKA_BOOTSTRAP={s.kafka_bootstrap} "
+                f"(security protocol {s.kafka_security_protocol}): {exc.args[0].str()}. "
+                "Is the broker running (`fraudstream broker start`), and are the "
+                "FRAUD_KAFKA_SECURITY_PROTOCOL / FRAUD_KAFKA_SASL_* settings right?",
+                fg="red",
+                err=True,
+            )
+            sys.exit(2)
 
 
 @click.group(cls=FriendlyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -60,15 +75,36 @@ def broker() -> None:
 @broker.command("start")
 @click.option("--port", type=int, default=None, help="Listener port (default 9092, else free).")
 @click.option("--home", type=click.Path(path_type=Path), default=BROKER_HOME, show_default=True)
-def broker_start(port: int | None, home: Path) -> None:
-    """Start the broker (downloads the jars with Maven once) and print its bootstrap address."""
+@click.option(
+    "--secure",
+    is_flag=True,
+    help="Also open a SASL_SSL listener (generated CA; PLAIN and SCRAM-SHA-512).",
+)
+def broker_start(port: int | None, home: Path, secure: bool) -> None:
+    """Start the broker (downloads the jars with Maven once) and print its bootstrap address.
+
+    With --secure it also prints the settings for the SASL_SSL listener; the generated
+    password is never printed: it is in HOME/sasl-credentials.json (mode 0600).
+
+    \b
+      fraudstream broker start
+      fraudstream broker start --secure
+    """
     from stream.kafka.broker import LocalBroker
 
     home.mkdir(parents=True, exist_ok=True)
-    info = LocalBroker(home).start(port=port)
+    b = LocalBroker(home, secure=secure)
+    info = b.start(port=port)
     click.echo(info.bootstrap)
     if info.bootstrap != settings().kafka_bootstrap.replace("localhost", "127.0.0.1"):
         click.echo(f"export FRAUD_KAFKA_BOOTSTRAP={info.bootstrap}", err=True)
+    if secure and info.secure_bootstrap:
+        click.echo(f"SASL_SSL listener: {info.secure_bootstrap}", err=True)
+        for name, value in b.client_env().items():
+            if name == "FRAUD_KAFKA_SASL_PASSWORD":
+                click.echo(f"# {name}: the password in {b.credentials_file}", err=True)
+            else:
+                click.echo(f"export {name}={value}", err=True)
 
 
 @broker.command("stop")
@@ -109,7 +145,12 @@ def topics() -> None:
 
 @topics.command("create")
 def topics_create() -> None:
-    """Create every missing topic (existing ones are left alone)."""
+    """Create every missing topic (existing ones are left alone).
+
+    \b
+      fraudstream topics create
+      FRAUD_PARTITIONS=8 fraudstream topics create
+    """
     from stream.kafka.admin import create_topics
 
     created = create_topics(settings())
@@ -118,7 +159,12 @@ def topics_create() -> None:
 
 @topics.command("describe")
 def topics_describe() -> None:
-    """Show each topic's partitions (and whether it is missing)."""
+    """Show each topic's partitions (and whether it is missing).
+
+    \b
+      fraudstream topics describe
+      FRAUD_KAFKA_BOOTSTRAP=kafka:9092 fraudstream topics describe
+    """
     from stream.kafka.admin import describe_topics
 
     for name, have, want in describe_topics(settings()):
@@ -136,7 +182,13 @@ def topics_scale(partitions: int) -> None:
     Per-card state follows the partition a card hashes to. After scaling, about
     (1 - old/new) of the cards hash to a new partition and start with fresh velocity state
     there; their old state ages out. Routing is unaffected: it depends on the card only.
-    Example: fraudstream topics scale --partitions 8
+    Running workers see the new partitions at their next metadata refresh (Faust's
+    consumer_metadata_max_age_ms, 5 minutes by default) and rebalance; restart them one at a
+    time to apply it at once. Upstream producers also write only to the old partitions until
+    their own metadata refresh. Shrinking is refused.
+
+    \b
+      fraudstream topics scale --partitions 8
     """
     from stream.kafka.admin import scale_partitions
 
@@ -281,6 +333,10 @@ def promote(yes: bool) -> None:
     """Make the challenger the champion (the old champion becomes the challenger at share 0).
 
     Shows the champion-vs-challenger report first and asks to confirm unless --yes.
+
+    \b
+      fraudstream promote
+      fraudstream promote --yes
     """
     from dataclasses import replace
 
@@ -311,7 +367,11 @@ def promote(yes: bool) -> None:
 
 @main.command()
 def rollback() -> None:
-    """Undo the last promotion: the challenger (previous champion) decides again."""
+    """Undo the last promotion: the challenger (previous champion) decides again.
+
+    \b
+      fraudstream rollback
+    """
     from dataclasses import replace
 
     from stream.core.messages import utc_now_iso
@@ -474,18 +534,22 @@ def train(
       fraudstream train --version champion-v3
       fraudstream train --version v4 --from-file history.parquet --map card_id=card --map amount=amt
     """
+    from rich.console import Console
+
     from stream.train.trainer import train_from_file, train_from_simulator
 
     s = settings()
-    if from_file is not None:
-        cols = dict(m.split("=", 1) for m in mapping)
-        meta, report = train_from_file(
-            from_file, version, s.models_dir, cols, n_trees=trees, seed=seed
-        )
-    else:
-        meta, report = train_from_simulator(
-            version, s.models_dir, n=count, seed=seed, n_trees=trees
-        )
+    source = str(from_file) if from_file is not None else f"{count:,} simulated transactions"
+    with Console(stderr=True).status(f"training {version} on {source} (features replayed)…"):
+        if from_file is not None:
+            cols = dict(m.split("=", 1) for m in mapping)
+            meta, report = train_from_file(
+                from_file, version, s.models_dir, cols, n_trees=trees, seed=seed
+            )
+        else:
+            meta, report = train_from_simulator(
+                version, s.models_dir, n=count, seed=seed, n_trees=trees
+            )
     if meta is None:
         raise click.ClickException("training did not produce a model (see the report above)")
     click.echo(f"registered {meta.version} in {s.models_dir} (sha256 {meta.sha256[:12]})")

@@ -582,9 +582,9 @@ def install(fa: FraudApp, output: Output | None = None) -> None:
         if tx_handler.unpersisted and tx_handler.unpersisted[-1][1].is_done():
             await tx_handler.drain()
 
+    # Decisions carry their shadow score, so the join does not need fraud.scores.
     join_topics = app.topic(
         s.topic_decisions,
-        s.topic_scores,
         s.topic_feedback,
         key_type=bytes,
         value_type=bytes,

@@ -89,6 +89,8 @@ ROUTING_SHARE = Gauge("fraudstream_challenger_share", "Challenger share of card 
 def observe_model_loaded(served: ServedModel, role: str) -> None:
     import time
 
+    MODEL_LOAD_FAILURES.labels(version=served.version)  # a 0 series, so dashboards see it
+
     for labels in list(MODEL_INFO._metrics):
         if labels[0] == served.version:
             MODEL_INFO.remove(*labels)

@@ -16,7 +16,7 @@ import numpy as np
 import orjson
 
 from stream.core import features
-from stream.core.messages import Decision, Routing, Score, Transaction, Variant
+from stream.core.messages import Decision, Routing, Score, Shadow, Transaction, Variant
 from stream.core.policy import Thresholds, decide_many, top_reasons
 from stream.core.registry import LoadedModel
 from stream.core.routing import assign_many
@@ -210,6 +210,12 @@ def _score(serving: Serving, txs: list[Transaction], x: np.ndarray, now_iso: str
     out: list[Scored] = []
     for i, tx in enumerate(txs):
         version = decider[i]
+        other = shadow[i]
+        shadow_info = (
+            Shadow(other, score_of[(i, other)], decision_of[(i, other)])  # type: ignore[arg-type]
+            if other
+            else None
+        )
         kind = decision_of[(i, version)]
         decision = Decision(
             transaction_id=tx.transaction_id,
@@ -222,6 +228,7 @@ def _score(serving: Serving, txs: list[Transaction], x: np.ndarray, now_iso: str
             decided_at=now_iso,
             amount=tx.amount,
             currency=tx.currency,
+            shadow=shadow_info,
         )
         scores = [
             Score(
@@ -233,7 +240,6 @@ def _score(serving: Serving, txs: list[Transaction], x: np.ndarray, now_iso: str
                 decision=kind,  # type: ignore[arg-type]
             )
         ]
-        other = shadow[i]
         if other:
             scores.append(
                 Score(

@@ -69,6 +69,16 @@ class Decision:
     amount: float = 0.0
     currency: str = ""
     schema_version: int = SCHEMA_VERSION
+    # In shadow mode, what the other model said (also on fraud.scores with role "shadow"):
+    # the feedback join evaluates it from here without reading fraud.scores.
+    shadow: Shadow | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Shadow:
+    model_version: str
+    score: float
+    decision: DecisionKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -435,6 +445,15 @@ def decode_decision(raw: bytes | None, max_bytes: int = 1_000_000) -> Decision:
         amount=float(obj["amount"]),
         currency=obj["currency"],
         schema_version=obj["schema_version"],
+        shadow=(
+            Shadow(
+                obj["shadow"]["model_version"],
+                float(obj["shadow"]["score"]),
+                obj["shadow"]["decision"],
+            )
+            if obj.get("shadow")
+            else None
+        ),
     )
 
 
@@ -514,6 +533,17 @@ def encode_decision(d: Decision) -> bytes:
             "amount": d.amount,
             "currency": d.currency,
             "schema_version": d.schema_version,
+            **(
+                {
+                    "shadow": {
+                        "model_version": d.shadow.model_version,
+                        "score": d.shadow.score,
+                        "decision": d.shadow.decision,
+                    }
+                }
+                if d.shadow is not None
+                else {}
+            ),
         },
         option=_DUMPS_OPTS,
     )

@@ -319,7 +319,13 @@ def record_decision(rec: JoinRecord | None, decision: Decision) -> JoinRecord:
         currency=decision.currency,
         decided_at=decision.decided_at,
     )
-    return replace(rec or _empty(decision.transaction_id), decided=decided)
+    base = replace(rec or _empty(decision.transaction_id), decided=decided)
+    if decision.shadow is None:
+        return base
+    sh = decision.shadow
+    entry = ShadowScore(sh.model_version, float(sh.score), sh.decision)
+    others = tuple(s for s in base.shadows if s.model_version != sh.model_version)
+    return replace(base, shadows=(*others, entry))
 
 
 def record_score(rec: JoinRecord | None, score: Score) -> JoinRecord:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 
 # 13–19 digits, possibly grouped by spaces or dashes: the shape of a primary account number.
-_PAN = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
+# Not after a decimal point: the fraction of a float is not a card number.
+_PAN = re.compile(r"(?<![\d.])(?:\d[ -]?){12,18}\d(?!\d)")
 
 
 def luhn_ok(digits: str) -> bool:

@@ -4,6 +4,14 @@ The broker jars come from Maven Central through ``mvn`` into a cache directory, 
 reuse them. Storage is formatted with ``kafka.tools.StorageTool format --standalone`` and the broker
 runs as ``kafka.Kafka server.properties`` on loopback, with single-node replication settings so
 that transactions work.
+
+``LocalBroker(home, secure=True)`` adds a SASL_SSL listener on a second port: a throw-away CA and a
+broker certificate for 127.0.0.1/localhost are generated with ``openssl`` (PEM, no keystore
+files), PLAIN and SCRAM-SHA-512 are enabled, and one user (``fraudstream``, random password) is
+registered for both mechanisms (PLAIN through the listener's JAAS config, SCRAM at format time).
+The PLAINTEXT listener stays for the controller, inter-broker traffic and the launcher's health
+check. ``BrokerInfo`` names the secure bootstrap and the CA file; the password is kept in a
+separate ``sasl-credentials.json`` (mode 0600) read by ``LocalBroker.sasl_credentials()``.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -117,6 +126,10 @@ def resolve_jars(version: str = KAFKA_VERSION, *, quiet: bool = True) -> Path:
     return libs
 
 
+SASL_USER = "fraudstream"
+SECURE_MECHANISMS = ("PLAIN", "SCRAM-SHA-512")
+
+
 @dataclass(frozen=True)
 class BrokerInfo:
     pid: int
@@ -125,23 +138,72 @@ class BrokerInfo:
     host: str
     data_dir: str
     log_file: str
+    # Set when started with secure=True: the SASL_SSL listener and the CA that signed it.
+    secure_port: int | None = None
+    ca_file: str | None = None
+    sasl_username: str | None = None
 
     @property
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
 
+    @property
+    def secure_bootstrap(self) -> str | None:
+        return None if self.secure_port is None else f"{self.host}:{self.secure_port}"
 
-def _server_properties(host: str, port: int, controller_port: int, log_dirs: Path) -> str:
+
+def _props_value(text: str) -> str:
+    """``text`` as one java.util.Properties value (newlines as \\n escapes)."""
+    return text.strip().replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _secure_properties(
+    tls_dir: Path, users: dict[str, str], listener: str = "sasl_ssl"
+) -> list[str]:
+    cert_chain = (tls_dir / "broker.crt").read_text() + (tls_dir / "ca.crt").read_text()
+    key = (tls_dir / "broker.key").read_text()
+    plain_users = " ".join(f'user_{u}="{pw}"' for u, pw in users.items())
+    pfx = f"listener.name.{listener}"
+    return [
+        f"sasl.enabled.mechanisms={','.join(SECURE_MECHANISMS)}",
+        f"{pfx}.sasl.enabled.mechanisms={','.join(SECURE_MECHANISMS)}",
+        f"{pfx}.plain.sasl.jaas.config="
+        f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain_users};",
+        f"{pfx}.scram-sha-512.sasl.jaas.config="
+        "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+        f"{pfx}.ssl.keystore.type=PEM",
+        f"{pfx}.ssl.keystore.certificate.chain={_props_value(cert_chain)}",
+        f"{pfx}.ssl.keystore.key={_props_value(key)}",
+        f"{pfx}.ssl.client.auth=none",
+    ]
+
+
+def _server_properties(
+    host: str,
+    port: int,
+    controller_port: int,
+    log_dirs: Path,
+    secure_port: int | None = None,
+    secure_lines: list[str] | None = None,
+) -> str:
+    listeners = f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}"
+    advertised = f"PLAINTEXT://{host}:{port}"
+    proto_map = "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+    if secure_port is not None:
+        listeners += f",SASL_SSL://{host}:{secure_port}"
+        advertised += f",SASL_SSL://{host}:{secure_port}"
+        proto_map += ",SASL_SSL:SASL_SSL"
     return "\n".join(
         [
             "process.roles=broker,controller",
             "node.id=1",
             f"controller.quorum.bootstrap.servers={host}:{controller_port}",
-            f"listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}",
-            f"advertised.listeners=PLAINTEXT://{host}:{port}",
+            f"listeners={listeners}",
+            f"advertised.listeners={advertised}",
             "controller.listener.names=CONTROLLER",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            f"listener.security.protocol.map={proto_map}",
             "inter.broker.listener.name=PLAINTEXT",
+            *(secure_lines or []),
             f"log.dirs={log_dirs}",
             "num.partitions=1",
             # Single node: internal topics cannot have more replicas than brokers.
@@ -166,11 +228,45 @@ def _server_properties(host: str, port: int, controller_port: int, log_dirs: Pat
 class LocalBroker:
     """Start, stop and inspect one local broker whose files live under ``home``."""
 
-    def __init__(self, home: Path, version: str = KAFKA_VERSION, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        home: Path,
+        version: str = KAFKA_VERSION,
+        host: str = "127.0.0.1",
+        *,
+        secure: bool = False,
+    ) -> None:
         self.home = home
         self.version = version
         self.host = host
+        self.secure = secure
         self.state_file = home / "broker.json"
+        self.credentials_file = home / "sasl-credentials.json"
+
+    def sasl_credentials(self) -> tuple[str, str] | None:
+        """(username, password) of the SASL user of a secure broker, else None."""
+        try:
+            data = json.loads(self.credentials_file.read_text())
+            return str(data["username"]), str(data["password"])
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def client_env(self) -> dict[str, str]:
+        """FRAUD_KAFKA_* variables for a client of this broker (SASL_SSL + SCRAM when secure)."""
+        info = self.info()
+        if info is None:
+            raise BrokerError("The broker is not running.")
+        creds = self.sasl_credentials()
+        if info.secure_bootstrap is None or creds is None:
+            return {"FRAUD_KAFKA_BOOTSTRAP": info.bootstrap}
+        return {
+            "FRAUD_KAFKA_BOOTSTRAP": info.secure_bootstrap,
+            "FRAUD_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "FRAUD_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+            "FRAUD_KAFKA_SASL_USERNAME": creds[0],
+            "FRAUD_KAFKA_SASL_PASSWORD": creds[1],
+            "FRAUD_KAFKA_SSL_CAFILE": str(info.ca_file),
+        }
 
     def info(self) -> BrokerInfo | None:
         if not self.state_file.exists():
@@ -187,7 +283,9 @@ class LocalBroker:
     def start(self, port: int | None = None, timeout: float = 90.0) -> BrokerInfo:
         current = self.info()
         if current is not None and _pid_alive(current.pid):
-            if port_in_use(current.port, current.host):
+            if port_in_use(current.port, current.host) and (
+                current.secure_port is not None or not self.secure
+            ):
                 return current
             self.stop()
         java = find_java()
@@ -203,8 +301,34 @@ class LocalBroker:
         data_dir = self.home / "data"
         shutil.rmtree(data_dir, ignore_errors=True)
         data_dir.mkdir(parents=True, exist_ok=True)
+        secure_port: int | None = None
+        secure_lines: list[str] = []
+        scram_args: list[str] = []
+        ca_file: str | None = None
+        self.credentials_file.unlink(missing_ok=True)
+        if self.secure:
+            secure_port = free_port()
+            while secure_port in (port, controller_port):
+                secure_port = free_port()
+            tls_dir = self.home / "tls"
+            make_tls_material(tls_dir, self.host)
+            ca_file = str(tls_dir / "ca.crt")
+            password = secrets.token_urlsafe(18)
+            users = {SASL_USER: password}
+            secure_lines = _secure_properties(tls_dir, users)
+            for user, pw in users.items():
+                scram_args += ["--add-scram", f"SCRAM-SHA-512=[name={user},password={pw}]"]
+            fd = os.open(self.credentials_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump({"username": SASL_USER, "password": password}, f)
         props = self.home / "server.properties"
-        props.write_text(_server_properties(self.host, port, controller_port, data_dir))
+        fd = os.open(props, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # may hold a key
+        with os.fdopen(fd, "w") as f:
+            f.write(
+                _server_properties(
+                    self.host, port, controller_port, data_dir, secure_port, secure_lines
+                )
+            )
         log4j = self.home / "log4j2.yaml"
         log4j.write_text(resources.files("stream.kafka").joinpath("log4j2.yaml").read_text())
         classpath = f"{libs}/*"
@@ -219,13 +343,17 @@ class LocalBroker:
                 _cluster_id(),
                 "-c",
                 str(props),
+                *scram_args,
             ],
             capture_output=True,
             text=True,
             check=False,
         )
         if fmt.returncode != 0:
-            raise BrokerError(f"Formatting Kafka storage failed:\n{fmt.stdout}{fmt.stderr}")
+            out = fmt.stdout + fmt.stderr
+            for arg in scram_args[1::2]:  # never echo a password
+                out = out.replace(arg, "SCRAM-SHA-512=[...]")
+            raise BrokerError(f"Formatting Kafka storage failed:\n{out}")
         log_file = self.home / "broker.log"
         heap = os.environ.get("FRAUD_BROKER_HEAP", "768m")
         with log_file.open("ab") as log:
@@ -244,6 +372,9 @@ class LocalBroker:
             host=self.host,
             data_dir=str(data_dir),
             log_file=str(log_file),
+            secure_port=secure_port,
+            ca_file=ca_file,
+            sasl_username=SASL_USER if self.secure else None,
         )
         self.state_file.write_text(json.dumps(info.__dict__))
         deadline = time.monotonic() + timeout
@@ -312,6 +443,55 @@ class LocalBroker:
                 return new
             time.sleep(0.5)
         raise BrokerError("The Kafka broker did not come back after restart.")
+
+
+def _openssl(*args: str) -> None:
+    exe = shutil.which("openssl")
+    if exe is None:
+        raise BrokerError(
+            "`openssl` is needed to generate the CA and certificate of the secure (SASL_SSL) "
+            "listener, and it is not on PATH."
+        )
+    proc = subprocess.run([exe, *args], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise BrokerError(f"openssl {args[0]} failed: {proc.stderr.strip()}")
+
+
+def make_tls_material(tls_dir: Path, host: str = "127.0.0.1", days: int = 30) -> Path:
+    """A throw-away CA (``ca.crt``) and a broker certificate/key for ``host`` and localhost
+    (``broker.crt``, unencrypted PKCS#8 ``broker.key``), all PEM. Returns the CA file."""
+    shutil.rmtree(tls_dir, ignore_errors=True)
+    tls_dir.mkdir(parents=True, mode=0o700)
+    ca_key, ca_crt = tls_dir / "ca.key", tls_dir / "ca.crt"
+    key, csr, crt = tls_dir / "broker.key", tls_dir / "broker.csr", tls_dir / "broker.crt"
+    ext = tls_dir / "broker.ext"
+    _openssl(
+        "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", str(ca_key)
+    )
+    _openssl(
+        "req", "-x509", "-new", "-key", str(ca_key), "-sha256", "-days", str(days),
+        "-subj", "/CN=fraudstream local CA", "-out", str(ca_crt),
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+    )  # fmt: skip
+    _openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", str(key))
+    _openssl("req", "-new", "-key", str(key), "-subj", f"/CN={host}", "-out", str(csr))
+    alt = ["DNS:localhost", "IP:127.0.0.1"]
+    if host not in ("127.0.0.1", "localhost"):
+        alt.append(f"IP:{host}" if re.fullmatch(r"[\d.]+|[0-9a-fA-F:]+", host) else f"DNS:{host}")
+    ext.write_text(
+        "basicConstraints=CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\n"
+        "extendedKeyUsage=serverAuth\n"
+        f"subjectAltName={','.join(alt)}\n"
+    )
+    _openssl(
+        "x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key),
+        "-CAcreateserial", "-sha256", "-days", str(days), "-extfile", str(ext), "-out", str(crt),
+    )  # fmt: skip
+    for f in (ca_key, key):
+        f.chmod(0o600)
+    return ca_crt
 
 
 def _cluster_id() -> str:

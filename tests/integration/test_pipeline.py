@@ -140,7 +140,7 @@ def test_every_transaction_gets_one_decision_and_version_tagged_scores(
         timeout=60,
         check=True,
     ).stdout
-    assert out.count('"model_version"') == 3
+    assert out.count('"decided_at"') == 3
 
 
 def test_route_change_applies_live_and_cards_only_move_to_the_challenger(

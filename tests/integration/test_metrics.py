@@ -1,0 +1,120 @@
+"""`/metrics` on a running worker after a simulated run shows every metric the operators need,
+with sensible values, and no per-card or per-transaction labels."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from stream.core.messages import Feedback, encode_feedback, encode_transaction
+from stream.kafka.admin import create_topics
+from stream.kafka.clients import make_producer
+from stream.settings import Settings
+from stream.sim.generator import SimConfig, generate
+from tests.integration.procs import Worker, wait_for
+
+pytestmark = pytest.mark.integration
+
+ALLOWED_LABELS = {
+    "decision",
+    "model_version",
+    "variant",
+    "role",
+    "reason",
+    "source",
+    "outcome",
+    "cell",
+    "version",
+    "loaded_at",
+    "sha256",
+    "topic",
+    "partition",
+    "le",
+}
+
+
+def test_every_listed_metric_is_served_with_sensible_values(
+    broker_settings: Settings, tmp_path: Path
+) -> None:
+    s = broker_settings.model_copy(
+        update={
+            "challenger": "challenger-v2",
+            "challenger_share": 0.5,
+            "shadow": True,
+            "metrics_publish_seconds": 1.0,
+        }
+    )
+    create_topics(s)
+    w = Worker(s, "worker-metrics", tmp_path).start()
+    try:
+        w.wait_ready()
+        events = list(generate(SimConfig(seed=3, n_cards=200, fraud_rate=0.05), n=1500))
+        p = make_producer(s)
+        for e in events:
+            p.produce(s.topic_transactions, key=e.tx.card_id, value=encode_transaction(e.tx))
+        p.produce(s.topic_transactions, key=b"card-x", value=b"not json")
+        assert p.flush(30) == 0
+        wait_for(s, [s.topic_decisions], len(events))
+        for e in events[:300]:
+            fb = Feedback(e.tx.transaction_id, e.is_fraud, "analyst", "2026-11-25T10:00:00+00:00")
+            p.produce(s.topic_feedback, key=e.tx.transaction_id, value=encode_feedback(fb))
+        assert p.flush(30) == 0
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            _, text = w.get("/metrics")
+            if "fraudstream_confusion{" in text and "fraudstream_consumer_lag{" in text:
+                break
+            time.sleep(1)
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+    finally:
+        w.stop()
+
+    def samples(name: str) -> list:  # type: ignore[type-arg]
+        assert name in families, f"{name} missing from /metrics"
+        return families[name].samples
+
+    decided = {
+        (x.labels["decision"], x.labels["model_version"], x.labels["variant"]): x.value
+        for x in samples("fraudstream_decisions")
+        if x.name.endswith("_total")
+    }
+    assert sum(decided.values()) == len(events)
+    assert {v for _, v, _ in decided} == {"champion-v1", "challenger-v2"}
+    latency = {x.name: x.value for x in samples("fraudstream_decision_latency_seconds")}
+    assert latency["fraudstream_decision_latency_seconds_count"] == len(events)
+    assert 0 < latency["fraudstream_decision_latency_seconds_sum"] / len(events) < 30
+    score_counts = {
+        (x.labels["model_version"], x.labels["role"]): x.value
+        for x in samples("fraudstream_score")
+        if x.name.endswith("_count")
+    }
+    assert sum(score_counts.values()) == 2 * len(events)  # deciding + shadow
+    dead = {
+        x.labels["reason"]: x.value
+        for x in samples("fraudstream_dead_letters")
+        if x.name.endswith("_total")
+    }
+    assert dead.get("not_json") == 1
+    outcomes = [x for x in samples("fraudstream_feedback_outcomes") if x.name.endswith("_total")]
+    assert sum(x.value for x in outcomes) == 2 * 300  # deciding + shadow record per label
+    cells = {
+        (x.labels["model_version"], x.labels["variant"], x.labels["cell"]): x.value
+        for x in samples("fraudstream_confusion")
+    }
+    assert sum(cells.values()) == 2 * 300
+    info = samples("fraudstream_model_info")
+    assert {x.labels["version"] for x in info} == {"champion-v1", "challenger-v2"}
+    assert all(len(x.labels["sha256"]) == 12 and x.value == 1 for x in info)
+    failures = samples("fraudstream_model_load_failures")
+    assert {x.labels["version"] for x in failures if x.name.endswith("_total")} >= {"champion-v1"}
+    assert all(x.value == 0 for x in failures if x.name.endswith("_total"))
+    lag = samples("fraudstream_consumer_lag")
+    assert lag
+    assert all(x.value >= 0 for x in lag)
+    for fam in families.values():
+        if fam.name.startswith("fraudstream_"):
+            for x in fam.samples:
+                assert set(x.labels) <= ALLOWED_LABELS, (fam.name, x.labels)
