@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+from aiokafka.partitioner import murmur2
 from confluent_kafka import KafkaError
 
 from stream.app import metrics
@@ -440,7 +441,18 @@ class JoinHandler:
             self._emit(ev, reverted, new)
 
     def _on_feedback(self, ev: Any) -> None:
-        fb = decode_feedback(ev.message.value)
+        msg = ev.message
+        n = self.fa.app.consumer.topic_partitions(msg.topic) or self.s.partitions
+        if msg.key is not None and (murmur2(msg.key) & 0x7FFFFFFF) % n != msg.partition:
+            # The join finds a decision only in the partition its transaction_id hashes to.
+            raise InvalidMessage(
+                "wrong_partition",
+                f"this label is in partition {msg.partition}, but its transaction_id hashes to "
+                f"{(murmur2(msg.key) & 0x7FFFFFFF) % n}: publish feedback with Kafka's default "
+                "(murmur2) partitioner, as the Java client does (librdkafka: "
+                "partitioner=murmur2_random)",
+            )
+        fb = decode_feedback(msg.value)
         key = fb.transaction_id.encode()
         rec = self._load(key)
         if rec is None or rec.decided is None:

@@ -46,6 +46,7 @@ import faust
 import numpy as np
 import orjson
 import pytest
+from aiokafka.partitioner import murmur2
 from faust.types.tuples import Message
 from prometheus_client import REGISTRY
 
@@ -196,9 +197,12 @@ def run(coro: Callable[[], Coroutine[Any, Any, None]]) -> None:
 
 
 async def deliver(
-    agent: Any, topic: str, value: bytes | None, key: bytes | None, partition: int = 0
+    agent: Any, topic: str, value: bytes | None, key: bytes | None, partition: int | None = None
 ) -> Any:
-    """``AgentTestWrapper.put(wait=False)`` with the real source topic on the message."""
+    """``AgentTestWrapper.put(wait=False)`` with the real source topic on the message, in the
+    partition Kafka's default partitioner gives ``key`` (unless ``partition`` says otherwise)."""
+    if partition is None:
+        partition = (murmur2(key) & 0x7FFFFFFF) % 2 if key else 0
     message = Message(
         topic=topic,
         partition=partition,
@@ -428,7 +432,7 @@ def test_bad_input_goes_to_the_dlq_and_the_next_event_is_decided(
             assert dl.headers["error.class"] == reason
             assert fragment in dl.headers["error.message"]
             assert dl.headers["origin.topic"] == r.s.topic_transactions
-            assert dl.headers["origin.partition"] == "1"
+            assert dl.headers["origin.partition"] == str(ev.message.partition)
             assert dl.headers["origin.offset"] == str(bad.message.offset) == "0"
             assert set(dl.headers) == {
                 "error.class",
@@ -706,7 +710,7 @@ def test_label_without_decision_is_held_then_dead_lettered(tmp_path: Path) -> No
         async with rig(tmp_path) as r:
             s = r.s
             raw = label_bytes("tx-ghost", True)
-            ev = await deliver(r.join, s.topic_feedback, raw, b"tx-ghost", partition=1)
+            ev = await deliver(r.join, s.topic_feedback, raw, b"tx-ghost")
             await settle(r.join, [ev])
             assert r.out.on(s.topic_outcomes) == []
             assert r.out.on(s.topic_feedback_dlq) == []
@@ -726,7 +730,7 @@ def test_label_without_decision_is_held_then_dead_lettered(tmp_path: Path) -> No
             assert dl.headers["error.class"] == "unknown_transaction"
             assert "no decision" in dl.headers["error.message"]
             assert dl.headers["origin.topic"] == s.topic_feedback
-            assert dl.headers["origin.partition"] == "1"
+            assert dl.headers["origin.partition"] == str(ev.message.partition)
             assert dl.headers["origin.offset"] == str(ev.message.offset)
             assert counter("fraudstream_feedback_unknown_total") - before == 1
             assert r.fa.join_handler.held == {}
@@ -768,41 +772,23 @@ def test_label_before_its_decision_is_counted_when_the_decision_arrives(tmp_path
     run(body)
 
 
-@pytest.mark.xfail(
-    reason="production bug: JoinHandler._emit keys the metrics row by the partition of the event "
-    "that triggers it, so a reversal read from another partition than the one that counted the "
-    "first outcome reverts an empty row (ValueError -> join_error dead letter) after the join "
-    "record was already updated; see the report",
-    raises=AssertionError,
-)
-def test_reversal_counted_from_another_partition(tmp_path: Path) -> None:
+def test_feedback_in_a_partition_its_id_does_not_hash_to_is_dead_lettered(
+    tmp_path: Path,
+) -> None:
+    """The join can only find a decision in the partition its transaction_id hashes to; a label
+    published with another partitioner is refused loudly instead of corrupting the counts."""
+
     async def body() -> None:
         async with rig(tmp_path) as r:
             s = r.s
-            ev = await deliver(r.join, s.topic_feedback, label_bytes("tx-p", True), b"tx-p", 1)
+            key = b"tx-p"
+            right = (murmur2(key) & 0x7FFFFFFF) % 2
+            ev = await deliver(r.join, s.topic_feedback, label_bytes("tx-p", True), key, 1 - right)
             await settle(r.join, [ev])
-            late = Decision(
-                transaction_id="tx-p",
-                card_id="card-p",
-                decision="decline",
-                score=0.97,
-                model_version=CHAMPION,
-                variant="champion",
-                reasons=(),
-                decided_at="2024-05-01T12:00:00.000+00:00",
-                amount=70.0,
-                currency="EUR",
-            )
-            # The decision arrives on partition 0 (decisions topic) and is counted there...
-            ev = await deliver(r.join, s.topic_decisions, encode_decision(late), b"tx-p", 0)
-            await settle(r.join, [ev])
-            assert [o.outcome for o in _outcomes(r, s.topic_outcomes)] == ["TP"]
-            # ...the reversal comes from the feedback topic's partition 1.
-            ev = await deliver(r.join, s.topic_feedback, label_bytes("tx-p", False), b"tx-p", 1)
-            await settle(r.join, [ev])
-            assert r.out.on(s.topic_feedback_dlq) == []
-            assert [o.outcome for o in _outcomes(r, s.topic_outcomes)] == ["TP", "FP"]
-            total = r.confusion(0, CHAMPION, "champion").merge(r.confusion(1, CHAMPION, "champion"))
-            assert (total.tp, total.fp) == (0, 1)
+            dead = r.out.on(s.topic_feedback_dlq)
+            assert len(dead) == 1
+            assert dead[0].headers["error.class"] == "wrong_partition"
+            assert "murmur2" in dead[0].headers["error.message"]
+            assert _outcomes(r, s.topic_outcomes) == []
 
     run(body)
