@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import click
@@ -37,6 +38,16 @@ def _floats(text: str) -> tuple[float, ...]:
 @click.option("--bootstrap", default=None, help="Use this Kafka instead of starting a local "
               "broker [FRAUD_KAFKA_BOOTSTRAP if set].")  # fmt: skip
 @click.option("--profile", is_flag=True, help="Run the single worker under cProfile.")
+@click.option("--api/--no-api", default=True, show_default=True, help="The scoring-API "
+              "section: POST /v1/score of one worker at fixed concurrency (needs worker in "
+              "--only).")  # fmt: skip
+@click.option("--api-concurrency", default=None, help="Concurrent connections per API run, "
+              "comma-separated [1,16; --quick: 16].")  # fmt: skip
+@click.option("--api-seconds", type=float, default=None, help="Seconds per API run [10; "
+              "--quick: 5].")  # fmt: skip
+@click.option("--api-tool", type=click.Choice(["auto", "wrk", "aiohttp"]), default="auto",
+              show_default=True, help="API load tool; auto: wrk when on PATH, else the aiohttp "
+              "closed loop.")  # fmt: skip
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False),
               default=Path("bench-results"), show_default=True)  # fmt: skip
@@ -52,18 +63,25 @@ def bench(
     models_dir: Path | None,
     bootstrap: str | None,
     profile: bool,
+    api: bool,
+    api_concurrency: str | None,
+    api_seconds: float | None,
+    api_tool: str,
     seed: int,
     out: Path,
 ) -> None:
     """The end-to-end benchmark on a real broker: the worker against two ceilings (pass-through,
     hand-written), the naive Faust baseline and the Quix Streams peer, on the same preloaded
     transactions and models (champion + challenger, share 0.5, shadow on); then latency at
-    fixed offered rates. Prints the table and writes bench.json and bench.md to --out.
+    fixed offered rates; then the scoring API (POST /v1/score) of one worker at fixed
+    concurrency, with wrk when installed. Prints the table and writes bench.json and bench.md
+    to --out.
 
     \b
       fraudstream bench --quick                  # about 2-3 minutes
       fraudstream bench                          # 200,000 transactions, 1,000 and 5,000/s
       fraudstream bench --only worker,handwritten -n 50000
+      fraudstream bench --quick --no-api         # skip the scoring-API section
     """
     from stream.bench.harness import REPO, Bench, BenchConfig
     from stream.bench.report import render_rich, write
@@ -84,7 +102,21 @@ def bench(
         "profile": profile,
         "profile_out": (out / "worker.prof").resolve() if profile else None,
         "seed": seed,
+        "api": api,
+        "api_tool": api_tool,
     }
+    if api_tool == "wrk" and api and shutil.which("wrk") is None:
+        raise click.BadParameter(
+            "wrk is not on PATH (apt-get install wrk)", param_hint="--api-tool"
+        )
+    if api_concurrency is not None:
+        conc = tuple(int(c) for c in _floats(api_concurrency))
+        if not conc or min(conc) < 1:
+            raise click.BadParameter("give positive integers, e.g. 1,16",
+                                     param_hint="--api-concurrency")  # fmt: skip
+        kw["api_concurrency"] = conc
+    if api_seconds is not None:
+        kw["api_seconds"] = api_seconds
     if count is not None:
         kw["n"] = count
     if rates is not None:

@@ -7,7 +7,10 @@ new consumer group / app id, and writing to its own output topics):
 2. preload N simulated transactions into ``<run>.transactions`` (P partitions, key = card_id);
 3. throughput of: the pass-through ceiling, the hand-written ceiling, the naive Faust baseline,
    the Quix Streams peer, 2 worker processes, 1 worker process;
-4. latency at fixed offered rates: one fresh worker on an empty topic, a paced producer.
+4. latency at fixed offered rates: one fresh worker on an empty topic, a paced producer;
+5. the scoring API (``--api``, on by default): one fresh worker, ``POST /v1/score`` under a
+   closed-loop load at fixed concurrency (``wrk`` when on PATH, else an aiohttp loop), after a
+   discarded warm-up; requests per second of 200 answers and p50 / p99 request latency.
 
 Timestamps. Output topics are created with ``message.timestamp.type=LogAppendTime``, so a
 decision's timestamp is the broker's append time. Input timestamps are CreateTime, set by the
@@ -91,6 +94,11 @@ class BenchConfig:
     quick: bool = False
     profile: bool = False  # run the single worker under cProfile; top functions in the result
     profile_out: Path | None = None  # where to keep the raw cProfile file
+    api: bool = True  # the scoring-API section (needs "worker" in ``only``)
+    api_concurrency: tuple[int, ...] = (1, 16)
+    api_seconds: float = 10.0
+    api_warmup_s: float = 2.0  # one discarded run before the first concurrency
+    api_tool: str = "auto"  # "auto" (wrk if on PATH, else aiohttp), "wrk" or "aiohttp"
 
     @staticmethod
     def quick_config(**kw: Any) -> BenchConfig:
@@ -100,6 +108,9 @@ class BenchConfig:
             "half_max_rate": False,
             "rate_seconds": 10.0,
             "cap_seconds": 20.0,
+            "api_concurrency": (16,),
+            "api_seconds": 5.0,
+            "api_warmup_s": 1.0,
             "quick": True,
         }
         base.update(kw)
@@ -140,6 +151,25 @@ class Latency:
     rss_growth_pct: float = 0.0
     note: str = ""
 
+
+@dataclass
+class ApiRow:
+    tool: str  # the load tool that ran: "wrk" or "aiohttp"
+    concurrency: int
+    seconds: float = 0.0
+    requests: int = 0
+    ok: int = 0  # 200 answers
+    non_200: int = 0
+    errors: int = 0  # connection errors / timeouts
+    rps: float = 0.0  # 200 answers per second
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    cpu_us_per_request: float = 0.0  # the worker's CPU time over the run / 200 answers
+    rss_mb: float = 0.0  # the worker's RSS after the run
+    note: str = ""
+
+
+WRK_HINT = "wrk is not on PATH: using the aiohttp closed loop instead (apt-get install wrk)"
 
 Log = Callable[[str], None]
 
@@ -601,6 +631,73 @@ class Bench:
             w.stop()
         return out
 
+    def api(self, sampler: Sampler) -> list[ApiRow]:
+        """One fresh worker (own app id and topics, an empty input topic, so it owns every
+        partition and no request is forwarded); ``POST /v1/score`` at each fixed concurrency."""
+        from stream.bench.api_load import measure_api
+
+        cfg = self.cfg
+        tool = cfg.api_tool
+        if tool == "auto":
+            tool = "wrk" if shutil.which("wrk") else "aiohttp"
+            if tool == "aiohttp":
+                self.log(f"  {WRK_HINT}")
+                self.notes.append(WRK_HINT + "; the API table names the tool that ran.")
+        topic = f"bench-{self.uid}.api.transactions"
+        create(self.bootstrap, [topic], self.cfg.partitions)
+        env, port = self._worker_env("api", topic, 0)
+        w = Proc(
+            "api-worker", [python(), "-m", "stream", "worker"], self.tmp, env=env, web_port=port
+        )
+        base = f"http://127.0.0.1:{port}"
+        out: list[ApiRow] = []
+        try:
+            w.start()
+            sampler.add(w)
+            if self._wait_ready([w], [env["FRAUD_TOPIC_DECISIONS"]]) is None:
+                return [
+                    ApiRow(tool, c, note="worker did not become ready") for c in cfg.api_concurrency
+                ]
+            if cfg.api_warmup_s > 0:
+                self.log(f"  API warm-up: {cfg.api_warmup_s:g}s with {tool} …")
+                with contextlib.suppress(Exception):
+                    measure_api(base, concurrency=max(cfg.api_concurrency),
+                                duration_s=cfg.api_warmup_s, warmup_s=0.0, tool=tool)  # fmt: skip
+            for c in cfg.api_concurrency:
+                self.log(f"  POST /v1/score, concurrency {c}, {cfg.api_seconds:g}s with {tool} …")
+                row = ApiRow(tool, c)
+                w.sample()
+                cpu0 = w.cpu_s or 0.0
+                try:
+                    r = measure_api(base, concurrency=c, duration_s=cfg.api_seconds,
+                                    warmup_s=0.0, tool=tool)  # fmt: skip
+                except Exception as exc:  # a failed tool run is a row with a note, not a crash
+                    row.note = f"load run failed: {exc!r}"[:300]
+                    out.append(row)
+                    continue
+                w.sample()
+                row.tool, row.seconds, row.requests = r.tool, round(r.duration_s, 2), r.requests
+                row.ok, row.non_200, row.errors = r.ok, r.non_200, r.errors
+                row.rps = round(r.rps, 1)
+                row.p50_ms, row.p99_ms = round(r.p50_ms, 2), round(r.p99_ms, 2)
+                cpu = (w.cpu_s or 0.0) - cpu0
+                row.cpu_us_per_request = round(cpu / r.ok * 1e6, 1) if r.ok and cpu > 0 else 0.0
+                row.rss_mb = _mb(w.rss_samples[-1][1]) if w.rss_samples else 0.0
+                if r.non_200 or r.errors:
+                    row.note = f"{r.non_200} non-200 answers, {r.errors} connection errors"
+                if not w.alive():
+                    row.note = f"worker exited: {w.log_tail(3)}"[:300]
+                self.log(
+                    f"    {row.rps:,.0f} req/s, p50 {row.p50_ms} ms, p99 {row.p99_ms} ms "
+                    f"({row.ok:,} × 200 in {row.seconds:.1f}s)"
+                )
+                out.append(row)
+                if not w.alive():
+                    break
+        finally:
+            w.stop()
+        return out
+
     def cleanup_topics(self) -> None:
         from confluent_kafka.admin import AdminClient
 
@@ -672,6 +769,11 @@ class Bench:
                         result["latency"] = [asdict(x) for x in self.latency(rates, live, sampler)]
                     else:
                         result["latency"] = []
+                    api_rows: list[ApiRow] = []
+                    if cfg.api and "worker" in only:
+                        self.log("scoring API: one worker, POST /v1/score at fixed concurrency …")
+                        api_rows = self.api(sampler)
+                    result["api"] = [asdict(x) for x in api_rows]
                     if profile is not None and profile.exists():
                         result["profile_top"] = _profile_top(profile)
                         result["profile_fraudstream"] = _profile_top(profile, ours=True)
@@ -719,6 +821,13 @@ def default_notes(cfg: BenchConfig) -> list[str]:
         "The worker also runs its feedback-join agent, which reads its own decisions and scores.",
         "Ceilings keep per-card records in a dict (no changelog) and do not flush per batch.",
     ]
+    if cfg.api:
+        notes.append(
+            "API: one fresh worker owning every partition (nothing forwarded), closed-loop "
+            "POST /v1/score at fixed concurrency, a new transaction_id per request over 5,000 "
+            "cards; req/s counts 200 answers; latency is per request as the load tool sees it, "
+            "load tool on the same cores; each 200 also writes its decision and scores to Kafka."
+        )
     if cfg.quick:
         notes.append(
             f"--quick: {cfg.n:,} transactions, runs of a few seconds; figures are noisy "

@@ -29,6 +29,21 @@ LATENCY_COLUMNS = (
     "RSS start→end MB",
     "note",
 )
+API_COLUMNS = (
+    "load tool",
+    "concurrency",
+    "req/s",
+    "p50 ms",
+    "p99 ms",
+    "200s",
+    "other status",
+    "errors",
+    "seconds",
+    "worker CPU µs/req",
+    "RSS MB",
+    "note",
+)
+API_TITLE = "Scoring API, one worker, POST /v1/score at fixed concurrency (closed loop)"
 RATIO_LABELS = {
     "worker_vs_passthrough": "worker ×1 / pass-through ceiling",
     "worker_vs_handwritten": "worker ×1 / hand-written ceiling",
@@ -84,6 +99,26 @@ def latency_rows(result: dict[str, Any]) -> list[list[str]]:
     ]
 
 
+def api_rows(result: dict[str, Any]) -> list[list[str]]:
+    return [
+        [
+            r["tool"],
+            _n(r["concurrency"]),
+            _n(r["rps"]),
+            _n(r["p50_ms"], 2),
+            _n(r["p99_ms"], 2),
+            _n(r["ok"]),
+            _n(r["non_200"]),
+            _n(r["errors"]),
+            _n(r["seconds"], 1),
+            _n(r["cpu_us_per_request"]),
+            _n(r["rss_mb"]),
+            r["note"],
+        ]
+        for r in result.get("api", [])
+    ]
+
+
 def ratio_rows(result: dict[str, Any]) -> list[list[str]]:
     return [
         [RATIO_LABELS.get(k, k), "–" if v is None else f"{v:.2f}×"]
@@ -120,6 +155,8 @@ def render_rich(result: dict[str, Any]) -> None:
     if result.get("latency"):
         table("End-to-end latency, one worker, fixed offered rate", LATENCY_COLUMNS,
               latency_rows(result))  # fmt: skip
+    if result.get("api"):
+        table(API_TITLE, API_COLUMNS, api_rows(result))
     table("Core stage costs in process (µs per transaction)", ["stage", "µs"], stage_rows(result))
     if result.get("profile_top"):
         table("Worker profile (cProfile, top by own time)", ["function", "calls", "tottime s",
@@ -151,6 +188,8 @@ def to_markdown(result: dict[str, Any]) -> str:
     if result.get("latency"):
         parts += ["\n## End-to-end latency, one worker, fixed offered rate\n",
                   _md_table(LATENCY_COLUMNS, latency_rows(result))]  # fmt: skip
+    if result.get("api"):
+        parts += [f"\n## {API_TITLE}\n", _md_table(API_COLUMNS, api_rows(result))]
     parts += ["\n## Core stage costs in process (µs per transaction)\n",
               _md_table(["stage", "µs"], stage_rows(result))]  # fmt: skip
     if result.get("profile_top"):

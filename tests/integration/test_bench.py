@@ -1,10 +1,11 @@
 """`fraudstream bench` on a tiny load against the session broker: the table's shape, never its
-speed (issue 6)."""
+speed (issue 6), API section included (issue 9)."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ pytestmark = pytest.mark.integration
 THROUGHPUT_KEYS = {"passthrough", "handwritten", "naive", "peer", "worker-2", "worker-1"}
 HAVE_QUIX = importlib.util.find_spec("quixstreams") is not None
 HAVE_PSUTIL = importlib.util.find_spec("psutil") is not None
+HAVE_WRK = shutil.which("wrk") is not None
 
 
 def test_bench_tiny_load_has_the_full_table(kafka_bootstrap: str, tmp_path: Path) -> None:
@@ -33,6 +35,10 @@ def test_bench_tiny_load_has_the_full_table(kafka_bootstrap: str, tmp_path: Path
             "2",
             "--cap-seconds",
             "8",
+            "--api-concurrency",
+            "4",
+            "--api-seconds",
+            "2",
             "--bootstrap",
             kafka_bootstrap,
             "--out",
@@ -43,11 +49,14 @@ def test_bench_tiny_load_has_the_full_table(kafka_bootstrap: str, tmp_path: Path
     assert result.exit_code == 0, result.output
     assert "Throughput" in result.output
     assert "latency" in result.output
+    assert "Scoring API" in result.output
 
     data = json.loads((out / "bench.json").read_text())
-    assert (out / "bench.md").read_text().startswith("# fraudstream bench")
+    md = (out / "bench.md").read_text()
+    assert md.startswith("# fraudstream bench")
+    assert "## Scoring API" in md
     for key in ("machine", "config", "preload", "stages_us_per_tx", "throughput", "latency",
-                "ratios", "skipped", "notes", "contenders"):  # fmt: skip
+                "api", "ratios", "skipped", "notes", "contenders"):  # fmt: skip
         assert key in data, key
     assert data["machine"]["logical_cores"] >= 1
     for mod in ("python", "xgboost", "faust", "confluent_kafka"):
@@ -77,6 +86,16 @@ def test_bench_tiny_load_has_the_full_table(kafka_bootstrap: str, tmp_path: Path
     assert lat["sent"] == 2000
     assert lat["decided"] > 0
     assert 0 < lat["p50_ms"] <= lat["p95_ms"] <= lat["p99_ms"] <= lat["max_ms"]
+
+    [api] = data["api"]
+    assert api["tool"] == ("wrk" if HAVE_WRK else "aiohttp")
+    assert api["concurrency"] == 4
+    assert api["seconds"] > 0
+    assert api["ok"] > 0, api["note"]
+    assert api["requests"] >= api["ok"]
+    assert api["rps"] > 0
+    assert 0 < api["p50_ms"] <= api["p99_ms"]
+    assert data["config"]["api_concurrency"] == [4]
 
     ratios = data["ratios"]
     assert set(ratios) == {
