@@ -36,6 +36,9 @@ demo: install broker-fetch
 
 bench: install broker-fetch
 	$(BIN)/pip install -q -e '.[bench]'
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		apt-get update -qq && apt-get install -y -qq wrk; } || \
+		echo "wrk is not installed: the API section falls back to an aiohttp loop (apt-get install wrk)"
 	$(BIN)/fraudstream bench
 
 clean:
