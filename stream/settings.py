@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     app_id: str = "fraudstream"
     data_dir: Path = Path(".fraudstream/worker")
     table_store: str = "rocksdb://"
+    # Which agents this worker runs: "score" (transactions → decisions), "join" (feedback →
+    # outcomes), or both. Split them to scale scoring and the join apart.
+    roles: str = Field(default="score,join", pattern=r"^\s*(score|join)\s*(,\s*(score|join)\s*)?$")
     batch_size: int = Field(default=512, ge=1, le=10_000)
     batch_within_ms: float = Field(default=5.0, gt=0)
     dedup_window_hours: float = Field(default=24.0, gt=0)
@@ -69,6 +72,10 @@ class Settings(BaseSettings):
     api_max_inflight: int = Field(default=256, ge=1)
     log_level: str = "INFO"
     log_json: bool = False
+
+    @property
+    def role_set(self) -> frozenset[str]:
+        return frozenset(r.strip() for r in self.roles.split(",") if r.strip())
 
     @field_validator("champion", "challenger", mode="before")
     @classmethod

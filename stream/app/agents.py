@@ -583,13 +583,11 @@ def install(fa: FraudApp, output: Output | None = None) -> None:
         setattr(producer, "flush", flush_outputs_first)  # noqa: B010
         setattr(producer, "_fraudstream_hooked", True)  # noqa: B010
 
-    @app.agent(fa.transactions, name="score-transactions")
     async def score_transactions(stream: Any) -> None:
         hook_commit()
         async for events in stream.take_events(s.batch_size, within):
             await tx_handler.handle(events)
 
-    @app.timer(interval=0.2)
     async def persist_idle_card_records() -> None:
         if tx_handler.unpersisted and tx_handler.unpersisted[-1][1].is_done():
             await tx_handler.drain()
@@ -605,13 +603,11 @@ def install(fa: FraudApp, output: Output | None = None) -> None:
         allow_empty=True,
     )
 
-    @app.agent(join_topics, name="join-feedback")
     async def join_feedback(stream: Any) -> None:
         hook_commit()
         async for events in stream.take_events(s.batch_size, 0.05):
             await join_handler.handle(events)
 
-    @app.timer(interval=s.metrics_publish_seconds)
     async def publish_metrics() -> None:
         book: dict[tuple[str, str], outcomes.Confusion] = {}
         for raw_key, raw in list(fa.metrics_table.items()):
@@ -632,10 +628,18 @@ def install(fa: FraudApp, output: Output | None = None) -> None:
         except BrokerError:
             log.exception("publishing per-version metrics failed")
 
-    @app.timer(interval=max(1.0, s.feedback_grace_seconds / 10))
     async def sweep_held_labels() -> None:
         if join_handler.sweep(s.feedback_grace_seconds):
             await join_out.flush()
+
+    # A deployment may split the roles: scoring workers and join workers scale apart.
+    if "score" in s.role_set:
+        app.agent(fa.transactions, name="score-transactions")(score_transactions)
+        app.timer(interval=0.2)(persist_idle_card_records)
+    if "join" in s.role_set:
+        app.agent(join_topics, name="join-feedback")(join_feedback)
+        app.timer(interval=s.metrics_publish_seconds)(publish_metrics)
+        app.timer(interval=max(1.0, s.feedback_grace_seconds / 10))(sweep_held_labels)
 
     @app.timer(interval=5.0)
     async def measure_lag() -> None:

@@ -366,6 +366,9 @@ class Bench:
             "routing_salt": SALT,
             "partitions": self.cfg.partitions,
             "log_level": "WARNING",
+            # Scoring only, like the ceilings: the feedback join is a separate role (FRAUD_ROLES)
+            # that a deployment may run in the same or in other worker processes.
+            "roles": "score",
             **topics,
         }
         if i == 0:
@@ -818,7 +821,8 @@ def default_notes(cfg: BenchConfig) -> list[str]:
         "Latency: decision append time minus the transaction's producer CreateTime (includes the "
         "producer's linger.ms=2), joined by transaction_id; every transaction counts, no warm-up "
         "excluded.",
-        "The worker also runs its feedback-join agent, which reads its own decisions and scores.",
+        "The worker runs with FRAUD_ROLES=score (scoring only, as the ceilings); the join is a"
+        " separate role.",
         "Ceilings keep per-card records in a dict (no changelog) and do not flush per batch.",
     ]
     if cfg.api:
