@@ -13,6 +13,7 @@ Guarantees, and how they are kept:
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import os
 import threading
@@ -333,8 +334,6 @@ class JoinHandler:
         self.s = fa.settings
         self.out = out
         self.retention_s = self.s.decision_retention_days * 86400.0
-        # Labels held for a decision not seen yet: key -> (partition, offset, since, raw value).
-        self.held: dict[bytes, tuple[int, int, float, bytes]] = {}
         # Per batch: records read or changed, with an event of their partition; written once at
         # the end of the batch, after the batch's outcomes are acknowledged.
         self._records: dict[bytes, tuple[outcomes.JoinRecord | None, Any]] = {}
@@ -343,13 +342,31 @@ class JoinHandler:
         self._dirty_counts: set[bytes] = set()
         self._sent = 0
 
+    @property
+    def held(self) -> dict[bytes, tuple[int, int, float, bytes]]:
+        """Labels held for a decision not seen yet (in a changelog-backed table, so a restart
+        keeps them): key -> (partition, offset, held since (POSIX s), original value)."""
+        out = {}
+        for key, raw in list(self.fa.held_table.items()):
+            p, o, t, v = orjson.loads(raw)
+            out[bytes(key)] = (int(p), int(o), float(t), base64.b64decode(v))
+        return out
+
+    def _hold(self, key: bytes, msg: Any) -> None:
+        value = base64.b64encode(msg.value or b"").decode()
+        self.fa.held_table[key] = orjson.dumps([msg.partition, msg.offset, time.time(), value])
+
+    def _release(self, key: bytes) -> None:
+        if key in self.fa.held_table:
+            del self.fa.held_table[key]
+
     def sweep(self, grace_s: float) -> int:
         """Dead-letter labels whose decision has not arrived within ``grace_s``."""
-        now = time.monotonic()
+        now = time.time()
         expired = [(k, v) for k, v in self.held.items() if now - v[2] >= grace_s]
         for key, (partition, offset, _, raw) in expired:
-            del self.held[key]
             with bind_event(_Anchor(self.s.topic_feedback, partition)):
+                self._release(key)
                 got = self.fa.join_table.get(key)
                 rec = outcomes.JoinRecord.from_dict(orjson.loads(got)) if got else None
                 if rec is not None and rec.decided is not None:
@@ -424,7 +441,7 @@ class JoinHandler:
     def _on_decision(self, ev: Any) -> None:
         d = decode_decision(ev.message.value)
         key = d.transaction_id.encode()
-        self.held.pop(key, None)
+        self._release(key)
         rec, reverted, new = outcomes.apply_decision_after_label(self._load(key), d)
         self._store(key, rec)
         if reverted or new:
@@ -459,16 +476,9 @@ class JoinHandler:
             # The label may have raced ahead of its decision (a worker catching up reads the
             # three topics side by side): hold it; the sweep dead-letters it after a grace period.
             self._store(key, outcomes.hold_label(rec, fb, labelled_at=utc_now_iso()))
-            self.held[key] = (
-                ev.message.partition,
-                ev.message.offset,
-                time.monotonic(),
-                ev.message.value,
-            )
+            self._hold(key, msg)
             return
-        self.held.pop(key, None)
-        if rec.decided is None:
-            return
+        self._release(key)
         if _age_s(rec.decided.decided_at, fb.reported_at) > self.retention_s:
             metrics.FEEDBACK_UNKNOWN.inc()
             raise InvalidMessage(

@@ -69,6 +69,7 @@ class FraudApp:
     card_table: Any
     join_table: Any
     metrics_table: Any
+    held_table: Any
     output: Any = None
     tx_handler: Any = None
     join_handler: Any = None
@@ -123,7 +124,10 @@ def create_app(settings: Settings, serving: ServingManager, output: Any = None) 
     card_table = app.Table("card-state", **table)
     join_table = app.Table("decision-join", **table)
     metrics_table = app.Table("version-metrics", **table)
-    fa = FraudApp(app, settings, serving, transactions, card_table, join_table, metrics_table)
+    held_table = app.Table("held-labels", **table)
+    fa = FraudApp(
+        app, settings, serving, transactions, card_table, join_table, metrics_table, held_table
+    )
 
     from stream.app import agents, web
 

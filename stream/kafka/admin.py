@@ -12,7 +12,7 @@ from stream.settings import Settings
 
 # Faust names its table changelogs "<app id>-<table>-changelog"; these tables are ours.
 CARD_TABLES = ("card-state",)
-JOIN_TABLES = ("decision-join", "version-metrics")
+JOIN_TABLES = ("decision-join", "version-metrics", "held-labels")
 
 
 @dataclass(frozen=True)
