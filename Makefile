@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install demo test lint unit bench broker-fetch clean
+.PHONY: install demo test lint unit faults bench broker-fetch clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed: set PYTHON=python3.11"'
@@ -33,6 +33,10 @@ unit: install
 ## Local broker + topics + a worker + the simulator, with a live view. Ctrl-C stops everything.
 demo: install broker-fetch
 	$(BIN)/fraudstream demo $(if $(DURATION),--duration $(DURATION))
+
+## Every fault scenario (fast + slow) on real processes; rewrites the table in docs/faults.md.
+faults: install broker-fetch
+	$(BIN)/pytest tests/faults -q; status=$$?; $(BIN)/python -m stream.faults --write-docs; exit $$status
 
 bench: install broker-fetch
 	$(BIN)/pip install -q -e '.[bench]'

@@ -168,6 +168,35 @@ class Output:
             os._exit(70)
 
 
+class PauseFence:
+    """Refuses to write after the process was frozen (SIGSTOP, a VM pause, a swap storm) for
+    most of the consumer session timeout: by then the group has likely given this worker's
+    partitions to another member, and anything written now would duplicate its work. The
+    worker exits without acking; its supervisor restarts it and it rejoins cleanly."""
+
+    def __init__(self, limit_s: float) -> None:
+        self.limit_s = limit_s
+        self.last: float | None = None  # set by the first tick, once the worker runs
+
+    def tick(self) -> None:
+        self.check()
+        self.last = time.monotonic()
+
+    def check(self) -> None:
+        if self.last is None:
+            return
+        frozen = time.monotonic() - self.last
+        if frozen > self.limit_s:
+            log.critical(
+                "this worker was frozen for %.1fs (limit %.1fs, 80%% of the session timeout): "
+                "exiting without writing, so the partitions' new owner decides these records",
+                frozen,
+                self.limit_s,
+            )
+            logging.shutdown()
+            os._exit(75)
+
+
 class TransactionHandler:
     """Decides batches. Card records are written one batch behind, once the previous batch's
     outputs are acknowledged: a record that remembers a transaction always follows its
@@ -183,6 +212,7 @@ class TransactionHandler:
         # card_id -> (record, an event of the card's partition, batch number)
         self.overlay: dict[str, tuple[engine.CardRecord, Any, int]] = {}
         self.unpersisted: list[tuple[int, Barrier]] = []
+        self.fence = PauseFence(float(fa.app.conf.broker_session_timeout) * 0.8)
 
     async def handle(self, events: Sequence[Any]) -> None:
         async with self.lock:
@@ -284,6 +314,7 @@ class TransactionHandler:
         )
         by_id = {id(t): e for t, e in zip(txs, evs, strict=True)}
         wall = time.time()
+        self.fence.check()  # the last moment before anything of this batch is written
         for r in results:
             ev = by_id[id(r.tx)]
             if isinstance(r, engine.Scored):
@@ -598,6 +629,9 @@ def install(fa: FraudApp, output: Output | None = None) -> None:
         async for events in stream.take_events(s.batch_size, within):
             await tx_handler.handle(events)
 
+    async def watch_for_pauses() -> None:
+        tx_handler.fence.tick()
+
     async def persist_idle_card_records() -> None:
         if tx_handler.unpersisted and tx_handler.unpersisted[-1][1].is_done():
             await tx_handler.drain()
@@ -643,6 +677,7 @@ def install(fa: FraudApp, output: Output | None = None) -> None:
             await join_out.flush()
 
     # A deployment may split the roles: scoring workers and join workers scale apart.
+    app.timer(interval=0.25)(watch_for_pauses)
     if "score" in s.role_set:
         app.agent(fa.transactions, name="score-transactions")(score_transactions)
         app.timer(interval=0.2)(persist_idle_card_records)
