@@ -211,6 +211,19 @@ def run_demo(base: Settings, duration: float | None, rate: float, partitions: in
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+        # Traffic starts once the worker is ready, so the latency shown is the worker's own.
+        with console.status("starting the worker (loading models, joining the group)…"):
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and worker.poll() is None:
+                try:
+                    with urllib.request.urlopen(
+                        f"http://127.0.0.1:{web_port}/readyz", timeout=1
+                    ) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    pass
+                time.sleep(0.5)
         sim = threading.Thread(
             target=publish,
             kwargs={

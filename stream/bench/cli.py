@@ -70,12 +70,12 @@ def bench(
     seed: int,
     out: Path,
 ) -> None:
-    """The end-to-end benchmark on a real broker: the worker against two ceilings (pass-through,
-    hand-written), the naive Faust baseline and the Quix Streams peer, on the same preloaded
-    transactions and models (champion + challenger, share 0.5, shadow on); then latency at
-    fixed offered rates; then the scoring API (POST /v1/score) of one worker at fixed
-    concurrency, with wrk when installed. Prints the table and writes bench.json and bench.md
-    to --out.
+    """The end-to-end benchmark on a real broker: the worker against three ceilings
+    (pass-through, Faust pass-through, hand-written), the naive Faust baseline and the Quix
+    Streams peer, on the same preloaded transactions and models (champion + challenger, share
+    0.5, shadow on); then latency at fixed offered rates; then the scoring API (POST
+    /v1/score) of one worker at fixed concurrency, with wrk when installed. Prints the table
+    and writes bench.json and bench.md to --out.
 
     \b
       fraudstream bench --quick                  # about 2-3 minutes

@@ -5,8 +5,8 @@ new consumer group / app id, and writing to its own output topics):
 
 1. stage costs of the core, in process (where a transaction's time goes, no Kafka);
 2. preload N simulated transactions into ``<run>.transactions`` (P partitions, key = card_id);
-3. throughput of: the pass-through ceiling, the hand-written ceiling, the naive Faust baseline,
-   the Quix Streams peer, 2 worker processes, 1 worker process;
+3. throughput of: the pass-through ceiling, the Faust pass-through ceiling, the hand-written
+   ceiling, the naive Faust baseline, the Quix Streams peer, 2 worker processes, 1 worker process;
 4. latency at fixed offered rates: one fresh worker on an empty topic, a paced producer;
 5. the scoring API (``--api``, on by default): one fresh worker, ``POST /v1/score`` under a
    closed-loop load at fixed concurrency (``wrk`` when on PATH, else an aiohttp loop), after a
@@ -55,9 +55,10 @@ from stream.bench.common import (
 )
 from stream.bench.procs import Proc, Sampler, python
 
-CONTENDERS = ("passthrough", "handwritten", "naive", "peer", "worker")
+CONTENDERS = ("passthrough", "faust_passthrough", "handwritten", "naive", "peer", "worker")
 LABELS = {
     "passthrough": "pass-through ceiling",
+    "faust_passthrough": "Faust pass-through ceiling",
     "handwritten": "hand-written ceiling",
     "naive": "naive baseline (Faust)",
     "peer": "peer (Quix Streams)",
@@ -66,6 +67,9 @@ LABELS = {
 }
 DESCRIPTIONS = {
     "passthrough": "confluent-kafka consume → produce the value untouched; no decoding, no scoring",
+    "faust_passthrough": "a bare Faust app (the worker's Faust settings, raw bytes topics, "
+    "take_events(512, 0.005)) forwarding each event's value with a confluent-kafka producer; no "
+    "decoding, no state, no scoring: the most any Faust-based worker can reach here",
     "handwritten": "confluent-kafka batch consume → decode → engine.process_batch (same features "
     "and models) → produce decisions and scores; per-card records in a dict, no framework",
     "naive": "a Faust agent, one event at a time: Table for card state, "
@@ -463,6 +467,7 @@ class Bench:
             pipe = self._pipe(key)
             module = {
                 "passthrough": "stream.bench.ceilings",
+                "faust_passthrough": "stream.bench.faust_passthrough",
                 "handwritten": "stream.bench.ceilings",
                 "naive": "stream.bench.naive",
                 "peer": "stream.bench.peer",
@@ -752,7 +757,7 @@ class Bench:
                 del txs
                 rows: list[Throughput] = []
                 with Sampler() as sampler:
-                    for key in ("passthrough", "handwritten", "naive", "peer"):
+                    for key in ("passthrough", "faust_passthrough", "handwritten", "naive", "peer"):
                         if key in only:
                             rows.append(self.throughput(key, sampler))
                     profile: Path | None = None
@@ -806,6 +811,7 @@ def ratios(rows: list[dict[str, Any]]) -> dict[str, float | None]:
 
     return {
         "worker_vs_passthrough": ratio(w1, by.get("passthrough")),
+        "worker_vs_faust_passthrough": ratio(w1, by.get("faust_passthrough")),
         "worker_vs_handwritten": ratio(w1, by.get("handwritten")),
         "worker_vs_naive": ratio(w1, by.get("naive")),
         "worker_vs_peer": ratio(w1, by.get("peer")),

@@ -46,6 +46,7 @@ API_COLUMNS = (
 API_TITLE = "Scoring API, one worker, POST /v1/score at fixed concurrency (closed loop)"
 RATIO_LABELS = {
     "worker_vs_passthrough": "worker ×1 / pass-through ceiling",
+    "worker_vs_faust_passthrough": "worker ×1 / Faust pass-through ceiling",
     "worker_vs_handwritten": "worker ×1 / hand-written ceiling",
     "worker_vs_naive": "worker ×1 / naive baseline",
     "worker_vs_peer": "worker ×1 / peer (Quix Streams)",

@@ -15,7 +15,15 @@ from stream.bench.cli import bench
 
 pytestmark = pytest.mark.integration
 
-THROUGHPUT_KEYS = {"passthrough", "handwritten", "naive", "peer", "worker-2", "worker-1"}
+THROUGHPUT_KEYS = {
+    "passthrough",
+    "faust_passthrough",
+    "handwritten",
+    "naive",
+    "peer",
+    "worker-2",
+    "worker-1",
+}
 HAVE_QUIX = importlib.util.find_spec("quixstreams") is not None
 HAVE_PSUTIL = importlib.util.find_spec("psutil") is not None
 HAVE_WRK = shutil.which("wrk") is not None
@@ -55,6 +63,8 @@ def test_bench_tiny_load_has_the_full_table(kafka_bootstrap: str, tmp_path: Path
     md = (out / "bench.md").read_text()
     assert md.startswith("# fraudstream bench")
     assert "## Scoring API" in md
+    assert "| Faust pass-through ceiling |" in md
+    assert "worker ×1 / Faust pass-through ceiling" in md
     for key in ("machine", "config", "preload", "stages_us_per_tx", "throughput", "latency",
                 "api", "ratios", "skipped", "notes", "contenders"):  # fmt: skip
         assert key in data, key
@@ -78,7 +88,7 @@ def test_bench_tiny_load_has_the_full_table(kafka_bootstrap: str, tmp_path: Path
             assert all(m > 0 for m in r["peak_rss_mb"]), (key, r)
     assert rows["worker-2"]["processes"] == 2
     assert rows["worker-1"]["processes"] == 1
-    for key in ("passthrough", "handwritten", "worker-1"):
+    for key in ("passthrough", "faust_passthrough", "handwritten", "worker-1"):
         assert rows[key]["complete"], (key, rows[key]["note"])
 
     [lat] = data["latency"]
@@ -100,6 +110,7 @@ def test_bench_tiny_load_has_the_full_table(kafka_bootstrap: str, tmp_path: Path
     ratios = data["ratios"]
     assert set(ratios) == {
         "worker_vs_passthrough",
+        "worker_vs_faust_passthrough",
         "worker_vs_handwritten",
         "worker_vs_naive",
         "worker_vs_peer",
