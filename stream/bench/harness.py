@@ -375,6 +375,10 @@ class Bench:
             "roles": "score",
             **topics,
         }
+        # Worker tuning under test, passed through from the bench's own environment.
+        for knob in ("batch_size", "batch_within_ms", "table_store"):
+            if os.environ.get(f"FRAUD_{knob.upper()}"):
+                values[knob] = os.environ[f"FRAUD_{knob.upper()}"]
         if i == 0:
             # Decisions with the broker's append time; every other topic as `topics create` makes.
             with contextlib.suppress(Exception):
