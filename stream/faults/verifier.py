@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import orjson
@@ -143,9 +143,11 @@ def parse_decision_id(key: bytes | None, value: bytes | None) -> str | None:
 
 
 def parse_dead_letter(
-    value: bytes | None, headers: Sequence[tuple[str, bytes]] | None
+    value: bytes | None,
+    headers: Sequence[tuple[str, str | bytes | None]] | Mapping[str, str | bytes | None] | None,
 ) -> DeadLetter:
-    h = {k: (v or b"").decode(errors="replace") for k, v in headers or []}
+    pairs = headers.items() if isinstance(headers, Mapping) else headers or []
+    h = {k: v if isinstance(v, str) else (v or b"").decode(errors="replace") for k, v in pairs}
     try:
         obj = orjson.loads(value or b"")
         tid = obj.get("transaction_id") if isinstance(obj, dict) else None

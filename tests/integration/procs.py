@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +22,25 @@ from stream.kafka.clients import read_all
 from stream.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def fresh_settings(kafka_bootstrap: str, **overrides: Any) -> Settings:
+    """Settings for one test module: the session broker, topic names and an app id of its own,
+    the repository's models, two partitions; ``overrides`` on top."""
+    uid = uuid.uuid4().hex[:8]
+    topics = {
+        f"topic_{k}": f"{v}.{uid}"
+        for k, v in Settings(_env_file=None).topic_names().items()  # type: ignore[call-arg]
+    }
+    values: dict[str, Any] = {
+        "kafka_bootstrap": kafka_bootstrap,
+        "app_id": f"fs-{uid}",
+        "models_dir": REPO / "models",
+        "partitions": 2,
+        **topics,
+        **overrides,
+    }
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
 def settings_env(settings: Settings, **extra: Any) -> dict[str, str]:

@@ -9,7 +9,6 @@ import json
 import socket
 import statistics
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,7 +24,7 @@ from stream.core.routing import assign
 from stream.kafka.admin import create_topics
 from stream.kafka.clients import make_producer
 from stream.settings import Settings
-from tests.integration.procs import REPO, Worker, wait_for
+from tests.integration.procs import REPO, Worker, fresh_settings, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -96,22 +95,15 @@ def _card_in(partition: int, tag: str) -> str:
 def cluster(
     kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Settings, list[Worker], dict[int, Worker]]]:
-    uid = uuid.uuid4().hex[:8]
-    base = Settings(_env_file=None)  # type: ignore[call-arg]
-    topics = {f"topic_{k}": f"{v}.{uid}" for k, v in base.topic_names().items()}
     logs = tmp_path_factory.mktemp("api")
-    s = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        kafka_bootstrap=kafka_bootstrap,
-        app_id=f"fs-api-{uid}",
-        models_dir=REPO / "models",
+    s = fresh_settings(
+        kafka_bootstrap,
         partitions=PARTITIONS,
         champion="champion-v1",
         challenger="challenger-v2",
         challenger_share=0.5,
         shadow=True,
         routing_salt=SALT,
-        **topics,
     )
     create_topics(s)
     workers = [Worker(s, f"worker-{n}", logs, api_max_inflight=LIMIT).start() for n in (1, 2)]
@@ -123,7 +115,9 @@ def cluster(
         c = Client(workers[0].port)
         by_url = {f"http://127.0.0.1:{w.port}": w for w in workers}
         for p in range(PARTITIONS):
-            status, headers, body = c.score(orjson.dumps(_tx(_card_in(p, f"probe{uid}"), 0, 0)))
+            status, headers, body = c.score(
+                orjson.dumps(_tx(_card_in(p, f"probe{s.app_id}"), 0, 0))
+            )
             assert status == 200, body
             assert int(headers[PARTITION]) == p
             owner[p] = by_url[headers[DECIDED_BY]]

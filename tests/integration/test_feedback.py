@@ -17,7 +17,7 @@ from stream.kafka.admin import create_topics
 from stream.kafka.clients import make_producer, read_all
 from stream.settings import Settings
 from stream.sim.generator import SimConfig, feedback_schedule, generate
-from tests.integration.procs import REPO, Worker, wait_for
+from tests.integration.procs import Worker, fresh_settings, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -26,14 +26,8 @@ pytestmark = pytest.mark.integration
 def env(
     kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Settings, Worker]]:
-    uid = uuid.uuid4().hex[:8]
-    base = Settings(_env_file=None)  # type: ignore[call-arg]
-    topics = {f"topic_{k}": f"{v}.{uid}" for k, v in base.topic_names().items()}
-    s = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        kafka_bootstrap=kafka_bootstrap,
-        app_id=f"fb-{uid}",
-        models_dir=REPO / "models",
+    s = fresh_settings(
+        kafka_bootstrap,
         partitions=2,
         champion="champion-v1",
         challenger="challenger-v2",
@@ -41,7 +35,6 @@ def env(
         shadow=True,
         metrics_publish_seconds=1.0,
         feedback_grace_seconds=3.0,
-        **topics,
     )
     create_topics(s)
     w = Worker(s, "worker-fb", tmp_path_factory.mktemp("fb")).start()

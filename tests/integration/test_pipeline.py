@@ -26,7 +26,7 @@ from stream.kafka.clients import make_producer, read_all
 from stream.kafka.control import publish_routing
 from stream.settings import Settings
 from stream.sim.generator import SimConfig, generate
-from tests.integration.procs import REPO, Worker, settings_env, wait_for
+from tests.integration.procs import REPO, Worker, fresh_settings, settings_env, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -37,22 +37,15 @@ SALT = "it-salt"
 def pipeline(
     kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Settings, Worker]]:
-    uid = uuid.uuid4().hex[:8]
-    base = Settings(_env_file=None)  # type: ignore[call-arg]
-    topics = {f"topic_{k}": f"{v}.{uid}" for k, v in base.topic_names().items()}
     logs = tmp_path_factory.mktemp("pipeline")
-    s = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        kafka_bootstrap=kafka_bootstrap,
-        app_id=f"fs-{uid}",
-        models_dir=REPO / "models",
+    s = fresh_settings(
+        kafka_bootstrap,
         partitions=2,
         champion="champion-v1",
         challenger="challenger-v2",
         challenger_share=0.3,
         shadow=True,
         routing_salt=SALT,
-        **topics,
     )
     create_topics(s)
     w = Worker(s, "worker-1", logs).start()

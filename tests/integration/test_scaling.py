@@ -18,7 +18,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections import defaultdict
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from stream.kafka.clients import read_all
 from stream.settings import Settings
 from stream.sim.generator import SimConfig
 from stream.sim.publisher import PublishStats, publish
-from tests.integration.procs import REPO, Worker, settings_env
+from tests.integration.procs import REPO, Worker, fresh_settings, settings_env
 
 pytestmark = pytest.mark.integration
 
@@ -83,20 +82,13 @@ def _wait(cond, timeout: float, every: float = 3.0) -> bool:  # type: ignore[no-
 
 
 def test_scale_partitions_under_load_with_two_workers(kafka_bootstrap: str, tmp_path: Path) -> None:
-    uid = uuid.uuid4().hex[:8]
-    base = Settings(_env_file=None)  # type: ignore[call-arg]
-    topics = {f"topic_{k}": f"{v}.{uid}" for k, v in base.topic_names().items()}
-    s = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        kafka_bootstrap=kafka_bootstrap,
-        app_id=f"fs-{uid}",
-        models_dir=REPO / "models",
+    s = fresh_settings(
+        kafka_bootstrap,
         partitions=2,
         champion="champion-v1",
         challenger="challenger-v2",
         challenger_share=SHARE,
         routing_salt=SALT,
-        **topics,  # type: ignore[arg-type]
     )
     create_topics(s)
     workers = [Worker(s, f"worker-{i}", tmp_path) for i in (1, 2)]
