@@ -46,6 +46,10 @@ SCORES = Histogram(
     ["model_version", "role"],
     buckets=(0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0),
 )
+REVOKED_SKIPPED = Counter(
+    "fraudstream_revoked_skipped_total",
+    "Buffered transactions left to their partition's new owner after a rebalance.",
+)
 DUPLICATES = Counter(
     "fraudstream_duplicates_total",
     "Transactions seen again within the dedup window; not re-decided.",
