@@ -62,13 +62,23 @@ def test_every_listed_metric_is_served_with_sensible_values(
             fb = Feedback(e.tx.transaction_id, e.is_fraud, "analyst", "2026-11-25T10:00:00+00:00")
             p.produce(s.topic_feedback, key=e.tx.transaction_id, value=encode_feedback(fb))
         assert p.flush(30) == 0
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        # Labels are joined asynchronously and the confusion gauges refresh every second: wait
+        # until both account for every label (or time runs out and the asserts below say so).
+        deadline = time.monotonic() + 120
+        while True:
             _, text = w.get("/metrics")
-            if "fraudstream_confusion{" in text and "fraudstream_consumer_lag{" in text:
+            families = {f.name: f for f in text_string_to_metric_families(text)}
+            joined = sum(
+                x.value
+                for name in ("fraudstream_confusion",)
+                if name in families
+                for x in families[name].samples
+            )
+            if (joined == 2 * 300 and "fraudstream_consumer_lag" in families) or (
+                time.monotonic() > deadline
+            ):
                 break
             time.sleep(1)
-        families = {f.name: f for f in text_string_to_metric_families(text)}
     finally:
         w.stop()
 
