@@ -73,6 +73,16 @@ class Pipe:
         )
 
 
+def run_faust_contender(build: Any, argv: list[str] | None = None) -> None:
+    """Parse the pipe arguments, build the contender's Faust app and run it as a worker."""
+    import sys
+
+    pipe, _ = Pipe.parse(argv)
+    app = build(pipe)
+    sys.argv = [sys.argv[0], "worker", "--loglevel", "warn", "--without-web"]
+    app.main()
+
+
 def say_ready() -> None:
     """Contender processes print this once they own partitions; the harness starts the clock."""
     sys.stdout.write(f"READY {time.time():.6f}\n")

@@ -13,7 +13,6 @@ the gap between this row and the hand-written ceiling is the framework's, not th
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -76,12 +75,9 @@ def build(pipe: Any) -> Any:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from stream.bench.common import Pipe
+    from stream.bench.common import run_faust_contender
 
-    pipe, _ = Pipe.parse(argv)
-    app = build(pipe)
-    sys.argv = [sys.argv[0], "worker", "--loglevel", "warn", "--without-web"]
-    app.main()
+    run_faust_contender(build, argv)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ the same decisions as the worker, so its output is comparable; only the executio
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -127,12 +126,9 @@ def build(pipe: Any) -> Any:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from stream.bench.common import Pipe
+    from stream.bench.common import run_faust_contender
 
-    pipe, _ = Pipe.parse(argv)
-    app = build(pipe)
-    sys.argv = [sys.argv[0], "worker", "--loglevel", "warn", "--without-web"]
-    app.main()
+    run_faust_contender(build, argv)
 
 
 if __name__ == "__main__":
