@@ -39,3 +39,13 @@ class ModelError(FraudStreamError):
 
 class BrokerError(FraudStreamError):
     """The Kafka broker cannot be reached, started or used."""
+
+
+class TransactionAborted(BrokerError):
+    """Kafka aborted a partition's open transaction (it can be retried): its events are decided
+    again into the next one."""
+
+
+class Fenced(BrokerError):
+    """A newer owner of the partition took over its transactional id: this worker must stop
+    writing for it."""

@@ -58,6 +58,13 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=512, ge=1, le=10_000)
     batch_within_ms: float = Field(default=5.0, gt=0)
     dedup_window_hours: float = Field(default=24.0, gt=0)
+    # Each owned partition's Kafka transaction (decisions, scores, dead letters, card state and
+    # offset) is committed this often: read_committed readers see decisions up to this late.
+    commit_interval_ms: float = Field(default=100.0, ge=1.0, le=10_000.0)
+    # A transaction open longer is aborted by the broker (and its events decided again); it is
+    # also how long a dead worker's open transaction can hold back read_committed readers when
+    # no new owner opens its partition.
+    transaction_timeout_ms: int = Field(default=60_000, ge=10_000, le=900_000)
     decision_retention_days: float = Field(default=90.0, gt=0)
     # A label whose decision has not arrived this long after it is dead-lettered as unknown.
     feedback_grace_seconds: float = Field(default=300.0, gt=0)

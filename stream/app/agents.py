@@ -3,11 +3,12 @@
 Guarantees, and how they are kept:
 - Every record is caught per event: a record that cannot be decoded or scored is sent, untouched,
   to a dead-letter topic with the reason in its headers (Faust would otherwise ack it and move on).
-- Outputs go through one idempotent confluent-kafka producer and are flushed before the batch's
-  events are acked; per-card records are written to their changelog after that flush, so a record
-  that says "seen" always follows a decision that was written. Offsets are committed only after
-  Faust's own producer (the changelogs) is flushed too. At-least-once, with the per-card dedup
-  record as the guard against a second decision on replay.
+- Scoring is exactly-once per input partition: its decisions, scores, dead letters, changed card
+  records and consumer offset are committed in one Kafka transaction (``TransactionHandler``,
+  ``stream.kafka.txn``); a new owner of a partition fences the old one before reading its state.
+  The per-card dedup record stays as a second line (a re-published transaction_id).
+- The feedback join is at-least-once: its outputs are flushed before its offsets are committed,
+  and a replayed label or decision finds its join record and changes nothing twice.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import threading
 import time
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn, Protocol, cast
 
 import orjson
 from aiokafka.partitioner import murmur2
@@ -29,6 +30,7 @@ from confluent_kafka import KafkaError
 from stream.app import metrics
 from stream.app.app import FraudApp, bind_event
 from stream.core import engine, outcomes
+from stream.core.cardstore import CardStore
 from stream.core.messages import (
     Transaction,
     decode_decision,
@@ -41,7 +43,14 @@ from stream.core.messages import (
     utc_now_iso,
 )
 from stream.core.redact import redact
-from stream.errors import BrokerError, FraudStreamError, InvalidMessage
+from stream.errors import (
+    BrokerError,
+    Fenced,
+    FraudStreamError,
+    InvalidMessage,
+    TransactionAborted,
+)
+from stream.kafka.admin import changelog_topic
 from stream.kafka.clients import make_producer
 from stream.settings import Settings
 
@@ -86,6 +95,17 @@ class Barrier:
 
     async def wait(self) -> None:
         await self._done.wait()
+
+
+def dlq_headers(message: Any, reason: str, text: str) -> list[tuple[str, bytes]]:
+    """The contract's dead-letter headers; the value and key stay the original bytes."""
+    return [
+        ("error.class", reason.encode()),
+        ("error.message", redact(text)[:1000].encode()),
+        ("origin.topic", str(message.topic).encode()),
+        ("origin.partition", str(message.partition).encode()),
+        ("origin.offset", str(message.offset).encode()),
+    ]
 
 
 class Output:
@@ -139,18 +159,7 @@ class Output:
         self, dlq_topic: str, message: Any, reason: str, text: str, source: str
     ) -> None:
         metrics.DEAD_LETTERS.labels(reason=reason, source=source).inc()
-        self.send(
-            dlq_topic,
-            message.key,
-            message.value,
-            headers=[
-                ("error.class", reason.encode()),
-                ("error.message", redact(text)[:1000].encode()),
-                ("origin.topic", str(message.topic).encode()),
-                ("origin.partition", str(message.partition).encode()),
-                ("origin.offset", str(message.offset).encode()),
-            ],
-        )
+        self.send(dlq_topic, message.key, message.value, dlq_headers(message, reason, text))
 
     async def flush(self) -> None:
         """Wait until every record sent so far is acknowledged (before offsets are committed)."""
@@ -197,83 +206,220 @@ class PauseFence:
             os._exit(75)
 
 
-class TransactionHandler:
-    """Decides batches. Card records are written one batch behind, once the previous batch's
-    outputs are acknowledged: a record that remembers a transaction always follows its
-    decision. Until then the newest records live in ``overlay``, which later batches read."""
+class TxnWriters(Protocol):
+    """Per-partition Kafka transactions (``stream.kafka.txn.TransactionalWriters``; a recording
+    stand-in in the agent tests)."""
 
-    def __init__(self, fa: FraudApp, out: Output) -> None:
+    async def open(self, partition: int) -> list[tuple[str, bytes | None]]: ...
+
+    def send(
+        self,
+        partition: int,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Any = None,
+        to_partition: int | None = None,
+    ) -> None: ...
+
+    async def commit(self, partition: int, next_offset: int | None) -> None: ...
+
+    async def abort(self, partition: int) -> None: ...
+
+    async def close(self, partition: int) -> None: ...
+
+
+def card_changelog_topic(settings: Settings) -> str:
+    return changelog_topic(settings, "card-state")
+
+
+def _exit_fenced(exc: BaseException) -> NoReturn:
+    log.critical("%s", exc)
+    logging.shutdown()
+    os._exit(75)
+
+
+class TransactionHandler:
+    """Decides batches, exactly once per input partition.
+
+    Each owned partition of `transactions` has an open Kafka transaction holding what its
+    events produced since the last commit: decisions, scores and dead letters as they are made;
+    the changed card records and the next consumer offset at commit time. Every
+    ``commit_interval_ms`` (and whenever Faust commits: timer, rebalance, shutdown) each
+    partition's transaction is committed, and only then do its card records count as
+    committed. If Kafka aborts a transaction, its events are decided again from the state they
+    first saw; if a newer owner has fenced this worker, it exits without writing more.
+    """
+
+    def __init__(self, fa: FraudApp, writers: TxnWriters) -> None:
         self.fa = fa
         self.s = fa.settings
-        self.out = out
+        self.writers = writers
         self.window_s = self.s.dedup_window_hours * 3600.0
+        self.interval_s = self.s.commit_interval_ms / 1000.0
+        self.changelog = card_changelog_topic(self.s)
         self.lock = asyncio.Lock()
-        self.batch_no = 0
-        # card_id -> (record, an event of the card's partition, batch number)
-        self.overlay: dict[str, tuple[engine.CardRecord, Any, int]] = {}
-        self.unpersisted: list[tuple[int, Barrier]] = []
+        self.store = CardStore()
+        self.opening: dict[int, asyncio.Task[None]] = {}
+        # Per partition, for its open transaction: the events in it (decided again if Kafka
+        # aborts it), the next offset to commit, how many sends, and when it began.
+        self.inflight: dict[int, list[Any]] = {}
+        self.next_offset: dict[int, int] = {}
+        self.seq: dict[int, int] = {}
+        self.committed_seq: dict[int, int] = {}
+        self.began: dict[int, float] = {}
         self.fence = PauseFence(float(fa.app.conf.broker_session_timeout) * 0.8)
         # Events buffered before a rebalance may belong to partitions given away since; their
-        # new owner reads them again from the committed offset, so deciding them here would
-        # only duplicate its work. (Off in agent tests, which have no consumer group.)
+        # new owner reads them again from the committed offset. (Off in agent tests, which
+        # have no consumer group.)
         self.check_assignment = True
+
+    # --- partitions ------------------------------------------------------------------------
+
+    async def ensure_open(self, partition: int) -> None:
+        if self.store.owns(partition):
+            return
+        task = self.opening.get(partition)
+        if task is None:
+            task = self.opening[partition] = asyncio.ensure_future(self._open(partition))
+        await asyncio.shield(task)
+
+    async def _open(self, partition: int) -> None:
+        t0 = time.monotonic()
+        try:
+            for attempt in range(1, 11):
+                try:
+                    raw = await self.writers.open(partition)
+                    break
+                except Fenced as exc:
+                    _exit_fenced(exc)
+                except BrokerError as exc:
+                    if attempt == 10:
+                        log.critical("cannot open partition %d: %s; exiting", partition, exc)
+                        logging.shutdown()
+                        os._exit(70)
+                    log.warning("opening partition %d: %s; retrying", partition, exc)
+                    await asyncio.sleep(min(10.0, 0.5 * 2**attempt))
+        finally:
+            self.opening.pop(partition, None)
+        records: list[tuple[str, engine.CardRecord | None]] = []
+        for card, value in raw:
+            try:
+                records.append((card, None if value is None else engine.record_from_bytes(value)))
+            except FraudStreamError:
+                # A record this version cannot read must not stall the partition for ever.
+                log.exception(
+                    "unreadable card record in partition %d; card starts afresh", partition
+                )
+                records.append((card, None))
+        n = self.store.load(partition, records)
+        self.inflight[partition] = []
+        self.seq[partition] = self.committed_seq[partition] = 0
+        self.began[partition] = time.monotonic()
+        metrics.CARD_RECORDS.labels(partition=str(partition)).set(n)
+        log.info(
+            "partition %d opened: earlier owners fenced, %d card records restored in %.2fs",
+            partition,
+            n,
+            time.monotonic() - t0,
+        )
+
+    async def on_assigned(self, partitions: set[int]) -> None:
+        """After a rebalance: let go of partitions given away (their last transaction was
+        committed before the revocation), and open new ones at once, so that an open
+        transaction a dead owner left behind is aborted now rather than at its timeout."""
+        async with self.lock:
+            for p in sorted(self.store.partitions() - partitions):
+                self.store.drop(p)
+                for table in (self.inflight, self.next_offset, self.seq, self.committed_seq):
+                    table.pop(p, None)
+                metrics.CARD_RECORDS.remove(str(p))
+                await self.writers.close(p)
+        for p in partitions:
+            if not self.store.owns(p) and p not in self.opening:
+                self.opening[p] = asyncio.ensure_future(self._open(p))
+
+    # --- deciding --------------------------------------------------------------------------
 
     async def handle(self, events: Sequence[Any]) -> None:
         async with self.lock:
-            txs, evs, owners = self._decode(events)
-            if txs:
-                try:
-                    self._decide(txs, evs, owners)
-                except FraudStreamError:
-                    raise
-                except Exception:
-                    # One poisonous transaction must not sink its batch: one at a time.
-                    log.exception("batch of %d failed; retrying one at a time", len(txs))
-                    for tx, ev in zip(txs, evs, strict=True):
-                        try:
-                            self._decide([tx], [ev], {tx.card_id: ev})
-                        except Exception as exc:  # noqa: BLE001
-                            self.out.dead_letter(
-                                self.s.topic_dlq,
-                                ev.message,
-                                "scoring_error",
-                                repr(exc),
-                                "transactions",
-                            )
-            self.batch_no += 1
-            self.unpersisted.append((self.batch_no, self.out.checkpoint()))
-            # Persist what the previous batches decided (usually acknowledged by now).
-            await self._persist(keep_last=1)
-
-    async def drain(self) -> None:
-        """Persist every pending card record (idle timer, rebalance, shutdown)."""
-        async with self.lock:
-            await self._persist(keep_last=0)
+            assigned = self.fa.app.consumer.assignment() if self.check_assignment else None
+            mine = []
+            for ev in events:
+                if assigned is not None and ev.message.tp not in assigned:
+                    metrics.REVOKED_SKIPPED.inc()
+                    continue
+                mine.append(ev)
+            if not mine:
+                return
+            parts = {ev.message.partition for ev in mine}
+            await asyncio.gather(*(self.ensure_open(p) for p in parts))
+            self._process(mine)
+            for ev in mine:
+                p = ev.message.partition
+                self.inflight[p].append(ev)
+                self.next_offset[p] = max(self.next_offset.get(p, 0), ev.message.offset + 1)
+            await self._commit_due()
 
     async def decide_now(self, tx: Transaction, raw: bytes, partition: int) -> engine.Result:
-        """One transaction from the HTTP API, through exactly the stream's path."""
+        """One transaction from the HTTP API, through exactly the stream's path; answered once
+        its transaction is committed."""
         ev = _Anchor(self.s.topic_transactions, partition, raw, tx.card_id.encode())
         async with self.lock:
-            results = self._decide([tx], [ev], {tx.card_id: ev})
-            self.batch_no += 1
-            barrier = self.out.checkpoint()
-            self.unpersisted.append((self.batch_no, barrier))
-        # The answer goes out once its records are durable; waiting outside the lock lets
-        # concurrent requests (and stream batches) share one acknowledgement round trip.
-        await Output.settle(barrier)
+            if self.check_assignment and not any(
+                tp.topic == self.s.topic_transactions and tp.partition == partition
+                for tp in self.fa.app.consumer.assignment()
+            ):
+                raise BrokerError(
+                    f"partition {partition} is not assigned to this worker (a rebalance is in "
+                    "progress); retry the request"
+                )
+            await self.ensure_open(partition)
+            results = self._decide([tx], [ev])
+            self.inflight[partition].append(ev)
+            upto = self.seq[partition]
+        # Waiting outside the lock lets concurrent requests share one commit.
+        async with self.lock:
+            if self.committed_seq.get(partition, upto) < upto:
+                await self._commit(partition)
         return results[0]
 
-    def _decode(self, events: Sequence[Any]) -> tuple[list[Any], list[Any], dict[str, Any]]:
+    def _send(
+        self, p: int, topic: str, key: bytes | None, value: bytes | None, headers: Any = None
+    ) -> None:
+        self.writers.send(p, topic, key, value, headers)
+        self.seq[p] += 1
+
+    def _dead_letter(self, msg: Any, reason: str, text: str) -> None:
+        metrics.DEAD_LETTERS.labels(reason=reason, source="transactions").inc()
+        self._send(
+            msg.partition, self.s.topic_dlq, msg.key, msg.value, dlq_headers(msg, reason, text)
+        )
+
+    def _process(self, events: Sequence[Any]) -> None:
+        """Decode and decide ``events`` (of open partitions) into their transactions."""
+        txs, evs = self._decode(events)
+        if not txs:
+            return
+        try:
+            self._decide(txs, evs)
+        except FraudStreamError:
+            raise
+        except Exception:
+            # One poisonous transaction must not sink its batch: one at a time.
+            log.exception("batch of %d failed; retrying one at a time", len(txs))
+            for tx, ev in zip(txs, evs, strict=True):
+                try:
+                    self._decide([tx], [ev])
+                except Exception as exc:  # noqa: BLE001
+                    self._dead_letter(ev.message, "scoring_error", repr(exc))
+
+    def _decode(self, events: Sequence[Any]) -> tuple[list[Any], list[Any]]:
         s = self.s
         txs: list[Any] = []
         evs: list[Any] = []
-        owners: dict[str, Any] = {}
-        assigned = self.fa.app.consumer.assignment() if self.check_assignment else None
         for ev in events:
             msg = ev.message
-            if assigned is not None and msg.tp not in assigned:
-                metrics.REVOKED_SKIPPED.inc()
-                continue
             metrics.TRANSACTIONS.inc()
             try:
                 tx = decode_transaction(msg.value, s.max_message_bytes)
@@ -284,53 +430,44 @@ class TransactionHandler:
                         "partitioned by it); re-publish with key = card_id",
                     )
             except InvalidMessage as exc:
-                self.out.dead_letter(s.topic_dlq, msg, exc.reason, exc.message, "transactions")
+                self._dead_letter(msg, exc.reason, exc.message)
                 continue
             except Exception as exc:  # noqa: BLE001 - never lose a record to a surprise
-                self.out.dead_letter(s.topic_dlq, msg, "decode_error", repr(exc), "transactions")
+                self._dead_letter(msg, "decode_error", repr(exc))
                 continue
             txs.append(tx)
             evs.append(ev)
-            owners.setdefault(tx.card_id, ev)
-        return txs, evs, owners
+        return txs, evs
 
-    def _record(self, card_id: str, ev: Any) -> engine.CardRecord:
-        held = self.overlay.get(card_id)
-        if held is not None:
-            return held[0]
-        with bind_event(ev):
-            raw = self.fa.card_table.get(card_id.encode())
-        try:
-            return engine.record_from_bytes(raw)
-        except FraudStreamError:
-            # A record this version cannot read must not stall the partition for ever.
-            log.exception("unreadable card record; starting the card afresh")
-            return engine.CardRecord()
-
-    def _decide(
-        self, txs: list[Any], evs: list[Any], owners: dict[str, Any]
-    ) -> list[engine.Result]:
+    def _decide(self, txs: list[Any], evs: list[Any]) -> list[engine.Result]:
         s = self.s
-        records = {card: self._record(card, ev) for card, ev in owners.items()}
+        part: dict[str, int] = {}
+        for tx, ev in zip(txs, evs, strict=True):
+            part.setdefault(tx.card_id, ev.message.partition)
         # Work on copies: a batch that fails half-way must not leave half-updated records.
-        work = {card: engine.CardRecord(rec.state, dict(rec.seen)) for card, rec in records.items()}
+        work: dict[str, engine.CardRecord] = {}
+        for card, p in part.items():
+            rec = self.store.get(p, card)
+            work[card] = (
+                engine.CardRecord() if rec is None else engine.CardRecord(rec.state, dict(rec.seen))
+            )
         serving = self.fa.serving.current
         assert serving is not None
-        now = utc_now_iso()
         results = engine.process_batch(
-            serving, txs, work, now_iso=now, dedup_window_s=self.window_s
+            serving, txs, work, now_iso=utc_now_iso(), dedup_window_s=self.window_s
         )
         by_id = {id(t): e for t, e in zip(txs, evs, strict=True)}
         wall = time.time()
         self.fence.check()  # the last moment before anything of this batch is written
         for r in results:
             ev = by_id[id(r.tx)]
+            p = ev.message.partition
             if isinstance(r, engine.Scored):
                 d = r.decision
                 key = d.transaction_id.encode()
-                self.out.send(s.topic_decisions, key, encode_decision(d))
+                self._send(p, s.topic_decisions, key, encode_decision(d))
                 for sc in r.scores:
-                    self.out.send(s.topic_scores, key, encode_score(sc))
+                    self._send(p, s.topic_scores, key, encode_score(sc))
                     metrics.SCORES.labels(model_version=sc.model_version, role=sc.role).observe(
                         sc.score
                     )
@@ -341,28 +478,73 @@ class TransactionHandler:
                 if ts:
                     metrics.DECISION_LATENCY.observe(max(0.0, wall - ts))
             elif isinstance(r, engine.Rejected):
-                self.out.dead_letter(
-                    s.topic_dlq, ev.message, r.error.reason, r.error.message, "transactions"
-                )
+                self._dead_letter(ev.message, r.error.reason, r.error.message)
             else:
                 metrics.DUPLICATES.inc()
-        batch = self.batch_no + 1
         for card, rec in work.items():
-            self.overlay[card] = (rec, owners[card], batch)
+            self.store.put(part[card], card, rec)
         return results
 
-    async def _persist(self, keep_last: int) -> None:
-        while len(self.unpersisted) > keep_last:
-            upto, barrier = self.unpersisted[0]
-            if keep_last and not barrier.is_done():
-                return  # not acknowledged yet: try after the next batch
-            await Output.settle(barrier)
-            self.unpersisted.pop(0)
-            table = self.fa.card_table
-            for card in [c for c, (_, _, b) in self.overlay.items() if b <= upto]:
-                rec, ev, _ = self.overlay.pop(card)
-                with bind_event(ev):
-                    table[card.encode()] = engine.record_to_bytes(rec)
+    # --- committing ------------------------------------------------------------------------
+
+    async def _commit_due(self) -> None:
+        now = time.monotonic()
+        due = [
+            p
+            for p in self.store.partitions()
+            if now - self.began.get(p, now) >= self.interval_s and self._dirty(p)
+        ]
+        if due:
+            await asyncio.gather(*(self._commit(p) for p in due))
+
+    def _dirty(self, p: int) -> bool:
+        return bool(self.inflight.get(p)) or self.seq.get(p, 0) > self.committed_seq.get(p, 0)
+
+    async def commit_due(self) -> None:
+        """Timer: commit partitions whose transaction has been open for the interval."""
+        async with self.lock:
+            await self._commit_due()
+
+    async def commit_all(self) -> None:
+        """Commit every open transaction (before Faust commits, rebalances or stops)."""
+        async with self.lock:
+            dirty = [p for p in self.store.partitions() if self._dirty(p)]
+            await asyncio.gather(*(self._commit(p) for p in dirty))
+
+    async def _commit(self, p: int) -> None:
+        for attempt in range(1, 6):
+            upto = self.seq[p]
+            for card, rec in self.store.pending(p).items():
+                self.writers.send(
+                    p, self.changelog, card.encode(), engine.record_to_bytes(rec), None, p
+                )
+            t0 = time.monotonic()
+            try:
+                await self.writers.commit(p, self.next_offset.get(p))
+            except Fenced as exc:
+                _exit_fenced(exc)
+            except TransactionAborted as exc:
+                metrics.TXN_ABORTS.inc()
+                log.warning("%s (attempt %d)", exc, attempt)
+                try:
+                    await self.writers.abort(p)
+                except Fenced as fenced:
+                    _exit_fenced(fenced)
+                self.store.abort(p)
+                # The aborted transaction's events, decided again into the next one.
+                self._process(self.inflight[p])
+                continue
+            metrics.TXN_COMMIT_SECONDS.observe(time.monotonic() - t0)
+            metrics.TXN_COMMITS.inc()
+            self.store.commit(p)
+            self.inflight[p] = []
+            self.committed_seq[p] = upto
+            self.began[p] = time.monotonic()
+            metrics.CARD_RECORDS.labels(partition=str(p)).set(self.store.size(p))
+            return
+        log.critical("partition %d: Kafka aborted 5 transactions in a row; exiting", p)
+        logging.shutdown()
+        os._exit(70)
 
 
 class JoinHandler:
@@ -604,45 +786,60 @@ def _age_s(decided_at: str, reported_at: str) -> float:
     return (b - a).total_seconds()
 
 
-def install(fa: FraudApp, output: Output | None = None) -> None:
+def install(fa: FraudApp, output: Output | None = None, writers: TxnWriters | None = None) -> None:
     app = fa.app
     s = fa.settings
-    # One producer per agent: each agent's checkpoints then cover exactly its own records.
-    out = output or Output(s)
+    if writers is None:
+        from stream.kafka.txn import TransactionalWriters
+
+        writers = TransactionalWriters(s, card_changelog_topic(s))
     join_out = output or Output(s)
-    tx_handler = TransactionHandler(fa, out)
+    tx_handler = TransactionHandler(fa, writers)
     join_handler = JoinHandler(fa, join_out)
     within = s.batch_within_ms / 1000.0
 
     def hook_commit() -> None:
-        """Before Faust commits offsets (timer, rebalance, shutdown) it flushes its producer;
-        make that also wait for our outputs and write the pending card records first."""
+        """Before Faust commits offsets (timer, rebalance, shutdown) it flushes its producer:
+        make that commit the scoring transactions and wait for the join's outputs first. The
+        offsets of `transactions` are committed inside the scoring transactions only."""
         producer = app.producer
         if getattr(producer, "_fraudstream_hooked", False):
             return
         original = producer.flush
 
         async def flush_outputs_first() -> None:
-            await tx_handler.drain()
-            await out.flush()
+            if "score" in s.role_set:
+                await tx_handler.commit_all()
             await join_out.flush()
             await original()
 
         # An instance attribute shadows the method: Faust's commit path calls producer.flush().
         setattr(producer, "flush", flush_outputs_first)  # noqa: B010
         setattr(producer, "_fraudstream_hooked", True)  # noqa: B010
+        consumer: Any = app.consumer
+        commit_offsets = consumer._commit
+
+        async def commit_all_but_transactions(offsets: Any) -> bool:
+            rest = {tp: o for tp, o in offsets.items() if tp.topic != s.topic_transactions}
+            return bool(await commit_offsets(rest)) if rest else True
+
+        setattr(consumer, "_commit", commit_all_but_transactions)  # noqa: B010
 
     async def score_transactions(stream: Any) -> None:
         hook_commit()
         async for events in stream.take_events(s.batch_size, within):
             await tx_handler.handle(events)
 
+    async def on_assigned(_sender: Any, assigned: Any, **_kw: Any) -> None:
+        await tx_handler.on_assigned(
+            {tp.partition for tp in assigned if tp.topic == s.topic_transactions}
+        )
+
     async def watch_for_pauses() -> None:
         tx_handler.fence.tick()
 
-    async def persist_idle_card_records() -> None:
-        if tx_handler.unpersisted and tx_handler.unpersisted[-1][1].is_done():
-            await tx_handler.drain()
+    async def commit_quiet_partitions() -> None:
+        await tx_handler.commit_due()
 
     # Decisions carry their shadow score, so the join does not need fraud.scores.
     join_topics = app.topic(
@@ -688,7 +885,8 @@ def install(fa: FraudApp, output: Output | None = None) -> None:
     app.timer(interval=0.25)(watch_for_pauses)
     if "score" in s.role_set:
         app.agent(fa.transactions, name="score-transactions")(score_transactions)
-        app.timer(interval=0.2)(persist_idle_card_records)
+        app.timer(interval=max(0.01, tx_handler.interval_s / 2))(commit_quiet_partitions)
+        app.on_partitions_assigned.connect(cast(Any, on_assigned))
     if "join" in s.role_set:
         app.agent(join_topics, name="join-feedback")(join_feedback)
         app.timer(interval=s.metrics_publish_seconds)(publish_metrics)
@@ -714,6 +912,7 @@ def install(fa: FraudApp, output: Output | None = None) -> None:
                     max(0, high - pos - 1)
                 )
 
-    fa.output = out
+    fa.output = join_out
+    fa.writers = writers
     fa.tx_handler = tx_handler
     fa.join_handler = join_handler

@@ -42,7 +42,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from stream.app.app import FraudApp
 from stream.core import engine
 from stream.core.messages import decode_transaction, encode_decision
-from stream.errors import InvalidMessage
+from stream.errors import BrokerError, InvalidMessage
 
 log = logging.getLogger("fraudstream.api")
 
@@ -200,7 +200,10 @@ class ScoringAPI:
         # if the client goes away; the in-flight slot is freed when it is really done.
         task = asyncio.ensure_future(decide_now(tx, raw, partition))
         task.add_done_callback(lambda _t: self.limiter.release())
-        result = await asyncio.shield(task)
+        try:
+            result = await asyncio.shield(task)
+        except BrokerError as exc:
+            return self._error(web, 503, "rebalancing", str(exc), True)
         headers = {DECIDED_BY: str(self.app.conf.canonical_url), PARTITION: str(partition)}
         if isinstance(result, engine.Scored):
             return self._answer(web, 200, encode_decision(result.decision), headers)

@@ -66,17 +66,40 @@ class FraudApp:
     settings: Settings
     serving: ServingManager
     transactions: Any
-    card_table: Any
     join_table: Any
     metrics_table: Any
     held_table: Any
     output: Any = None
+    writers: Any = None
     tx_handler: Any = None
     join_handler: Any = None
 
 
-def create_app(settings: Settings, serving: ServingManager, output: Any = None) -> FraudApp:
-    """Build the app. ``output`` replaces the Kafka producer for decisions (stream tests)."""
+def read_committed_consumer() -> None:
+    """Faust reads with ``read_committed`` only in its own exactly-once mode, which we do not
+    use (it ties a transaction to the *output* partition). The join reads decisions written
+    in the scoring path's transactions, and must never see an aborted one."""
+    from faust.transport.drivers import aiokafka as driver
+
+    cls = driver.AIOKafkaConsumerThread
+    if getattr(cls, "_fraudstream_read_committed", False):
+        return
+    create = cls._create_worker_consumer
+
+    def create_read_committed(self: Any, transport: Any) -> Any:
+        consumer = create(self, transport)
+        consumer._isolation_level = "read_committed"  # read by AIOKafkaConsumer.start()
+        return consumer
+
+    cls._create_worker_consumer = create_read_committed  # type: ignore[method-assign]
+    cls._fraudstream_read_committed = True  # type: ignore[attr-defined]
+
+
+def create_app(
+    settings: Settings, serving: ServingManager, output: Any = None, writers: Any = None
+) -> FraudApp:
+    """Build the app. ``output`` and ``writers`` replace the Kafka producers (agent tests)."""
+    read_committed_consumer()
     (settings.data_dir / settings.app_id).mkdir(parents=True, exist_ok=True)
     brokers = [f"kafka://{b.strip()}" for b in settings.kafka_bootstrap.split(",") if b.strip()]
     app = faust.App(
@@ -121,16 +144,15 @@ def create_app(settings: Settings, serving: ServingManager, output: Any = None) 
         "value_type": bytes,
         "partitions": settings.partitions,
     }
-    card_table = app.Table("card-state", **table)
+    # Per-card state is not a Faust table: it lives in the scoring path's Kafka transactions
+    # (stream.core.cardstore, stream.kafka.txn), in the same changelog topic name.
     join_table = app.Table("decision-join", **table)
     metrics_table = app.Table("version-metrics", **table)
     held_table = app.Table("held-labels", **table)
-    fa = FraudApp(
-        app, settings, serving, transactions, card_table, join_table, metrics_table, held_table
-    )
+    fa = FraudApp(app, settings, serving, transactions, join_table, metrics_table, held_table)
 
     from stream.app import agents, web
 
-    agents.install(fa, output)
+    agents.install(fa, output, writers)
     web.install(fa)
     return fa

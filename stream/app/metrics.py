@@ -110,3 +110,23 @@ def forget_models_except(keep: set[str]) -> None:
     for labels in list(MODEL_INFO._metrics):
         if labels[0] not in keep:
             MODEL_INFO.remove(*labels)
+
+
+TXN_COMMITS = Counter(
+    "fraudstream_kafka_transactions_committed_total",
+    "Kafka transactions committed by the scoring path (one per owned partition per interval).",
+)
+TXN_ABORTS = Counter(
+    "fraudstream_kafka_transactions_aborted_total",
+    "Kafka transactions aborted and whose events were decided again.",
+)
+TXN_COMMIT_SECONDS = Histogram(
+    "fraudstream_kafka_transaction_commit_seconds",
+    "Time to commit one partition's Kafka transaction (offsets included).",
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0),
+)
+CARD_RECORDS = Gauge(
+    "fraudstream_card_records",
+    "Per-card records held for the partitions this worker owns.",
+    ["partition"],
+)

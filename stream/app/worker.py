@@ -11,6 +11,7 @@ from stream.app.app import create_app
 from stream.app.control import ControlFollower
 from stream.app.logs import setup_logging
 from stream.app.serving import ServingManager
+from stream.kafka.admin import create_topics
 from stream.kafka.control import latest_routing, startup_routing
 from stream.settings import Settings
 
@@ -22,6 +23,9 @@ def run_worker(settings: Settings) -> None:
     if settings.kafka_sasl_password is not None:
         secrets.append(settings.kafka_sasl_password.get_secret_value())
     setup_logging(settings.log_level, settings.log_json, secrets)
+    # Missing topics are created (existing ones are left alone): the card-state changelog in
+    # particular is written by the worker's own transactions, not by Faust.
+    create_topics(settings)
     serving = ServingManager(settings.models_dir)
     # The latest routing on the control topic wins over the start-up settings.
     routing = latest_routing(settings) or startup_routing(settings)

@@ -210,8 +210,35 @@ def group_lag(
         for tp in tps:
             low, high = consumer.get_watermark_offsets(tp, timeout=10)
             pos = committed.get((tp.topic, tp.partition), low)
-            out[tp.topic] += max(0, high - pos)
+            if high > pos:
+                out[tp.topic] += _records_between(settings, tp.topic, tp.partition, pos)
         return out
+    finally:
+        consumer.close()
+
+
+def _records_between(settings: Settings, topic: str, partition: int, start: int) -> int:
+    """Records a read_committed reader still gets from ``start`` to the end: a transactional
+    topic's commit markers take offsets too, and are not lag."""
+    from confluent_kafka import KafkaError, TopicPartition
+
+    from stream.kafka.clients import make_consumer
+
+    consumer = make_consumer(
+        settings, group_id=f"{settings.app_id}-lag-probe", **{"enable.partition.eof": True}
+    )
+    try:
+        consumer.assign([TopicPartition(topic, partition, start)])
+        n = 0
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            for msg in consumer.consume(1000, 0.5):
+                err = msg.error()
+                if err is None:
+                    n += 1
+                elif err.code() == KafkaError._PARTITION_EOF:
+                    return n
+        return n
     finally:
         consumer.close()
 

@@ -68,6 +68,7 @@ from stream.core.messages import (
 from stream.core.outcomes import Confusion, classify
 from stream.core.policy import decide_many
 from stream.core.routing import assign_many
+from stream.errors import TransactionAborted
 from stream.settings import Settings
 
 pytestmark = pytest.mark.stream
@@ -125,13 +126,83 @@ class RecordingOutput(Output):
         return [r for r in self.records if r.topic == topic]
 
 
+class RecordingWriters:
+    """The per-partition transactions without Kafka: sends land in ``out`` in order (so the
+    tests read one stream of records); commits fold the partition's changelog records into
+    ``changelog``, which a later ``open`` restores, as the broker would with read_committed."""
+
+    def __init__(self, out: RecordingOutput) -> None:
+        self.out = out
+        self.changelog: dict[int, list[tuple[str, bytes | None]]] = {}
+        self._open_log: dict[int, list[tuple[str, bytes | None]]] = {}
+        self.opened: list[int] = []
+        self.closed: list[int] = []
+        self.commits: list[tuple[int, int | None]] = []
+        self.open_out: dict[int, list[Sent]] = {}
+        self.committed: list[Sent] = []  # what read_committed readers would see
+        self.fail_commits = 0  # the next N commits are aborted by "Kafka"
+
+    async def open(self, partition: int) -> list[tuple[str, bytes | None]]:
+        self.opened.append(partition)
+        self._open_log[partition] = []
+        self.open_out[partition] = []
+        return list(self.changelog.get(partition, []))
+
+    def send(
+        self,
+        partition: int,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Any = None,
+        to_partition: int | None = None,
+    ) -> None:
+        assert partition in self._open_log, "a send on a partition that was not opened"
+        if to_partition is not None:
+            assert to_partition == partition, "card state must stay in its own partition"
+            assert key is not None
+            self._open_log[partition].append((key.decode(), value))
+            return
+        self.out.send(topic, key, value, headers)
+        self.open_out[partition].append(self.out.records[-1])
+
+    async def commit(self, partition: int, next_offset: int | None) -> None:
+        if self.fail_commits:
+            self.fail_commits -= 1
+            raise TransactionAborted("test: the broker aborted this transaction")
+        self.committed.extend(self.open_out[partition])
+        self.open_out[partition] = []
+        self.changelog.setdefault(partition, []).extend(self._open_log[partition])
+        self._open_log[partition] = []
+        self.commits.append((partition, next_offset))
+
+    async def abort(self, partition: int) -> None:
+        self._open_log[partition] = []
+        self.open_out[partition] = []
+
+    async def close(self, partition: int) -> None:
+        self._open_log.pop(partition, None)
+        self.closed.append(partition)
+
+    def committed_on(self, topic: str) -> list[Sent]:
+        return [r for r in self.committed if r.topic == topic]
+
+
 @dataclass
 class Rig:
     fa: FraudApp
     out: RecordingOutput
+    writers: RecordingWriters
     s: Settings
     tx: Any  # AgentTestWrapper of "score-transactions"
     join: Any  # AgentTestWrapper of "join-feedback"
+
+    async def card(self, card: str) -> engine.CardRecord | None:
+        """The card's committed record (after committing what is open)."""
+        handler = self.fa.tx_handler
+        await handler.commit_all()
+        found = [handler.store.get(p, card) for p in handler.store.partitions()]
+        return next((rec for rec in found if rec is not None), None)
 
     def decisions(self) -> dict[str, Decision]:
         recs = self.out.on(self.s.topic_decisions)
@@ -157,7 +228,9 @@ RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_s
 
 
 @contextlib.asynccontextmanager
-async def rig(tmp_path: Path, routing: Routing | None = None) -> AsyncIterator[Rig]:
+async def rig(
+    tmp_path: Path, routing: Routing | None = None, writers: RecordingWriters | None = None
+) -> AsyncIterator[Rig]:
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
         table_store="memory://",
@@ -169,7 +242,11 @@ async def rig(tmp_path: Path, routing: Routing | None = None) -> AsyncIterator[R
     serving = ServingManager(settings.models_dir)
     serving.start_sync(routing or _routing())
     out = RecordingOutput()
-    fa = create_app(settings, serving, output=out)
+    if writers is None:
+        writers = RecordingWriters(out)
+    else:
+        writers.out = out
+    fa = create_app(settings, serving, output=out, writers=writers)
     fa.tx_handler.check_assignment = False  # no consumer group under test_context
     assert fa.output is out
     app = fa.app
@@ -181,7 +258,7 @@ async def rig(tmp_path: Path, routing: Routing | None = None) -> AsyncIterator[R
             tx_agent.test_context(channel=app.channel(schema=faust.Schema(**RAW))) as tx,
             join_agent.test_context(channel=app.channel(schema=faust.Schema(**RAW))) as join,
         ):
-            yield Rig(fa, out, settings, tx, join)
+            yield Rig(fa, out, writers, settings, tx, join)
     finally:
         # The streams touch ``app.consumer``, which builds (but never starts) Faust's consumer
         # thread with an event loop of its own. Unclosed, its finalizer warned at a random later
@@ -359,8 +436,8 @@ def test_valid_transactions_get_one_decision_and_one_score_per_version(tmp_path:
                     if sc.model_version != d.model_version:
                         assert sc.role == "shadow"
                 # The card's record remembers the transaction.
-                await r.fa.tx_handler.drain()  # card records are written a batch behind
-                rec = engine.record_from_bytes(r.fa.card_table.get(card.encode()))
+                rec = await r.card(card)
+                assert rec is not None
                 assert list(rec.seen) == [tid]
                 assert rec.state is not None
                 assert rec.state.n == 1
@@ -446,8 +523,7 @@ def test_bad_input_goes_to_the_dlq_and_the_next_event_is_decided(
             assert after - before == 1
             # The next valid event was decided, and the bad one left no trace in card state.
             assert list(r.decisions()) == ["tx-good"]
-            await r.fa.tx_handler.drain()  # card records are written a batch behind
-            assert r.fa.card_table.get(b"card-x") is None
+            assert await r.card("card-x") is None
 
     run(body)
 
@@ -500,11 +576,102 @@ def test_repeated_transaction_id_gets_one_decision(tmp_path: Path) -> None:
             assert len(r.scores("tx-dup")) == (2 if HAS_CHALLENGER else 1)
             assert r.out.on(r.s.topic_dlq) == []
             assert counter("fraudstream_duplicates_total") - before == 2
-            await r.fa.tx_handler.drain()  # card records are written a batch behind
-            rec = engine.record_from_bytes(r.fa.card_table.get(b"card-d"))
+            rec = await r.card("card-d")
+            assert rec is not None
             assert rec.state is not None
             assert rec.state.n == 1  # the duplicates did not enter the card's history
             assert list(rec.seen) == ["tx-dup"]
+
+    run(body)
+
+
+# --------------------------------------------------------------------------------------------
+# exactly-once per input partition (the Kafka side is in tests/integration/test_exactly_once.py)
+
+
+def test_an_aborted_transaction_is_decided_again_from_the_state_it_saw(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with rig(tmp_path) as r:
+            before = counter("fraudstream_kafka_transactions_aborted_total")
+            evs = [
+                await r.tx.put(
+                    tx_bytes(f"tx-{i}", "card-ab", amount=10.0 * (i + 1)),
+                    key=b"card-ab",
+                    wait=False,
+                )
+                for i in range(3)
+            ]
+            await settle(r.tx, evs)
+            r.writers.fail_commits = 1
+            rec = await r.card("card-ab")  # commits: the first attempt is aborted
+            assert counter("fraudstream_kafka_transactions_aborted_total") - before == 1
+            committed = r.writers.committed_on(r.s.topic_decisions)
+            assert sorted(x.key for x in committed) == [b"tx-0", b"tx-1", b"tx-2"]
+            # Decided again from the committed state, not from the aborted attempt's.
+            assert rec is not None
+            assert rec.state is not None
+            assert rec.state.n == 3
+            assert list(rec.seen) == ["tx-0", "tx-1", "tx-2"]
+            # Every committed offset covers the events in its transaction.
+            assert r.writers.commits[-1][1] == evs[-1].message.offset + 1
+
+    run(body)
+
+
+def test_a_new_owner_restores_committed_card_state_only(tmp_path: Path) -> None:
+    writers: RecordingWriters | None = None
+
+    async def first_owner() -> None:
+        nonlocal writers
+        async with rig(tmp_path / "a") as r:
+            ev = await r.tx.put(tx_bytes("tx-a", "card-r", amount=50.0), key=b"card-r")
+            await settle(r.tx, [ev])
+            await r.fa.tx_handler.commit_all()
+            # Decided but never committed: the owner dies here.
+            ev = await r.tx.put(tx_bytes("tx-b", "card-r", amount=70.0), key=b"card-r")
+            await settle(r.tx, [ev])
+            writers = r.writers
+
+    async def second_owner() -> None:
+        assert writers is not None
+        async with rig(tmp_path / "b", writers=writers) as r:
+            # The new owner reads both again from the committed offset.
+            evs = [
+                await r.tx.put(tx_bytes("tx-a", "card-r", amount=50.0), key=b"card-r", wait=False),
+                await r.tx.put(tx_bytes("tx-b", "card-r", amount=70.0), key=b"card-r", wait=False),
+            ]
+            await settle(r.tx, evs)
+            rec = await r.card("card-r")
+            assert list(r.decisions()) == ["tx-b"]  # tx-a was committed: not decided twice
+            assert rec is not None
+            assert rec.state is not None
+            assert rec.state.n == 2
+            assert list(rec.seen) == ["tx-a", "tx-b"]
+
+    run(first_owner)
+    run(second_owner)
+
+
+def test_partitions_given_away_are_let_go(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with rig(tmp_path) as r:
+            evs = [
+                await deliver(
+                    r.tx,
+                    r.s.topic_transactions,
+                    tx_bytes(f"tx-{p}", f"c-{p}"),
+                    f"c-{p}".encode(),
+                    partition=p,
+                )
+                for p in (0, 1)
+            ]
+            await settle(r.tx, evs)
+            handler = r.fa.tx_handler
+            await handler.commit_all()
+            assert handler.store.partitions() == {0, 1}
+            await handler.on_assigned({0})
+            assert handler.store.partitions() == {0}
+            assert r.writers.closed == [1]
 
     run(body)
 
@@ -564,8 +731,8 @@ def test_second_transaction_of_a_card_sees_the_first(tmp_path: Path, same_batch:
             # The other card's first transaction looks like tx-a did, not like a second one.
             assert decisions["tx-o"].score == pytest.approx(decisions["tx-a"].score, abs=1e-6)
 
-            await r.fa.tx_handler.drain()  # card records are written a batch behind
-            rec = engine.record_from_bytes(r.fa.card_table.get(card.encode()))
+            rec = await r.card(card)
+            assert rec is not None
             assert rec.state is not None
             assert rec.state.n == 2
             assert rec.state.sum_c == 92_000

@@ -1,0 +1,246 @@
+"""Kafka transactions per input partition: the exactly-once unit of the scoring path.
+
+Every partition of `transactions` a worker owns gets its own transactional producer,
+``transactional.id = "<app id>-score-<partition>"``. Opening a partition calls
+``init_transactions``, which fences every earlier holder of that id (a worker that was frozen,
+partitioned away or killed) and makes the coordinator abort whatever it left open; only then is
+the partition's card state read back, with ``read_committed``, from its changelog. Decisions,
+scores, dead letters, the changed card records and the consumer offset of the partition then
+go in one transaction: all of them are visible to ``read_committed`` readers, or none.
+
+The consumer offset is committed with the group id but without a generation (the pre-KIP-447
+form, as Faust and Kafka Streams' first exactly-once mode do): fencing comes from the
+per-partition transactional id, not from the group generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
+
+from stream.errors import BrokerError, Fenced, TransactionAborted
+from stream.kafka.clients import make_consumer, make_producer
+from stream.settings import Settings
+
+log = logging.getLogger("fraudstream.txn")
+
+T = TypeVar("T")
+
+
+def transactional_id(settings: Settings, partition: int) -> str:
+    return f"{settings.app_id}-score-{partition}"
+
+
+def _classify(exc: KafkaException, what: str, partition: int) -> BrokerError:
+    err: KafkaError = exc.args[0]
+    text = f"{what} of partition {partition}'s transaction failed: {err.str()}"
+    if err.fatal():
+        return Fenced(
+            f"{text}. Another worker now owns this partition (this one was frozen, cut off or "
+            "replaced); this worker stops so that only the new owner writes."
+        )
+    if err.txn_requires_abort():
+        return TransactionAborted(f"{text}; the transaction is aborted and its events retried")
+    return BrokerError(f"{text}; check that the broker is reachable")
+
+
+class PartitionWriter:
+    """One input partition's transactional producer. Blocking calls; run them off the loop."""
+
+    def __init__(self, settings: Settings, partition: int) -> None:
+        self.partition = partition
+        self.timeout_s = settings.transaction_timeout_ms / 1000.0
+        self.producer: Producer = make_producer(
+            settings,
+            **{
+                "transactional.id": transactional_id(settings, partition),
+                "transaction.timeout.ms": settings.transaction_timeout_ms,
+                # A record not delivered in time fails its transaction (abort + retry), never
+                # disappears on its own.
+                "message.timeout.ms": max(1000, settings.transaction_timeout_ms - 5000),
+                "linger.ms": 1,
+                "queue.buffering.max.messages": 500_000,
+                # A dead letter carries the original record, which the broker already accepted.
+                "message.max.bytes": 10_485_760,
+            },
+        )
+
+    def begin(self) -> None:
+        try:
+            self.producer.init_transactions(self.timeout_s)
+            self.producer.begin_transaction()
+        except KafkaException as exc:
+            raise _classify(exc, "opening", self.partition) from exc
+
+    def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Any = None,
+        partition: int | None = None,
+    ) -> None:
+        extra: dict[str, Any] = {} if partition is None else {"partition": partition}
+        while True:
+            try:
+                self.producer.produce(topic, value=value, key=key, headers=headers, **extra)
+                return
+            except BufferError:
+                self.producer.poll(0.05)
+
+    def commit(self, offsets: list[TopicPartition], group_metadata: Any) -> None:
+        deadline = time.monotonic() + self.timeout_s
+        offsets_sent = not offsets
+        while True:
+            try:
+                if not offsets_sent:
+                    self.producer.send_offsets_to_transaction(offsets, group_metadata, 10.0)
+                    offsets_sent = True
+                self.producer.commit_transaction(10.0)
+                break
+            except KafkaException as exc:
+                if exc.args[0].retriable() and time.monotonic() < deadline:
+                    log.warning("commit of partition %d: %s; retrying", self.partition, exc)
+                    continue
+                raise _classify(exc, "committing", self.partition) from exc
+        self._begin_next()
+
+    def abort(self) -> None:
+        try:
+            self.producer.abort_transaction(self.timeout_s)
+        except KafkaException as exc:
+            raise _classify(exc, "aborting", self.partition) from exc
+        self._begin_next()
+
+    def _begin_next(self) -> None:
+        try:
+            self.producer.begin_transaction()
+        except KafkaException as exc:
+            raise _classify(exc, "beginning", self.partition) from exc
+
+    def close(self) -> None:
+        # Nothing uncommitted is left when a partition is closed (the rebalance committed it);
+        # an empty open transaction needs no abort.
+        self.producer.flush(5.0)
+
+
+def restore_partition(
+    settings: Settings, topic: str, partition: int, *, timeout: float = 300.0
+) -> list[tuple[str, bytes | None]]:
+    """Every committed (key, value) of one changelog partition, in log order."""
+    consumer = make_consumer(
+        settings,
+        group_id=f"{settings.app_id}-restore",
+        **{"enable.partition.eof": True, "isolation.level": "read_committed"},
+    )
+    try:
+        tp = TopicPartition(topic, partition)
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=10)
+        except KafkaException as exc:
+            raise BrokerError(
+                f"Cannot read the card-state changelog {topic!r} [{partition}]: {exc}. Create "
+                "the topics with `fraudstream topics create`."
+            ) from exc
+        if high <= low:
+            return []
+        consumer.assign([TopicPartition(topic, partition, low)])
+        out: list[tuple[str, bytes | None]] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for msg in consumer.consume(10_000, 0.5):
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        return out
+                    raise BrokerError(f"restoring {topic!r} [{partition}] failed: {err.str()}")
+                key = msg.key()
+                if key is not None:
+                    out.append((key.decode("utf-8", "replace"), msg.value()))
+        raise BrokerError(
+            f"restoring {topic!r} [{partition}] did not finish in {timeout:.0f}s "
+            f"({len(out)} records read): check the broker's health"
+        )
+    finally:
+        consumer.close()
+
+
+class TransactionalWriters:
+    """The worker's transactional producers, one per owned input partition, driven from
+    asyncio: blocking librdkafka calls run on a small thread pool."""
+
+    def __init__(self, settings: Settings, changelog_topic: str) -> None:
+        self.s = settings
+        self.changelog_topic = changelog_topic
+        self._writers: dict[int, PartitionWriter] = {}
+        self._pool = ThreadPoolExecutor(
+            max_workers=min(16, max(2, settings.partitions)), thread_name_prefix="fraudstream-txn"
+        )
+        self._group_metadata: Any = None
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def _metadata(self) -> Any:
+        if self._group_metadata is None:
+            # The group id alone (generation -1): see the module docstring.
+            probe = make_consumer(self.s, group_id=self.s.app_id)
+            try:
+                self._group_metadata = probe.consumer_group_metadata()
+            finally:
+                probe.close()
+        return self._group_metadata
+
+    async def open(self, partition: int) -> list[tuple[str, bytes | None]]:
+        """Fence earlier owners of ``partition``, begin its transaction, and return its
+        committed card records."""
+        old = self._writers.pop(partition, None)
+        if old is not None:
+            await self._run(old.close)
+        writer = PartitionWriter(self.s, partition)
+        await self._run(writer.begin)
+        self._writers[partition] = writer
+        records: list[tuple[str, bytes | None]] = await self._run(
+            restore_partition, self.s, self.changelog_topic, partition
+        )
+        return records
+
+    def send(
+        self,
+        partition: int,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Any = None,
+        to_partition: int | None = None,
+    ) -> None:
+        self._writers[partition].send(topic, key, value, headers, to_partition)
+
+    async def commit(self, partition: int, next_offset: int | None) -> None:
+        writer = self._writers[partition]
+        offsets = (
+            []
+            if next_offset is None
+            else [TopicPartition(self.s.topic_transactions, partition, next_offset)]
+        )
+        metadata = await self._run(self._metadata) if offsets else None
+        await self._run(writer.commit, offsets, metadata)
+
+    async def abort(self, partition: int) -> None:
+        await self._run(self._writers[partition].abort)
+
+    async def close(self, partition: int) -> None:
+        writer = self._writers.pop(partition, None)
+        if writer is not None:
+            await self._run(writer.close)
+
+    def close_all(self) -> None:
+        for writer in self._writers.values():
+            writer.close()
+        self._writers.clear()
+        self._pool.shutdown(wait=False)
