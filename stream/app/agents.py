@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import os
 import threading
@@ -210,7 +211,13 @@ class TxnWriters(Protocol):
     """Per-partition Kafka transactions (``stream.kafka.txn.TransactionalWriters``; a recording
     stand-in in the agent tests)."""
 
-    async def open(self, partition: int) -> list[tuple[str, bytes | None]]: ...
+    async def open(self, partition: int) -> tuple[list[tuple[str, bytes | None]], int | None]:
+        """Fence earlier owners; return the committed card records and committed offset."""
+        ...
+
+    async def has_records(self, partition: int, start: int, end: int) -> bool:
+        """Whether a read_committed reader finds a record in offsets [start, end)."""
+        ...
 
     def send(
         self,
@@ -268,6 +275,8 @@ class TransactionHandler:
         self.seq: dict[int, int] = {}
         self.committed_seq: dict[int, int] = {}
         self.began: dict[int, float] = {}
+        # partition -> (offset sought back to, when): events past it wait for the refetch
+        self.rewinding: dict[int, tuple[int, float]] = {}
         self.fence = PauseFence(float(fa.app.conf.broker_session_timeout) * 0.8)
         # Events buffered before a rebalance may belong to partitions given away since; their
         # new owner reads them again from the committed offset. (Off in agent tests, which
@@ -289,7 +298,7 @@ class TransactionHandler:
         try:
             for attempt in range(1, 11):
                 try:
-                    raw = await self.writers.open(partition)
+                    raw, committed = await self.writers.open(partition)
                     break
                 except Fenced as exc:
                     _exit_fenced(exc)
@@ -314,6 +323,8 @@ class TransactionHandler:
                 records.append((card, None))
         n = self.store.load(partition, records)
         self.inflight[partition] = []
+        if committed is not None:
+            self.next_offset[partition] = committed
         self.seq[partition] = self.committed_seq[partition] = 0
         self.began[partition] = time.monotonic()
         metrics.CARD_RECORDS.labels(partition=str(partition)).set(n)
@@ -330,30 +341,67 @@ class TransactionHandler:
         transaction a dead owner left behind is aborted now rather than at its timeout."""
         async with self.lock:
             for p in sorted(self.store.partitions() - partitions):
-                self.store.drop(p)
-                for table in (self.inflight, self.next_offset, self.seq, self.committed_seq):
-                    table.pop(p, None)
-                metrics.CARD_RECORDS.remove(str(p))
-                await self.writers.close(p)
+                await self._let_go(p, abort=self._dirty(p))
         for p in partitions:
             if not self.store.owns(p) and p not in self.opening:
                 self.opening[p] = asyncio.ensure_future(self._open(p))
+
+    async def _let_go(self, p: int, *, abort: bool) -> None:
+        """Forget partition ``p``. What its open transaction holds was decided after the
+        revocation's commit; the new owner decides those events again, so it is aborted."""
+        if abort:
+            try:
+                await self.writers.abort(p)
+            except BrokerError as exc:  # fenced by the new owner already: nothing to undo
+                log.info("partition %d: %s", p, exc)
+        self.store.drop(p)
+        for table in (self.inflight, self.next_offset, self.seq, self.committed_seq):
+            table.pop(p, None)
+        self.rewinding.pop(p, None)
+        with contextlib.suppress(KeyError):
+            metrics.CARD_RECORDS.remove(str(p))
+        await self.writers.close(p)
+        log.info("partition %d given away", p)
+
+    def _assigned(self, p: int) -> bool:
+        if not self.check_assignment:
+            return True
+        return any(
+            tp.topic == self.s.topic_transactions and tp.partition == p
+            for tp in self.fa.app.consumer.assignment()
+        )
 
     # --- deciding --------------------------------------------------------------------------
 
     async def handle(self, events: Sequence[Any]) -> None:
         async with self.lock:
             assigned = self.fa.app.consumer.assignment() if self.check_assignment else None
+            owned = self.store.partitions() | set(self.opening)
             mine = []
+            skipped: dict[int, list[int]] = {}
             for ev in events:
-                if assigned is not None and ev.message.tp not in assigned:
-                    metrics.REVOKED_SKIPPED.inc()
+                msg = ev.message
+                # A partition still held here is decided even while a rebalance is under way:
+                # skipping one event of it would let the next committed offset pass it by. If
+                # the partition turns out to be given away, its open transaction is aborted and
+                # the new owner decides these events from the committed offset.
+                if msg.partition in owned or assigned is None or msg.tp in assigned:
+                    mine.append(ev)
                     continue
-                mine.append(ev)
+                metrics.REVOKED_SKIPPED.inc()
+                skipped.setdefault(msg.partition, []).append(msg.offset)
+            for p, offs in skipped.items():
+                log.info(
+                    "partition %d is not held here: left offsets %d..%d to its owner",
+                    p,
+                    min(offs),
+                    max(offs),
+                )
             if not mine:
                 return
             parts = {ev.message.partition for ev in mine}
             await asyncio.gather(*(self.ensure_open(p) for p in parts))
+            mine = await self._contiguous(mine)
             self._process(mine)
             for ev in mine:
                 p = ev.message.partition
@@ -361,15 +409,62 @@ class TransactionHandler:
                 self.next_offset[p] = max(self.next_offset.get(p, 0), ev.message.offset + 1)
             await self._commit_due()
 
+    async def _contiguous(self, events: list[Any]) -> list[Any]:
+        """Keep each partition's events gap-free from its next offset.
+
+        The offset committed with a partition's transaction says "every record before this is
+        decided". Faust can drop fetched records around a rebalance (its flow-control queues
+        are cleared when the flow resumes, after the seek to the committed offset had fetched
+        them), so a record may arrive past a hole. A hole holding records (read_committed
+        readers see one) is refetched with a seek, and events past it wait for the refetch;
+        a hole without records (a transactional producer's commit markers) is accepted.
+        """
+        out: list[Any] = []
+        blocked: set[int] = set()
+        nxt: dict[int, int] = {}
+        for ev in events:
+            msg = ev.message
+            p = msg.partition
+            if p in blocked:
+                continue
+            want = self.rewinding.get(p)
+            if want is not None:
+                if msg.offset > want[0]:
+                    if time.monotonic() - want[1] > 5.0:
+                        await self._seek(msg.tp, want[0])  # the refetch was lost too: again
+                    continue
+                del self.rewinding[p]
+            expected = nxt.get(p, self.next_offset.get(p))
+            if (
+                expected is not None
+                and msg.offset > expected
+                and (await self.writers.has_records(p, expected, msg.offset))
+            ):
+                log.warning(
+                    "partition %d: offsets %d..%d were not delivered; fetching them again",
+                    p,
+                    expected,
+                    msg.offset - 1,
+                )
+                metrics.REFETCHES.inc()
+                await self._seek(msg.tp, expected)
+                blocked.add(p)
+                continue
+            out.append(ev)
+            nxt[p] = max(msg.offset + 1, expected or 0)
+        return out
+
+    async def _seek(self, tp: Any, offset: int) -> None:
+        self.rewinding[tp.partition] = (offset, time.monotonic())
+        if self.check_assignment:
+            await self.fa.app.consumer.seek(tp, offset)
+
     async def decide_now(self, tx: Transaction, raw: bytes, partition: int) -> engine.Result:
         """One transaction from the HTTP API, through exactly the stream's path; answered once
         its transaction is committed."""
         ev = _Anchor(self.s.topic_transactions, partition, raw, tx.card_id.encode())
         async with self.lock:
-            if self.check_assignment and not any(
-                tp.topic == self.s.topic_transactions and tp.partition == partition
-                for tp in self.fa.app.consumer.assignment()
-            ):
+            if not self._assigned(partition):
                 raise BrokerError(
                     f"partition {partition} is not assigned to this worker (a rebalance is in "
                     "progress); retry the request"
@@ -522,7 +617,11 @@ class TransactionHandler:
             try:
                 await self.writers.commit(p, self.next_offset.get(p))
             except Fenced as exc:
-                _exit_fenced(exc)
+                if self._assigned(p):
+                    _exit_fenced(exc)  # a zombie: the group gave this partition away meanwhile
+                # Revoked, and its new owner has opened it already: its events are theirs.
+                await self._let_go(p, abort=False)
+                return
             except TransactionAborted as exc:
                 metrics.TXN_ABORTS.inc()
                 log.warning("%s (attempt %d)", exc, attempt)
@@ -534,6 +633,12 @@ class TransactionHandler:
                 # The aborted transaction's events, decided again into the next one.
                 self._process(self.inflight[p])
                 continue
+            log.info(
+                "partition %d committed: next offset %s, %d events",
+                p,
+                self.next_offset.get(p),
+                len(self.inflight[p]),
+            )
             metrics.TXN_COMMIT_SECONDS.observe(time.monotonic() - t0)
             metrics.TXN_COMMITS.inc()
             self.store.commit(p)
@@ -835,6 +940,19 @@ def install(fa: FraudApp, output: Output | None = None, writers: TxnWriters | No
             {tp.partition for tp in assigned if tp.topic == s.topic_transactions}
         )
 
+    async def refresh_producer_metadata(_sender: Any, _assigned: Any, **_kw: Any) -> None:
+        # After partitions were added, Faust's producer can still hold the old count and
+        # refuse a table's changelog record for a new partition ("Unrecognized partition"),
+        # which crashes the worker. A rebalance follows every partition change: refresh there.
+        client = getattr(getattr(app.producer, "_producer", None), "client", None)
+        if client is not None:
+            try:
+                await client.force_metadata_update()
+            except Exception:  # best effort; the next rebalance tries again
+                log.warning("could not refresh the producer's metadata", exc_info=True)
+
+    app.on_partitions_assigned.connect(cast(Any, refresh_producer_metadata))
+
     async def watch_for_pauses() -> None:
         tx_handler.fence.tick()
 
@@ -885,12 +1003,44 @@ def install(fa: FraudApp, output: Output | None = None, writers: TxnWriters | No
     app.timer(interval=0.25)(watch_for_pauses)
     if "score" in s.role_set:
         app.agent(fa.transactions, name="score-transactions")(score_transactions)
-        app.timer(interval=max(0.01, tx_handler.interval_s / 2))(commit_quiet_partitions)
+        app.timer(interval=max(0.1, tx_handler.interval_s))(commit_quiet_partitions)
         app.on_partitions_assigned.connect(cast(Any, on_assigned))
     if "join" in s.role_set:
         app.agent(join_topics, name="join-feedback")(join_feedback)
         app.timer(interval=s.metrics_publish_seconds)(publish_metrics)
         app.timer(interval=max(1.0, s.feedback_grace_seconds / 10))(sweep_held_labels)
+
+    stalled: dict[Any, int] = {}
+
+    @app.timer(interval=5.0)
+    async def unstick_commits() -> None:
+        """Faust commits a partition only up to its first unacknowledged offset. A record it
+        fetched but never delivered (dropped from a stream buffer in a rebalance) leaves a hole
+        no later ack fills, and the partition's offset would stay behind it for good. A hole
+        that outlasts a tick is fetched again from the committed offset; the join is
+        idempotent, so the records delivered twice change nothing. (The scoring path checks
+        its own offsets: ``TransactionHandler._contiguous``.)"""
+        consumer: Any = app.consumer
+        for tp in consumer.assignment():
+            if tp.topic == s.topic_transactions:
+                continue
+            committed = consumer._committed_offset.get(tp)
+            acked = consumer._acked.get(tp)
+            if committed is None or not acked or min(acked) - committed <= 1:
+                stalled.pop(tp, None)
+                continue
+            if stalled.get(tp) != committed:
+                stalled[tp] = committed
+                continue
+            log.warning(
+                "%s[%d]: offset %d was never delivered; fetching from there again",
+                tp.topic,
+                tp.partition,
+                committed,
+            )
+            metrics.REFETCHES.inc()
+            stalled.pop(tp, None)
+            await consumer.seek(tp, committed)
 
     @app.timer(interval=5.0)
     async def measure_lag() -> None:

@@ -95,6 +95,21 @@ def read_committed_consumer() -> None:
     cls._fraudstream_read_committed = True  # type: ignore[attr-defined]
 
 
+def keep_refetched_records(app: faust.App) -> None:
+    """Faust clears every stream buffer when its flow control resumes after a rebalance. But
+    it resumes *after* seeking the partitions to their committed offsets, and records fetched
+    from there in between were dropped with the stale ones: never decided, never acked, and
+    the join's committed offset then stuck behind the hole for good. The revocation already
+    clears the buffers (faust.app.base ``_on_partitions_revoked``); resuming only resumes."""
+    flow = app.flow_control
+
+    def resume_without_clearing() -> None:
+        flow._suspend.clear()
+        flow._resume.set()
+
+    flow.resume = resume_without_clearing  # type: ignore[method-assign]
+
+
 def create_app(
     settings: Settings, serving: ServingManager, output: Any = None, writers: Any = None
 ) -> FraudApp:
@@ -129,6 +144,7 @@ def create_app(
         table_standby_replicas=0,
         logging_config=None,
     )
+    keep_refetched_records(app)
     raw: dict[str, Any] = {
         "key_type": bytes,
         "value_type": bytes,

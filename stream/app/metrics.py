@@ -130,3 +130,7 @@ CARD_RECORDS = Gauge(
     "Per-card records held for the partitions this worker owns.",
     ["partition"],
 )
+REFETCHES = Counter(
+    "fraudstream_refetches_total",
+    "Holes in a partition's delivered offsets that held records and were fetched again.",
+)

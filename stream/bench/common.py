@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, NewTopic
 
 REPO = Path(__file__).resolve().parents[2]
@@ -156,7 +163,8 @@ def create(
 
 
 def record_count(c: Consumer, topics: Iterable[str]) -> int:
-    """Records in ``topics`` (sum of high watermarks; our writers are not transactional)."""
+    """Offsets used in ``topics`` (sum of high watermarks): cheap, but a transactional writer's
+    commit markers take offsets too, so it can overcount; ``CommittedCounter`` is exact."""
     total = 0
     md = c.list_topics(timeout=10)
     for t in topics:
@@ -170,6 +178,36 @@ def record_count(c: Consumer, topics: Iterable[str]) -> int:
                 continue  # a fresh topic's leader is not known yet: counts as empty this time
             total += hi - lo
     return total
+
+
+class CommittedCounter:
+    """Counts what a read_committed reader sees in ``topics``, incrementally from the start."""
+
+    def __init__(self, bootstrap: str, topics: Iterable[str]) -> None:
+        self.c = Consumer(
+            consumer_conf(bootstrap, f"bench-count-{os.getpid()}-{time.monotonic_ns()}")
+        )
+        md = self.c.list_topics(timeout=10)
+        tps = [
+            TopicPartition(t, p, OFFSET_BEGINNING)
+            for t in topics
+            if t in md.topics and md.topics[t].error is None
+            for p in md.topics[t].partitions
+        ]
+        self.c.assign(tps)
+        self.n = 0
+
+    def poll(self, seconds: float) -> int:
+        until = time.monotonic() + seconds
+        while time.monotonic() < until:
+            batch = self.c.consume(10_000, 0.2)
+            self.n += sum(1 for m in batch if m.error() is None)
+            if not batch:
+                break
+        return self.n
+
+    def close(self) -> None:
+        self.c.close()
 
 
 def high_watermarks(c: Consumer, topic: str, attempts: int = 20) -> dict[int, int]:
@@ -196,7 +234,13 @@ def read_topic(
 ) -> list[tuple[bytes | None, bytes | None, int]]:
     """(key, value, timestamp ms) of every committed record of ``topic`` from ``start`` (default:
     the beginning) up to its current end, read with a read_committed confluent consumer."""
-    c = Consumer(consumer_conf(bootstrap, f"bench-reader-{os.getpid()}-{time.monotonic_ns()}"))
+    c = Consumer(
+        consumer_conf(
+            bootstrap,
+            f"bench-reader-{os.getpid()}-{time.monotonic_ns()}",
+            **{"enable.partition.eof": True},
+        )
+    )
     try:
         ends = high_watermarks(c, topic)
         tps = []
@@ -213,7 +257,11 @@ def read_topic(
         deadline = time.monotonic() + timeout
         while todo and time.monotonic() < deadline:
             for m in c.consume(5000, 0.5):
-                if m.error():
+                err = m.error()
+                if err is not None:
+                    # The end (a transactional topic ends in a commit marker, not a record).
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        todo.discard(int(m.partition() or 0))
                     continue
                 out.append((m.key(), m.value(), m.timestamp()[1]))
                 p = int(m.partition() or 0)

@@ -126,7 +126,10 @@ class PartitionWriter:
     def close(self) -> None:
         # Nothing uncommitted is left when a partition is closed (the rebalance committed it);
         # an empty open transaction needs no abort.
-        self.producer.flush(5.0)
+        try:
+            self.producer.flush(5.0)
+        except KafkaException as exc:  # fenced meanwhile: nothing of ours is left to deliver
+            log.info("closing partition %d's producer: %s", self.partition, exc)
 
 
 def restore_partition(
@@ -196,9 +199,10 @@ class TransactionalWriters:
                 probe.close()
         return self._group_metadata
 
-    async def open(self, partition: int) -> list[tuple[str, bytes | None]]:
+    async def open(self, partition: int) -> tuple[list[tuple[str, bytes | None]], int | None]:
         """Fence earlier owners of ``partition``, begin its transaction, and return its
-        committed card records."""
+        committed card records and the group's committed offset (read after the fencing, so
+        no earlier owner's transaction can still move it)."""
         old = self._writers.pop(partition, None)
         if old is not None:
             await self._run(old.close)
@@ -208,7 +212,38 @@ class TransactionalWriters:
         records: list[tuple[str, bytes | None]] = await self._run(
             restore_partition, self.s, self.changelog_topic, partition
         )
-        return records
+        committed: int | None = await self._run(self._committed_offset, partition)
+        return records, committed
+
+    def _committed_offset(self, partition: int) -> int | None:
+        probe = make_consumer(self.s, group_id=self.s.app_id)
+        try:
+            [tp] = probe.committed(
+                [TopicPartition(self.s.topic_transactions, partition)], timeout=10
+            )
+            return int(tp.offset) if tp.offset >= 0 else None
+        except KafkaException as exc:
+            raise BrokerError(f"reading partition {partition}'s committed offset: {exc}") from exc
+        finally:
+            probe.close()
+
+    async def has_records(self, partition: int, start: int, end: int) -> bool:
+        found: bool = await self._run(self._has_records, partition, start, end)
+        return found
+
+    def _has_records(self, partition: int, start: int, end: int) -> bool:
+        probe = make_consumer(self.s, group_id=f"{self.s.app_id}-probe")
+        try:
+            probe.assign([TopicPartition(self.s.topic_transactions, partition, start)])
+            deadline = time.monotonic() + 10.0
+            while time.monotonic() < deadline:
+                for msg in probe.consume(1, 0.5):
+                    if msg.error() is None:
+                        return int(msg.offset() or 0) < end
+            # Nothing readable at all from `start`: no record is missing there.
+            return False
+        finally:
+            probe.close()
 
     def send(
         self,

@@ -5,9 +5,10 @@ Unmarked scenarios run in CI (`make test`); ``slow`` ones with `make faults`, wh
 the results table into docs/faults.md. Every run records its row before asserting, so a failing
 scenario still leaves its figures in the results file.
 
-Asserted everywhere: nothing lost, no phantom decision, the worker group's final lag is 0.
-Duplicates are asserted 0 only where the design guarantees it (a clean handover: SIGTERM, scale
-with SIGTERM, bad input); after SIGKILL / broker loss / SIGSTOP they are measured and recorded.
+Asserted everywhere: nothing lost, nothing duplicated, no phantom decision, the worker group's
+final lag is 0 (exactly-once: per-partition Kafka transactions with fencing, README "Delivery
+guarantee"). The one documented exception, a replay of ids older than the event-time dedup
+window, is measured and not asserted.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def test_sigterm_restart(broker_settings: Settings, tmp_path: Path) -> None:
 
 
 def test_sigkill_once(broker_settings: Settings, tmp_path: Path) -> None:
-    _check(scenarios.sigkill(broker_settings, tmp_path, kills=1, n=2400), no_duplicates=False)
+    _check(scenarios.sigkill(broker_settings, tmp_path, kills=1, n=2400), no_duplicates=True)
 
 
 def test_scale_one_two_one(broker_settings: Settings, tmp_path: Path) -> None:
@@ -73,17 +74,17 @@ def test_bad_input_corpus_under_load(broker_settings: Settings, tmp_path: Path) 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_sigkill_three_times(broker_settings: Settings, tmp_path: Path) -> None:
-    _check(scenarios.sigkill(broker_settings, tmp_path, kills=3, n=6000), no_duplicates=False)
+    _check(scenarios.sigkill(broker_settings, tmp_path, kills=3, n=6000), no_duplicates=True)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_broker_killed_and_restarted(broker_settings: Settings, tmp_path: Path) -> None:
     # A broker of its own: the session broker is shared by the other tests.
-    _check(scenarios.broker_restart(broker_settings, tmp_path), no_duplicates=False)
+    _check(scenarios.broker_restart(broker_settings, tmp_path), no_duplicates=True)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_sigstop_past_session_timeout(broker_settings: Settings, tmp_path: Path) -> None:
-    _check(scenarios.sigstop(broker_settings, tmp_path), no_duplicates=False)
+    _check(scenarios.sigstop(broker_settings, tmp_path), no_duplicates=True)

@@ -141,12 +141,18 @@ class RecordingWriters:
         self.open_out: dict[int, list[Sent]] = {}
         self.committed: list[Sent] = []  # what read_committed readers would see
         self.fail_commits = 0  # the next N commits are aborted by "Kafka"
+        self.holes: set[tuple[int, int, int]] = set()  # offset ranges that "hold records"
+        self.probed: list[tuple[int, int, int]] = []
 
-    async def open(self, partition: int) -> list[tuple[str, bytes | None]]:
+    async def open(self, partition: int) -> tuple[list[tuple[str, bytes | None]], int | None]:
         self.opened.append(partition)
         self._open_log[partition] = []
         self.open_out[partition] = []
-        return list(self.changelog.get(partition, []))
+        return list(self.changelog.get(partition, [])), None
+
+    async def has_records(self, partition: int, start: int, end: int) -> bool:
+        self.probed.append((partition, start, end))
+        return (partition, start, end) in self.holes
 
     def send(
         self,
@@ -650,6 +656,40 @@ def test_a_new_owner_restores_committed_card_state_only(tmp_path: Path) -> None:
 
     run(first_owner)
     run(second_owner)
+
+
+def test_a_hole_in_the_delivered_offsets_is_fetched_again_before_going_on(
+    tmp_path: Path,
+) -> None:
+    async def body() -> None:
+        async with rig(tmp_path) as r:
+            topic = r.s.topic_transactions
+
+            async def at(offset: int, tid: str) -> Any:
+                r.tx.sent_offset = offset
+                return await deliver(r.tx, topic, tx_bytes(tid, "c-h"), b"c-h", partition=0)
+
+            first = [await at(0, "tx-0"), await at(1, "tx-1")]
+            await settle(r.tx, first)
+            # Offsets 2..3 hold records, but Faust delivered 4 first (a rebalance lost them).
+            r.writers.holes.add((0, 2, 4))
+            ev = await at(4, "tx-4")
+            await settle(r.tx, [ev])
+            assert r.fa.tx_handler.rewinding[0][0] == 2
+            assert sorted(r.decisions()) == ["tx-0", "tx-1"]  # tx-4 waits for the refetch
+            # The refetch: 2, 3, then 4 again.
+            again = [await at(2, "tx-2"), await at(3, "tx-3"), await at(4, "tx-4")]
+            await settle(r.tx, again)
+            assert sorted(r.decisions()) == ["tx-0", "tx-1", "tx-2", "tx-3", "tx-4"]
+            await r.fa.tx_handler.commit_all()
+            assert r.writers.commits[-1] == (0, 5)
+            # A hole without records (commit markers of a transactional producer) is accepted.
+            ev = await at(9, "tx-9")
+            await settle(r.tx, [ev])
+            assert (0, 5, 9) in r.writers.probed
+            assert "tx-9" in r.decisions()
+
+    run(body)
 
 
 def test_partitions_given_away_are_let_go(tmp_path: Path) -> None:
