@@ -633,7 +633,7 @@ class TransactionHandler:
                 # The aborted transaction's events, decided again into the next one.
                 self._process(self.inflight[p])
                 continue
-            log.info(
+            log.debug(
                 "partition %d committed: next offset %s, %d events",
                 p,
                 self.next_offset.get(p),
@@ -1056,7 +1056,12 @@ def install(fa: FraudApp, output: Output | None = None, writers: TxnWriters | No
                 high = consumer.highwater(tp)
             except Exception:  # noqa: BLE001, S112 - not yet known after a rebalance
                 continue
-            pos = read.get(tp)
+            if tp.topic == s.topic_transactions:
+                # The scoring path keeps its own position: the next offset to decide.
+                nxt = tx_handler.next_offset.get(tp.partition)
+                pos = None if nxt is None else nxt - 1
+            else:
+                pos = read.get(tp)
             if high is not None and pos is not None:
                 metrics.CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(
                     max(0, high - pos - 1)

@@ -41,7 +41,7 @@ def test_a_new_owner_fences_the_old_and_sees_only_what_it_committed(
         old = TransactionalWriters(s, changelog)
         new = TransactionalWriters(s, changelog)
         try:
-            assert await old.open(0) == []
+            assert await old.open(0) == ([], None)
             old.send(0, s.topic_decisions, b"tx-1", b"committed")
             old.send(0, changelog, b"card-a", b"state-1", None, 0)
             await old.commit(0, 7)
@@ -55,7 +55,7 @@ def test_a_new_owner_fences_the_old_and_sees_only_what_it_committed(
             # The new owner opens the partition: the old transaction is aborted, and only the
             # committed state comes back.
             restored = await new.open(0)
-            assert restored == [("card-a", b"state-1")]
+            assert restored == ([("card-a", b"state-1")], 7)
 
             # The frozen owner wakes up and tries to commit: refused.
             with pytest.raises(Fenced, match="Another worker now owns this partition"):
