@@ -607,7 +607,7 @@ class TransactionHandler:
             await asyncio.gather(*(self._commit(p) for p in dirty))
 
     async def _commit(self, p: int) -> None:
-        for attempt in range(1, 6):
+        for attempt in range(1, 31):
             upto = self.seq[p]
             for card, rec in self.store.pending(p).items():
                 self.writers.send(
@@ -629,9 +629,16 @@ class TransactionHandler:
                     await self.writers.abort(p)
                 except Fenced as fenced:
                     _exit_fenced(fenced)
+                except BrokerError as failed:
+                    # Kafka is still away: exit without writing more; a restarted worker
+                    # fences this transaction and decides its events from the committed offset.
+                    log.critical("%s; exiting", failed)
+                    logging.shutdown()
+                    os._exit(70)
                 self.store.abort(p)
                 # The aborted transaction's events, decided again into the next one.
                 self._process(self.inflight[p])
+                await asyncio.sleep(min(5.0, 0.2 * attempt))  # Kafka may be restarting
                 continue
             log.debug(
                 "partition %d committed: next offset %s, %d events",
@@ -647,7 +654,7 @@ class TransactionHandler:
             self.began[p] = time.monotonic()
             metrics.CARD_RECORDS.labels(partition=str(p)).set(self.store.size(p))
             return
-        log.critical("partition %d: Kafka aborted 5 transactions in a row; exiting", p)
+        log.critical("partition %d: Kafka aborted 30 transactions in a row; exiting", p)
         logging.shutdown()
         os._exit(70)
 

@@ -16,7 +16,9 @@ per-partition transactional id, not from the group generation.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -30,6 +32,18 @@ from stream.settings import Settings
 log = logging.getLogger("fraudstream.txn")
 
 T = TypeVar("T")
+
+# How long a transactional call may take before its producer is given up (see _run_bounded).
+STUCK_S = 30.0
+
+
+def _settle(fut: asyncio.Future[None], exc: BaseException | None) -> None:
+    if fut.done():
+        return
+    if exc is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(exc)
 
 
 def transactional_id(settings: Settings, partition: int) -> str:
@@ -94,27 +108,36 @@ class PartitionWriter:
                 self.producer.poll(0.05)
 
     def commit(self, offsets: list[TopicPartition], group_metadata: Any) -> None:
-        deadline = time.monotonic() + self.timeout_s
-        offsets_sent = not offsets
-        while True:
-            try:
-                if not offsets_sent:
-                    self.producer.send_offsets_to_transaction(offsets, group_metadata, 10.0)
-                    offsets_sent = True
-                self.producer.commit_transaction(10.0)
-                break
-            except KafkaException as exc:
-                if exc.args[0].retriable() and time.monotonic() < deadline:
-                    log.warning("commit of partition %d: %s; retrying", self.partition, exc)
-                    continue
-                raise _classify(exc, "committing", self.partition) from exc
+        try:
+            if offsets:
+                self.producer.send_offsets_to_transaction(offsets, group_metadata, 10.0)
+            self.producer.commit_transaction(10.0)
+        except KafkaException as exc:
+            err: KafkaError = exc.args[0]
+            if err.retriable() and not err.fatal():
+                # Retrying the same call after a transport failure was seen to block for good
+                # (librdkafka 2.x, broker restarted mid-commit); abort and decide again instead.
+                log.warning("commit of partition %d: %s", self.partition, err.str())
+                raise TransactionAborted(
+                    f"committing partition {self.partition}'s transaction failed: {err.str()}; "
+                    "it is aborted and its events decided again"
+                ) from exc
+            raise _classify(exc, "committing", self.partition) from exc
         self._begin_next()
 
     def abort(self) -> None:
-        try:
-            self.producer.abort_transaction(self.timeout_s)
-        except KafkaException as exc:
-            raise _classify(exc, "aborting", self.partition) from exc
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            try:
+                self.producer.abort_transaction(10.0)
+                break
+            except KafkaException as exc:
+                err: KafkaError = exc.args[0]
+                if err.retriable() and not err.fatal() and time.monotonic() < deadline:
+                    log.warning("abort of partition %d: %s; retrying", self.partition, err.str())
+                    time.sleep(1.0)
+                    continue
+                raise _classify(exc, "aborting", self.partition) from exc
         self._begin_next()
 
     def _begin_next(self) -> None:
@@ -188,6 +211,42 @@ class TransactionalWriters:
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def _run_bounded(self, partition: int, fn: Any, *args: Any) -> None:
+        """Run a transaction call on a thread of its own, for at most ``STUCK_S``.
+
+        librdkafka's transactional calls take a timeout, but after the broker died in the
+        middle of one, the next call was seen to block for good. A stuck call is left behind
+        on its thread; a new producer with the same transactional id fences the stuck one
+        (the coordinator aborts its transaction), and the caller decides its events again."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def call() -> None:
+            try:
+                fn(*args)
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting coroutine
+                loop.call_soon_threadsafe(_settle, done, exc)
+            else:
+                loop.call_soon_threadsafe(_settle, done, None)
+
+        threading.Thread(target=call, name=f"fraudstream-txn-{partition}", daemon=True).start()
+        try:
+            await asyncio.wait_for(asyncio.shield(done), STUCK_S)
+        except TimeoutError:
+            log.error(
+                "partition %d: a transaction call is stuck after %.0fs; replacing the producer",
+                partition,
+                STUCK_S,
+            )
+            self._writers.pop(partition, None)
+            writer = PartitionWriter(self.s, partition)
+            await self._run(writer.begin)
+            self._writers[partition] = writer
+            raise TransactionAborted(
+                f"partition {partition}'s transaction call got stuck; a new producer fenced it, "
+                "and its events are decided again"
+            ) from None
 
     def _metadata(self) -> Any:
         if self._group_metadata is None:
@@ -264,10 +323,13 @@ class TransactionalWriters:
             else [TopicPartition(self.s.topic_transactions, partition, next_offset)]
         )
         metadata = await self._run(self._metadata) if offsets else None
-        await self._run(writer.commit, offsets, metadata)
+        await self._run_bounded(partition, writer.commit, offsets, metadata)
 
     async def abort(self, partition: int) -> None:
-        await self._run(self._writers[partition].abort)
+        # If the abort gets stuck, the producer is replaced; the new one aborted the old
+        # transaction by fencing it.
+        with contextlib.suppress(TransactionAborted):
+            await self._run_bounded(partition, self._writers[partition].abort)
 
     async def close(self, partition: int) -> None:
         writer = self._writers.pop(partition, None)
