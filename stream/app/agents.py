@@ -52,7 +52,7 @@ from stream.errors import (
     TransactionAborted,
 )
 from stream.kafka.admin import changelog_topic
-from stream.kafka.clients import make_producer
+from stream.kafka.clients import has_committed_records, make_producer
 from stream.settings import Settings
 
 log = logging.getLogger("fraudstream.agents")
@@ -1021,12 +1021,13 @@ def install(fa: FraudApp, output: Output | None = None, writers: TxnWriters | No
 
     @app.timer(interval=5.0)
     async def unstick_commits() -> None:
-        """Faust commits a partition only up to its first unacknowledged offset. A record it
-        fetched but never delivered (dropped from a stream buffer in a rebalance) leaves a hole
-        no later ack fills, and the partition's offset would stay behind it for good. A hole
-        that outlasts a tick is fetched again from the committed offset; the join is
-        idempotent, so the records delivered twice change nothing. (The scoring path checks
-        its own offsets: ``TransactionHandler._contiguous``.)"""
+        """Faust commits a partition only up to its first unacknowledged offset, and expects
+        every offset to be a record. A record it fetched but never delivered (dropped from a
+        stream buffer in a rebalance), or a run of commit markers and aborted records where
+        its gap tracking fails, leaves its committed offset behind for good. A hole that
+        outlasts a tick is checked with a read_committed reader: records there are fetched
+        again (the join is idempotent, so a record twice changes nothing); no records, and
+        the hole counts as done. (The scoring path checks its own offsets, ``_contiguous``.)"""
         consumer: Any = app.consumer
         for tp in consumer.assignment():
             if tp.topic == s.topic_transactions:
@@ -1039,15 +1040,28 @@ def install(fa: FraudApp, output: Output | None = None, writers: TxnWriters | No
             if stalled.get(tp) != committed:
                 stalled[tp] = committed
                 continue
-            log.warning(
-                "%s[%d]: offset %d was never delivered; fetching from there again",
-                tp.topic,
-                tp.partition,
-                committed,
-            )
-            metrics.REFETCHES.inc()
             stalled.pop(tp, None)
-            await consumer.seek(tp, committed)
+            head = min(acked)
+            missing = await asyncio.get_running_loop().run_in_executor(
+                None, has_committed_records, s, tp.topic, tp.partition, committed, head
+            )
+            if missing:
+                log.warning(
+                    "%s[%d]: offsets %d..%d were never delivered; fetching them again",
+                    tp.topic,
+                    tp.partition,
+                    committed,
+                    head - 1,
+                )
+                metrics.REFETCHES.inc()
+                await consumer.seek(tp, committed)
+            else:
+                # Only commit markers and aborted records there (Faust counts on every offset
+                # being a record): count them as done, so the commit can pass them.
+                for offset in range(committed, head):
+                    if offset not in consumer._acked_index[tp]:
+                        consumer._acked_index[tp].add(offset)
+                        consumer._acked[tp].append(offset)
 
     @app.timer(interval=5.0)
     async def measure_lag() -> None:

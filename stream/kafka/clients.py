@@ -112,3 +112,23 @@ def read_all(
         return out
     finally:
         consumer.close()
+
+
+def has_committed_records(
+    settings: Settings, topic: str, partition: int, start: int, end: int, *, timeout: float = 10.0
+) -> bool:
+    """Whether a read_committed reader finds a record in offsets [start, end) of one partition
+    (commit markers and aborted records take offsets but are not records)."""
+    import time
+
+    probe = make_consumer(settings, group_id=f"{settings.app_id}-probe")
+    try:
+        probe.assign([TopicPartition(topic, partition, start)])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for msg in probe.consume(1, 0.5):
+                if msg.error() is None:
+                    return int(msg.offset() or 0) < end
+        return False  # nothing readable from `start`: no record is missing there
+    finally:
+        probe.close()

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from stream.errors import BrokerError, Fenced, TransactionAborted
-from stream.kafka.clients import make_consumer, make_producer
+from stream.kafka.clients import has_committed_records, make_consumer, make_producer
 from stream.settings import Settings
 
 log = logging.getLogger("fraudstream.txn")
@@ -34,7 +34,7 @@ log = logging.getLogger("fraudstream.txn")
 T = TypeVar("T")
 
 # How long a transactional call may take before its producer is given up (see _run_bounded).
-STUCK_S = 30.0
+STUCK_S = 20.0
 
 
 def _settle(fut: asyncio.Future[None], exc: BaseException | None) -> None:
@@ -291,18 +291,7 @@ class TransactionalWriters:
         return found
 
     def _has_records(self, partition: int, start: int, end: int) -> bool:
-        probe = make_consumer(self.s, group_id=f"{self.s.app_id}-probe")
-        try:
-            probe.assign([TopicPartition(self.s.topic_transactions, partition, start)])
-            deadline = time.monotonic() + 10.0
-            while time.monotonic() < deadline:
-                for msg in probe.consume(1, 0.5):
-                    if msg.error() is None:
-                        return int(msg.offset() or 0) < end
-            # Nothing readable at all from `start`: no record is missing there.
-            return False
-        finally:
-            probe.close()
+        return has_committed_records(self.s, self.s.topic_transactions, partition, start, end)
 
     def send(
         self,
