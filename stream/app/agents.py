@@ -1019,7 +1019,7 @@ def install(fa: FraudApp, output: Output | None = None, writers: TxnWriters | No
 
     stalled: dict[Any, int] = {}
 
-    @app.timer(interval=5.0)
+    @app.timer(interval=2.0)
     async def unstick_commits() -> None:
         """Faust commits a partition only up to its first unacknowledged offset, and expects
         every offset to be a record. A record it fetched but never delivered (dropped from a
