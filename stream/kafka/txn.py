@@ -166,13 +166,19 @@ def restore_partition(
     )
     try:
         tp = TopicPartition(topic, partition)
-        try:
-            low, high = consumer.get_watermark_offsets(tp, timeout=10)
-        except KafkaException as exc:
-            raise BrokerError(
-                f"Cannot read the card-state changelog {topic!r} [{partition}]: {exc}. Create "
-                "the topics with `fraudstream topics create`."
-            ) from exc
+        for attempt in range(20):
+            try:
+                low, high = consumer.get_watermark_offsets(tp, timeout=10)
+                break
+            except KafkaException as exc:
+                # A topic created a moment ago may not have its leader known yet.
+                if attempt < 19:
+                    time.sleep(0.25)
+                    continue
+                raise BrokerError(
+                    f"Cannot read the card-state changelog {topic!r} [{partition}]: {exc}. Create "
+                    "the topics with `fraudstream topics create`."
+                ) from exc
         if high <= low:
             return []
         consumer.assign([TopicPartition(topic, partition, low)])
