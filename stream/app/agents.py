@@ -43,6 +43,7 @@ from stream.core.messages import (
     encode_score,
     utc_now_iso,
 )
+from stream.core.offsets import InOrderOffsets
 from stream.core.redact import redact
 from stream.errors import (
     BrokerError,
@@ -52,7 +53,7 @@ from stream.errors import (
     TransactionAborted,
 )
 from stream.kafka.admin import changelog_topic
-from stream.kafka.clients import has_committed_records, make_producer
+from stream.kafka.clients import group_committed_offsets, has_committed_records, make_producer
 from stream.settings import Settings
 
 log = logging.getLogger("fraudstream.agents")
@@ -674,6 +675,8 @@ class JoinHandler:
         self._dirty: set[bytes] = set()
         self._dirty_counts: set[bytes] = set()
         self._sent = 0
+        # Offsets of decisions/feedback are committed from here, not from Faust's ack tracking.
+        self.offsets: InOrderOffsets[Any] = InOrderOffsets()
 
     @property
     def held(self) -> dict[bytes, tuple[int, int, float, bytes]]:
@@ -741,6 +744,8 @@ class JoinHandler:
             # A stored label must never get ahead of the outcome it produced.
             await self.out.flush()
         self._write_back()
+        for ev in events:
+            self.offsets.handled(ev.message.tp, ev.message.offset)
 
     def _write_back(self) -> None:
         for key in self._dirty:
@@ -936,6 +941,20 @@ def install(fa: FraudApp, output: Output | None = None, writers: TxnWriters | No
             return bool(await commit_offsets(rest)) if rest else True
 
         setattr(consumer, "_commit", commit_all_but_transactions)  # noqa: B010
+        faust_new_offset = consumer._new_offset
+
+        def join_new_offset(tp: Any) -> int | None:
+            # Faust counts acknowledged offsets and stalls on the holes commit markers leave in
+            # a transactional topic; the join handles each partition in order, so it knows.
+            if tp.topic not in join_topic_names:
+                return cast("int | None", faust_new_offset(tp))
+            offset = join_handler.offsets.committable(tp, consumer._committed_offset.get(tp))
+            if offset is not None:
+                consumer._acked[tp].clear()
+                consumer._acked_index[tp].clear()
+            return offset
+
+        setattr(consumer, "_new_offset", join_new_offset)  # noqa: B010
 
     async def score_transactions(stream: Any) -> None:
         hook_commit()
@@ -1017,51 +1036,65 @@ def install(fa: FraudApp, output: Output | None = None, writers: TxnWriters | No
         app.timer(interval=s.metrics_publish_seconds)(publish_metrics)
         app.timer(interval=max(1.0, s.feedback_grace_seconds / 10))(sweep_held_labels)
 
-    stalled: dict[Any, int] = {}
+    join_topic_names = {s.topic_decisions, s.topic_feedback}
 
-    @app.timer(interval=2.0)
-    async def unstick_commits() -> None:
-        """Faust commits a partition only up to its first unacknowledged offset, and expects
-        every offset to be a record. A record it fetched but never delivered (dropped from a
-        stream buffer in a rebalance), or a run of commit markers and aborted records where
-        its gap tracking fails, leaves its committed offset behind for good. A hole that
-        outlasts a tick is checked with a read_committed reader: records there are fetched
-        again (the join is idempotent, so a record twice changes nothing); no records, and
-        the hole counts as done. (The scoring path checks its own offsets, ``_contiguous``.)"""
-        consumer: Any = app.consumer
-        for tp in consumer.assignment():
-            if tp.topic == s.topic_transactions:
-                continue
-            committed = consumer._committed_offset.get(tp)
-            acked = consumer._acked.get(tp)
-            if committed is None or not acked or min(acked) - committed <= 1:
-                stalled.pop(tp, None)
-                continue
-            if stalled.get(tp) != committed:
-                stalled[tp] = committed
-                continue
-            stalled.pop(tp, None)
-            head = min(acked)
-            missing = await asyncio.get_running_loop().run_in_executor(
-                None, has_committed_records, s, tp.topic, tp.partition, committed, head
+    async def restart_join_offsets(_sender: Any, assigned: Any, **_kw: Any) -> None:
+        # Faust seeks every assigned partition to its committed offset: first records again.
+        mine = {tp for tp in assigned if tp.topic in join_topic_names}
+        for tp in mine:
+            join_handler.offsets.reset(tp)
+        join_handler.offsets.keep_only(mine)
+
+    if "join" in s.role_set:
+        app.on_partitions_assigned.connect(cast(Any, restart_join_offsets))
+
+    @app.timer(interval=1.0)
+    async def check_join_heads() -> None:
+        """Before the join commits past the first record it got after an assignment or a
+        seek, check the offsets between the group's committed offset and that record: commit
+        markers only, or records Faust fetched and never delivered (it clears stream buffers
+        when the flow resumes after a rebalance). Records are fetched again (the join is
+        idempotent); the join's commits wait until then."""
+        heads = join_handler.offsets.to_verify()
+        if not heads:
+            return
+        loop = asyncio.get_running_loop()
+        tps = list(heads)
+        try:
+            committed = await loop.run_in_executor(
+                None,
+                group_committed_offsets,
+                s,
+                s.app_id,
+                [(tp.topic, tp.partition) for tp in tps],
             )
-            if missing:
-                log.warning(
-                    "%s[%d]: offsets %d..%d were never delivered; fetching them again",
-                    tp.topic,
-                    tp.partition,
-                    committed,
-                    head - 1,
-                )
-                metrics.REFETCHES.inc()
-                await consumer.seek(tp, committed)
-            else:
-                # Only commit markers and aborted records there (Faust counts on every offset
-                # being a record): count them as done, so the commit can pass them.
-                for offset in range(committed, head):
-                    if offset not in consumer._acked_index[tp]:
-                        consumer._acked_index[tp].add(offset)
-                        consumer._acked[tp].append(offset)
+        except Exception:  # the broker may be away; the next tick tries again
+            log.warning("could not read the join's committed offsets", exc_info=True)
+            return
+        consumer: Any = app.consumer
+        for tp in tps:
+            first = heads[tp]
+            start = committed.get((tp.topic, tp.partition))
+            if start is None or first <= start:
+                join_handler.offsets.verified(tp, first)
+                continue
+            missing = await loop.run_in_executor(
+                None, has_committed_records, s, tp.topic, tp.partition, start, first
+            )
+            if not missing:
+                join_handler.offsets.verified(tp, first)
+                continue
+            log.warning(
+                "%s[%d]: offsets %d..%d were never delivered; fetching them again",
+                tp.topic,
+                tp.partition,
+                start,
+                first - 1,
+            )
+            metrics.REFETCHES.inc()
+            join_handler.offsets.reset(tp)
+            if tp in consumer.assignment():
+                await consumer.seek(tp, start)
 
     @app.timer(interval=5.0)
     async def measure_lag() -> None:

@@ -132,3 +132,18 @@ def has_committed_records(
         return False  # nothing readable from `start`: no record is missing there
     finally:
         probe.close()
+
+
+def group_committed_offsets(
+    settings: Settings, group_id: str, tps: list[tuple[str, int]], *, timeout: float = 10.0
+) -> dict[tuple[str, int], int | None]:
+    """The group's committed offsets (None where it has none), read without joining it."""
+    reader = make_consumer(settings, group_id=group_id)
+    try:
+        got = reader.committed([TopicPartition(t, p) for t, p in tps], timeout=timeout)
+        return {
+            (str(tp.topic), int(tp.partition)): (int(tp.offset) if tp.offset >= 0 else None)
+            for tp in got
+        }
+    finally:
+        reader.close()
