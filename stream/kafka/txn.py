@@ -26,7 +26,12 @@ from typing import Any, TypeVar
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from stream.errors import BrokerError, Fenced, TransactionAborted
-from stream.kafka.clients import has_committed_records, make_consumer, make_producer
+from stream.kafka.clients import (
+    group_committed_offsets,
+    has_committed_records,
+    make_consumer,
+    make_producer,
+)
 from stream.settings import Settings
 
 log = logging.getLogger("fraudstream.txn")
@@ -281,16 +286,12 @@ class TransactionalWriters:
         return records, committed
 
     def _committed_offset(self, partition: int) -> int | None:
-        probe = make_consumer(self.s, group_id=self.s.app_id)
+        topic = self.s.topic_transactions
         try:
-            [tp] = probe.committed(
-                [TopicPartition(self.s.topic_transactions, partition)], timeout=10
-            )
-            return int(tp.offset) if tp.offset >= 0 else None
+            got = group_committed_offsets(self.s, self.s.app_id, [(topic, partition)])
         except KafkaException as exc:
             raise BrokerError(f"reading partition {partition}'s committed offset: {exc}") from exc
-        finally:
-            probe.close()
+        return got.get((topic, partition))
 
     async def has_records(self, partition: int, start: int, end: int) -> bool:
         found: bool = await self._run(self._has_records, partition, start, end)
