@@ -812,6 +812,11 @@ class Bench:
         result["skipped"] = self.skipped
         result["contenders"] = {r["key"]: DESCRIPTIONS[r["key"]] for r in result["throughput"]}
         result["notes"] = self.notes + default_notes(cfg)
+        if not result.get("machine", {}).get("psutil"):
+            result["notes"].append(
+                "Memory and CPU columns: not sampled, psutil is not installed "
+                "(pip install 'fraudstream[bench]', which `make bench` does)."
+            )
         result["elapsed_s"] = round(time.monotonic() - t_run, 1)
         shutil.rmtree(self.tmp, ignore_errors=True)
         return result

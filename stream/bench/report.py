@@ -62,8 +62,14 @@ def _n(x: Any, digits: int = 0) -> str:
     return f"{x:,}" if isinstance(x, int) else str(x)
 
 
+def _sampled(result: dict[str, Any]) -> bool:
+    """Whether process memory and CPU were sampled (psutil, in the ``bench`` extra)."""
+    return bool(result.get("machine", {}).get("psutil"))
+
+
 def throughput_rows(result: dict[str, Any]) -> list[list[str]]:
     rows = []
+    sampled = _sampled(result)
     for r in result.get("throughput", []):
         rows.append(
             [
@@ -73,8 +79,8 @@ def throughput_rows(result: dict[str, Any]) -> list[list[str]]:
                 _n(r["seconds"], 2),
                 _n(r["tx_per_s"]),
                 _n(r["startup_s"], 1),
-                " + ".join(_n(m, 0) for m in r["peak_rss_mb"]) or "–",
-                _n(r["cpu_us_per_tx"]),
+                (" + ".join(_n(m, 0) for m in r["peak_rss_mb"]) or "–") if sampled else "–",
+                _n(r["cpu_us_per_tx"]) if sampled else "–",
                 r["note"],
             ]
         )
@@ -84,6 +90,7 @@ def throughput_rows(result: dict[str, Any]) -> list[list[str]]:
 
 
 def latency_rows(result: dict[str, Any]) -> list[list[str]]:
+    sampled = _sampled(result)
     return [
         [
             _n(r["offered_rate"]),
@@ -93,7 +100,11 @@ def latency_rows(result: dict[str, Any]) -> list[list[str]]:
             _n(r["p95_ms"], 1),
             _n(r["p99_ms"], 1),
             _n(r["max_ms"], 1),
-            f"{_n(r['rss_start_mb'])}→{_n(r['rss_end_mb'])} ({r['rss_growth_pct']:+.1f}%)",
+            (
+                f"{_n(r['rss_start_mb'])}→{_n(r['rss_end_mb'])} ({r['rss_growth_pct']:+.1f}%)"
+                if sampled
+                else "–"
+            ),
             r["note"],
         ]
         for r in result.get("latency", [])
@@ -101,6 +112,7 @@ def latency_rows(result: dict[str, Any]) -> list[list[str]]:
 
 
 def api_rows(result: dict[str, Any]) -> list[list[str]]:
+    sampled = _sampled(result)
     return [
         [
             r["tool"],
@@ -112,8 +124,8 @@ def api_rows(result: dict[str, Any]) -> list[list[str]]:
             _n(r["non_200"]),
             _n(r["errors"]),
             _n(r["seconds"], 1),
-            _n(r["cpu_us_per_request"]),
-            _n(r["rss_mb"]),
+            _n(r["cpu_us_per_request"]) if sampled else "–",
+            _n(r["rss_mb"]) if sampled else "–",
             r["note"],
         ]
         for r in result.get("api", [])

@@ -141,7 +141,7 @@ def group_committed_offsets(
 
     Through the admin API on purpose: a short-lived consumer carrying the worker's own group id
     (what ``Consumer.committed`` needs) was measured to slow the worker's read_committed
-    fetches to about one per second for the rest of its life (librdkafka 2.16, Kafka 4.1)."""
+    fetches to about one per second for the rest of its life (librdkafka 2.12, Kafka 4.1)."""
     from confluent_kafka import ConsumerGroupTopicPartitions
     from confluent_kafka.admin import AdminClient
 
