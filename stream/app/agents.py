@@ -1096,7 +1096,7 @@ def install(fa: FraudApp, output: Output | None = None, writers: TxnWriters | No
             if tp in consumer.assignment():
                 await consumer.seek(tp, start)
 
-    @app.timer(interval=5.0)
+    @app.timer(interval=1.0)
     async def measure_lag() -> None:
         consumer = app.consumer
         read = getattr(consumer, "_read_offset", {})
