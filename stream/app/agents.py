@@ -1038,17 +1038,10 @@ def install(fa: FraudApp, output: Output | None = None, writers: TxnWriters | No
 
     join_topic_names = {s.topic_decisions, s.topic_feedback}
 
-    async def restart_join_offsets(_sender: Any, assigned: Any, **_kw: Any) -> None:
+    async def restart_join_offsets(_sender: Any, _assigned: Any, **_kw: Any) -> None:
         # Faust seeks every assigned partition to its committed offset: first records again.
-        mine = {tp for tp in assigned if tp.topic in join_topic_names}
-        for tp in mine:
-            join_handler.offsets.reset(tp)
-        join_handler.offsets.keep_only(mine)
+        join_handler.offsets.clear()
 
-    if "join" in s.role_set:
-        app.on_partitions_assigned.connect(cast(Any, restart_join_offsets))
-
-    @app.timer(interval=1.0)
     async def check_join_heads() -> None:
         """Before the join commits past the first record it got after an assignment or a
         seek, check the offsets between the group's committed offset and that record: commit
@@ -1068,8 +1061,8 @@ def install(fa: FraudApp, output: Output | None = None, writers: TxnWriters | No
                 s.app_id,
                 [(tp.topic, tp.partition) for tp in tps],
             )
-        except Exception:  # the broker may be away; the next tick tries again
-            log.warning("could not read the join's committed offsets", exc_info=True)
+        except BrokerError as exc:  # the broker may be away; the next tick tries again
+            log.warning("%s", exc)
             return
         consumer: Any = app.consumer
         for tp in tps:
@@ -1095,6 +1088,10 @@ def install(fa: FraudApp, output: Output | None = None, writers: TxnWriters | No
             join_handler.offsets.reset(tp)
             if tp in consumer.assignment():
                 await consumer.seek(tp, start)
+
+    if "join" in s.role_set:
+        app.on_partitions_assigned.connect(cast(Any, restart_join_offsets))
+        app.timer(interval=1.0)(check_join_heads)
 
     @app.timer(interval=1.0)
     async def measure_lag() -> None:

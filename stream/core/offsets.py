@@ -35,9 +35,10 @@ class InOrderOffsets(Generic[K]):
         self._next.pop(tp, None)
         self._first.pop(tp, None)
 
-    def keep_only(self, tps: set[K]) -> None:
-        for tp in [tp for tp in self._next if tp not in tps]:
-            self.reset(tp)
+    def clear(self) -> None:
+        """After a rebalance every partition starts over from its committed offset."""
+        self._next.clear()
+        self._first.clear()
 
     def to_verify(self) -> dict[K, int]:
         """Partitions whose first record since a reset is not checked yet -> its offset."""

@@ -6,7 +6,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from stream.errors import BrokerError
 from stream.settings import Settings
@@ -147,10 +147,16 @@ def group_committed_offsets(
 
     admin = AdminClient({**settings.kafka_client_config(), "socket.timeout.ms": 5000})
     request = ConsumerGroupTopicPartitions(group_id, [TopicPartition(t, p) for t, p in tps])
-    futures = admin.list_consumer_group_offsets(
-        [request], require_stable=True, request_timeout=timeout
-    )
-    got = futures[group_id].result(timeout)
+    try:
+        futures = admin.list_consumer_group_offsets(
+            [request], require_stable=True, request_timeout=timeout
+        )
+        got = futures[group_id].result(timeout)
+    except (KafkaException, TimeoutError) as exc:
+        raise BrokerError(
+            f"reading group {group_id!r}'s committed offsets failed: {exc or 'timed out'}; "
+            "check that the broker is reachable"
+        ) from exc
     return {
         (str(tp.topic), int(tp.partition)): (int(tp.offset) if tp.offset >= 0 else None)
         for tp in got.topic_partitions or []

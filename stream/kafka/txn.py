@@ -287,10 +287,7 @@ class TransactionalWriters:
 
     def _committed_offset(self, partition: int) -> int | None:
         topic = self.s.topic_transactions
-        try:
-            got = group_committed_offsets(self.s, self.s.app_id, [(topic, partition)])
-        except KafkaException as exc:
-            raise BrokerError(f"reading partition {partition}'s committed offset: {exc}") from exc
+        got = group_committed_offsets(self.s, self.s.app_id, [(topic, partition)])
         return got.get((topic, partition))
 
     async def has_records(self, partition: int, start: int, end: int) -> bool:

@@ -33,11 +33,13 @@ def test_reset_makes_the_next_record_a_first_one_again() -> None:
     assert offs.committable("p0", 2) == 4
 
 
-def test_keep_only_forgets_partitions_given_away() -> None:
+def test_clear_starts_every_partition_over() -> None:
     offs: InOrderOffsets[str] = InOrderOffsets()
     for tp in ("p0", "p1"):
         offs.handled(tp, 7)
         offs.verified(tp, 7)
-    offs.keep_only({"p1"})
+    offs.clear()
     assert offs.committable("p0", None) is None
-    assert offs.committable("p1", None) == 8
+    assert offs.committable("p1", None) is None
+    offs.handled("p1", 8)
+    assert offs.to_verify() == {"p1": 8}
