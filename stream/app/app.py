@@ -75,10 +75,15 @@ class FraudApp:
     join_handler: Any = None
 
 
+# The longest the broker may hold an empty fetch of the worker's Faust consumer (see below).
+FETCH_MAX_WAIT_MS = 20
+
+
 def read_committed_consumer() -> None:
     """Faust reads with ``read_committed`` only in its own exactly-once mode, which we do not
     use (it ties a transaction to the *output* partition). The join reads decisions written
-    in the scoring path's transactions, and must never see an aborted one."""
+    in the scoring path's transactions, and must never see an aborted one. It also shortens
+    how long the broker may hold an empty fetch (see ``FETCH_MAX_WAIT_MS``)."""
     from faust.transport.drivers import aiokafka as driver
 
     cls = driver.AIOKafkaConsumerThread
@@ -89,6 +94,13 @@ def read_committed_consumer() -> None:
     def create_read_committed(self: Any, transport: Any) -> Any:
         consumer = create(self, transport)
         consumer._isolation_level = "read_committed"  # read by AIOKafkaConsumer.start()
+        # Faust asks the broker to hold a fetch for up to 1.5 s, and aiokafka keeps one fetch
+        # in flight per broker, leaving out partitions whose records are still buffered. When
+        # every `transactions` partition had records buffered, the next fetch held only the
+        # tables' idle changelog partitions, and the broker held it for the full 1.5 s while
+        # new transactions waited behind it: a standing ~1.5 s lag at 1,000/s with the worker
+        # half idle (docs/benchmark.md). A short hold bounds that wait.
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
         return consumer
 
     cls._create_worker_consumer = create_read_committed  # type: ignore[method-assign]
