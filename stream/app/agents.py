@@ -903,6 +903,84 @@ def _age_s(decided_at: str, reported_at: str) -> float:
     return (b - a).total_seconds()
 
 
+class _Record:
+    """A fetched record of `transactions`, as the scoring path reads it: event and message in
+    one object (``handle`` reads ``event.message``)."""
+
+    __slots__ = ("key", "offset", "partition", "timestamp", "topic", "tp", "value")
+
+    def __init__(self, tp: Any, record: Any) -> None:
+        self.tp = tp
+        self.topic = tp.topic
+        self.partition = tp.partition
+        self.offset = record.offset
+        self.key = record.key
+        self.value = record.value
+        ts = record.timestamp
+        self.timestamp = None if ts is None else ts / 1000.0
+
+    @property
+    def message(self) -> _Record:
+        return self
+
+
+def divert_records(consumer: Any, topic: str, feed: asyncio.Queue[list[Any]]) -> None:
+    """Take ``topic``'s records from Faust's consumer a fetch at a time, before Faust delivers
+    them one by one.
+
+    Faust hands every record to its agent separately (an ``asyncio.wait`` of two tasks, an
+    event, a stream queue and a take-buffer step each): that cost as much CPU per transaction
+    as deciding it (docs/benchmark.md). The scoring path needs none of it. It keeps its own
+    offsets, committed in its transactions, and orders and checks each partition's records
+    itself (``TransactionHandler._contiguous``). Faust still owns the group membership, the
+    assignment, the fetching and the rebalance protocol; records fetched while its flow is
+    stopped for a rebalance are dropped, as Faust drops its own, and fetched again after the
+    seek to the committed offsets. A full feed holds the fetch loop (back-pressure)."""
+    if getattr(consumer, "_fraudstream_diverted", False):
+        return
+    fetch = consumer._wait_next_records
+
+    async def wait_next_records(timeout: float) -> tuple[Any, Any]:  # noqa: ASYNC109 - Faust's
+        records, active = await fetch(timeout)
+        if records:
+            mine = [tp for tp in records if tp.topic == topic]
+            batch = [
+                _Record(tp, rec)
+                for tp in mine
+                for rec in records.pop(tp)
+                if active is None or tp in active
+            ]
+            if batch and consumer.flow_active:
+                await feed.put(batch)
+        return records, active
+
+    setattr(consumer, "_wait_next_records", wait_next_records)  # noqa: B010
+    setattr(consumer, "_fraudstream_diverted", True)  # noqa: B010
+
+
+async def decide_batches(
+    feed: asyncio.Queue[list[Any]], handler: TransactionHandler, batch_size: int
+) -> None:
+    """Decide what ``divert_records`` feeds, in batches of at most ``batch_size``. A failure
+    here is a bug, not bad input (that is dead-lettered inside ``handle``): the worker exits,
+    and its restart decides the uncommitted events again from the committed offsets."""
+    pending: list[Any] = []
+    try:
+        while True:
+            if not pending:
+                pending = await feed.get()
+            while len(pending) < batch_size and not feed.empty():
+                pending.extend(feed.get_nowait())
+            batch, pending = pending[:batch_size], pending[batch_size:]
+            await handler.handle(batch)
+    except asyncio.CancelledError:
+        raise
+    except BaseException:
+        log.critical("deciding transactions failed; exiting", exc_info=True)
+        logging.shutdown()
+        os._exit(70)
+
+
 def install(fa: FraudApp, output: Output | None = None, writers: TxnWriters | None = None) -> None:
     app = fa.app
     s = fa.settings
@@ -958,8 +1036,15 @@ def install(fa: FraudApp, output: Output | None = None, writers: TxnWriters | No
 
     async def score_transactions(stream: Any) -> None:
         hook_commit()
-        async for events in stream.take_events(s.batch_size, within):
-            await tx_handler.handle(events)
+        feed: asyncio.Queue[list[Any]] = asyncio.Queue(maxsize=2)
+        divert_records(app.consumer, s.topic_transactions, feed)
+        decide_fed = asyncio.ensure_future(decide_batches(feed, tx_handler, s.batch_size))
+        try:
+            # Only what Faust delivered before the diversion (and agent tests) comes this way.
+            async for events in stream.take_events(s.batch_size, within):
+                await tx_handler.handle(events)
+        finally:
+            decide_fed.cancel()
 
     async def on_assigned(_sender: Any, assigned: Any, **_kw: Any) -> None:
         await tx_handler.on_assigned(
