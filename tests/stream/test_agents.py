@@ -47,10 +47,11 @@ import numpy as np
 import orjson
 import pytest
 from aiokafka.partitioner import murmur2
+from faust.types import TP
 from faust.types.tuples import Message
 from prometheus_client import REGISTRY
 
-from stream.app.agents import Barrier, Output
+from stream.app.agents import Barrier, Output, decide_batches, divert_records
 from stream.app.app import FraudApp, create_app
 from stream.app.serving import ServingManager
 from stream.core import engine, features
@@ -712,6 +713,93 @@ def test_partitions_given_away_are_let_go(tmp_path: Path) -> None:
             await handler.on_assigned({0})
             assert handler.store.partitions() == {0}
             assert r.writers.closed == [1]
+
+    run(body)
+
+
+class FetchingConsumer:
+    """The two things ``divert_records`` uses of Faust's consumer: its fetch step, answering
+    with the record maps queued here, and its flow flag."""
+
+    def __init__(self) -> None:
+        self.flow_active = True
+        self.fetches: list[dict[Any, list[Any]]] = []
+
+    async def _wait_next_records(self, timeout: float) -> tuple[Any, Any]:
+        return self.fetches.pop(0), None
+
+
+@dataclass(frozen=True)
+class Fetched:  # the fields of an aiokafka ConsumerRecord that the scoring path reads
+    offset: int
+    key: bytes
+    value: bytes
+    timestamp: int
+
+
+def test_fetched_transactions_are_decided_a_fetch_at_a_time_in_batches(tmp_path: Path) -> None:
+    """The production path: records leave Faust's fetch step before its per-event delivery,
+    other topics' records stay with Faust, and the handler gets batches of at most the batch
+    size, in offset order per partition. Records fetched while Faust's flow is stopped (a
+    rebalance) are dropped, to be fetched again after the seek."""
+
+    async def body() -> None:
+        async with rig(tmp_path) as r:
+            tx_topic = r.s.topic_transactions
+            fetched = {
+                TP(tx_topic, p): [
+                    Fetched(
+                        o,
+                        f"c-{p}-{o % 2}".encode(),
+                        tx_bytes(f"tx-{p}-{o}", f"c-{p}-{o % 2}"),
+                        1_700_000_000_123 + o,
+                    )
+                    for o in range(5)
+                ]
+                for p in (0, 1)
+            }
+            other = TP(r.s.topic_feedback, 0)
+            consumer = FetchingConsumer()
+            consumer.fetches.append({**fetched, other: ["kept"]})
+            batches: list[list[tuple[int, int]]] = []
+            handler = r.fa.tx_handler
+            handle = handler.handle
+
+            async def recording_handle(events: Sequence[Any]) -> None:
+                batches.append([(ev.message.partition, ev.message.offset) for ev in events])
+                assert all(ev.message.timestamp % 1 > 0.12 for ev in events)  # ms → seconds
+                await handle(events)
+
+            handler.handle = recording_handle  # type: ignore[method-assign]
+            feed: asyncio.Queue[list[Any]] = asyncio.Queue(maxsize=2)
+            divert_records(consumer, tx_topic, feed)
+            task = asyncio.ensure_future(decide_batches(feed, handler, 3))
+            try:
+                left, _ = await consumer._wait_next_records(1.0)
+                assert left == {other: ["kept"]}
+                deadline = time.monotonic() + 10
+                while len(r.decisions()) < 10:
+                    assert time.monotonic() < deadline, "the fed records were not decided"
+                    await asyncio.sleep(0.01)
+                assert sorted(r.decisions()) == sorted(
+                    f"tx-{p}-{o}" for p in (0, 1) for o in range(5)
+                )
+                assert all(len(b) <= 3 for b in batches)
+                for p in (0, 1):
+                    seen = [o for b in batches for q, o in b if q == p]
+                    assert seen == list(range(5))
+                assert handler.next_offset == {0: 5, 1: 5}
+
+                consumer.flow_active = False
+                late = {TP(tx_topic, 0): [Fetched(5, b"c-0-1", tx_bytes("tx-late", "c-0-1"), 1)]}
+                consumer.fetches.append(dict(late))
+                left, _ = await consumer._wait_next_records(1.0)
+                assert left == {}
+                await asyncio.sleep(0.1)
+                assert "tx-late" not in r.decisions()
+                assert feed.empty()
+            finally:
+                task.cancel()
 
     run(body)
 
