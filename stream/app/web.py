@@ -56,9 +56,23 @@ def install(fa: FraudApp) -> None:
     @app.page("/readyz")
     async def readyz(web: Any, request: Any) -> Any:
         models_ok = fa.serving.current is not None
-        assigned = bool(app.consumer.assignment()) if app.consumer else False
-        ready = models_ok and assigned and not app.rebalancing
-        body = {"ready": ready, "models_loaded": models_ok, "partitions_assigned": assigned}
+        assignment = app.consumer.assignment() if app.consumer else set()
+        assigned = bool(assignment)
+        # A scoring partition can decide once its transaction is open (earlier owners fenced,
+        # card records restored); until then its first transactions would wait.
+        handler = fa.tx_handler
+        opened = handler is None or all(
+            handler.store.owns(tp.partition)
+            for tp in assignment
+            if tp.topic == fa.settings.topic_transactions
+        )
+        ready = models_ok and assigned and opened and not app.rebalancing
+        body = {
+            "ready": ready,
+            "models_loaded": models_ok,
+            "partitions_assigned": assigned,
+            "partitions_open": opened,
+        }
         return web.json(body, status=200 if ready else 503)
 
     @app.page("/v1/models")
