@@ -279,6 +279,12 @@ class TransactionHandler:
         self.began: dict[int, float] = {}
         # partition -> (offset sought back to, when): events past it wait for the refetch
         self.rewinding: dict[int, tuple[int, float]] = {}
+        # Commits run in the background, one per partition at a time; while a partition's
+        # commit runs, its producer cannot take records, so its new events wait in
+        # ``deferred`` (in offset order) and the other partitions keep deciding.
+        self.committing: dict[int, asyncio.Task[None]] = {}
+        self.deferred: dict[int, list[Any]] = {}
+        self._undeferring: set[asyncio.Task[None]] = set()
         self.fence = PauseFence(float(fa.app.conf.broker_session_timeout) * 0.8)
         # Events buffered before a rebalance may belong to partitions given away since; their
         # new owner reads them again from the committed offset. (Off in agent tests, which
@@ -343,7 +349,9 @@ class TransactionHandler:
         transaction a dead owner left behind is aborted now rather than at its timeout."""
         async with self.lock:
             for p in sorted(self.store.partitions() - partitions):
-                await self._let_go(p, abort=self._dirty(p))
+                await self._settled(p)
+                if self.store.owns(p):  # (a fenced commit lets go of its partition itself)
+                    await self._let_go(p, abort=self._dirty(p))
         for p in partitions:
             if not self.store.owns(p) and p not in self.opening:
                 self.opening[p] = asyncio.ensure_future(self._open(p))
@@ -359,6 +367,7 @@ class TransactionHandler:
         self.store.drop(p)
         for table in (self.inflight, self.next_offset, self.seq, self.committed_seq):
             table.pop(p, None)
+        self.deferred.pop(p, None)  # the new owner decides them from the committed offset
         self.rewinding.pop(p, None)
         with contextlib.suppress(KeyError):
             metrics.CARD_RECORDS.remove(str(p))
@@ -403,13 +412,42 @@ class TransactionHandler:
                 return
             parts = {ev.message.partition for ev in mine}
             await asyncio.gather(*(self.ensure_open(p) for p in parts))
-            mine = await self._contiguous(mine)
-            self._process(mine)
+            ready = []
             for ev in mine:
                 p = ev.message.partition
-                self.inflight[p].append(ev)
-                self.next_offset[p] = max(self.next_offset.get(p, 0), ev.message.offset + 1)
-            await self._commit_due()
+                if p in self.committing or p in self.deferred:
+                    self.deferred.setdefault(p, []).append(ev)
+                else:
+                    ready.append(ev)
+            await self._take(ready)
+            self._start_due()
+
+    async def _take(self, events: list[Any]) -> None:
+        """Decide events of partitions not committing into their open transactions."""
+        if not events:
+            return
+        events = await self._contiguous(events)
+        self._process(events)
+        for ev in events:
+            p = ev.message.partition
+            self.inflight[p].append(ev)
+            self.next_offset[p] = max(self.next_offset.get(p, 0), ev.message.offset + 1)
+
+    async def _undefer(self, p: int) -> None:
+        """After partition ``p``'s commit: decide the events that waited for it."""
+        try:
+            async with self.lock:
+                if p in self.committing:
+                    return  # a newer commit started meanwhile; it will call this again
+                events = self.deferred.pop(p, [])
+                if events and self.store.owns(p):
+                    await self._take(events)
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            log.critical("deciding partition %d's waiting events failed; exiting", p, exc_info=True)
+            logging.shutdown()
+            os._exit(70)
 
     async def _contiguous(self, events: list[Any]) -> list[Any]:
         """Keep each partition's events gap-free from its next offset.
@@ -465,21 +503,28 @@ class TransactionHandler:
         """One transaction from the HTTP API, through exactly the stream's path; answered once
         its transaction is committed."""
         ev = _Anchor(self.s.topic_transactions, partition, raw, tx.card_id.encode())
-        async with self.lock:
-            if not self._assigned(partition):
-                raise BrokerError(
-                    f"partition {partition} is not assigned to this worker (a rebalance is in "
-                    "progress); retry the request"
-                )
-            await self.ensure_open(partition)
-            results = self._decide([tx], [ev])
-            self.inflight[partition].append(ev)
-            upto = self.seq[partition]
-        # Waiting outside the lock lets concurrent requests share one commit.
-        async with self.lock:
-            if self.committed_seq.get(partition, upto) < upto:
-                await self._commit(partition)
-        return results[0]
+        while True:
+            async with self.lock:
+                if not self._assigned(partition):
+                    raise BrokerError(
+                        f"partition {partition} is not assigned to this worker (a rebalance is "
+                        "in progress); retry the request"
+                    )
+                await self.ensure_open(partition)
+                running = self.committing.get(partition)
+                if running is None:
+                    results = self._decide([tx], [ev])
+                    self.inflight[partition].append(ev)
+                    upto = self.seq[partition]
+                    break
+            await asyncio.wait({running})
+        # Concurrent requests share one commit.
+        while True:
+            async with self.lock:
+                if self.committed_seq.get(partition, upto) >= upto:
+                    return results[0]
+                running = self.committing.get(partition) or self._start_commit(partition)
+            await asyncio.wait({running})
 
     def _send(
         self, p: int, topic: str, key: bytes | None, value: bytes | None, headers: Any = None
@@ -590,15 +635,47 @@ class TransactionHandler:
 
     # --- committing ------------------------------------------------------------------------
 
-    async def _commit_due(self) -> None:
+    def _start_due(self) -> None:
+        """Start the commit of every partition whose transaction has been open for the
+        interval (call with the lock held)."""
         now = time.monotonic()
-        due = [
-            p
-            for p in self.store.partitions()
-            if now - self.began.get(p, now) >= self.interval_s and self._dirty(p)
-        ]
-        if due:
-            await asyncio.gather(*(self._commit(p) for p in due))
+        for p in self.store.partitions():
+            if (
+                p not in self.committing
+                and now - self.began.get(p, now) >= self.interval_s
+                and self._dirty(p)
+            ):
+                self._start_commit(p)
+
+    def _start_commit(self, p: int) -> asyncio.Task[None]:
+        task = self.committing[p] = asyncio.ensure_future(self._commit_in_background(p))
+        return task
+
+    async def _commit_in_background(self, p: int) -> None:
+        try:
+            await self._commit(p)
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            # _commit handles what Kafka can answer; anything else is a bug: exit, and the
+            # restart decides the uncommitted events again from the committed offset.
+            log.critical("committing partition %d failed; exiting", p, exc_info=True)
+            logging.shutdown()
+            os._exit(70)
+        finally:
+            self.committing.pop(p, None)
+        if self.deferred.get(p):
+            # A task of its own: it takes the lock, which a caller waiting for this commit
+            # (a rebalance) may hold.
+            task = asyncio.ensure_future(self._undefer(p))
+            self._undeferring.add(task)
+            task.add_done_callback(self._undeferring.discard)
+
+    async def _settled(self, p: int) -> None:
+        """Wait for partition ``p``'s running commit, if any (it does not take the lock)."""
+        running = self.committing.get(p)
+        if running is not None:
+            await asyncio.wait({running})
 
     def _dirty(self, p: int) -> bool:
         return bool(self.inflight.get(p)) or self.seq.get(p, 0) > self.committed_seq.get(p, 0)
@@ -606,13 +683,25 @@ class TransactionHandler:
     async def commit_due(self) -> None:
         """Timer: commit partitions whose transaction has been open for the interval."""
         async with self.lock:
-            await self._commit_due()
+            self._start_due()
 
     async def commit_all(self) -> None:
-        """Commit every open transaction (before Faust commits, rebalances or stops)."""
-        async with self.lock:
-            dirty = [p for p in self.store.partitions() if self._dirty(p)]
-            await asyncio.gather(*(self._commit(p) for p in dirty))
+        """Commit every open transaction, deferred events included (before Faust commits,
+        rebalances or stops)."""
+        while True:
+            running = list(self.committing.values())
+            if running:
+                await asyncio.wait(running)
+            async with self.lock:
+                if self.committing:
+                    continue  # started while this waited for the lock: wait for it too
+                for p in list(self.deferred):
+                    events = self.deferred.pop(p)
+                    if self.store.owns(p):
+                        await self._take(events)
+                dirty = [p for p in self.store.partitions() if self._dirty(p)]
+                await asyncio.gather(*(self._commit(p) for p in dirty))
+                return
 
     async def _commit(self, p: int) -> None:
         for attempt in range(1, 31):

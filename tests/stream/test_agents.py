@@ -625,6 +625,72 @@ def test_an_aborted_transaction_is_decided_again_from_the_state_it_saw(tmp_path:
     run(body)
 
 
+class GatedWriters(RecordingWriters):
+    """Commits of the partitions in ``held`` wait until the test opens the gate."""
+
+    def __init__(self, out: RecordingOutput) -> None:
+        super().__init__(out)
+        self.held: set[int] = set()
+        self.gate = asyncio.Event()
+        self.waiting = asyncio.Event()
+
+    async def commit(self, partition: int, next_offset: int | None) -> None:
+        if partition in self.held:
+            self.waiting.set()
+            await self.gate.wait()
+        await super().commit(partition, next_offset)
+
+
+def test_a_partition_committing_holds_its_events_and_the_others_keep_deciding(
+    tmp_path: Path,
+) -> None:
+    """Commits run in the background: while partition 0's transaction commits, its new events
+    wait (its producer cannot take records), partition 1's are decided at once, and partition
+    0's are decided after the commit, in offset order, into its next transaction."""
+    writers = GatedWriters(RecordingOutput())
+
+    async def body() -> None:
+        async with rig(tmp_path, writers=writers) as r:
+            handler = r.fa.tx_handler
+            handler.interval_s = 0.0  # every batch starts the commit of its dirty partitions
+            writers.held = {0}
+            topic = r.s.topic_transactions
+
+            async def one(tid: str, card: str, p: int) -> Any:
+                ev = await deliver(r.tx, topic, tx_bytes(tid, card), card.encode(), partition=p)
+                await settle(r.tx, [ev])
+                return ev
+
+            await one("tx-a", "card-0", 0)
+            await asyncio.wait_for(writers.waiting.wait(), 5)  # partition 0 is committing
+            late = [await one(f"tx-b{i}", "card-0", 0) for i in range(2)]
+            await one("tx-c", "card-1", 1)
+            decided = r.decisions()
+            assert "tx-c" in decided
+            assert "tx-b0" not in decided
+            assert "tx-b1" not in decided
+            assert [ev.message.offset for ev in handler.deferred[0]] == [
+                ev.message.offset for ev in late
+            ]
+
+            writers.gate.set()
+            deadline = time.monotonic() + 5
+            while "tx-b1" not in r.decisions():
+                assert time.monotonic() < deadline, "the held events were not decided"
+                await asyncio.sleep(0.01)
+            assert handler.deferred == {}
+            await handler.commit_all()
+            committed = [x.key for x in writers.committed_on(r.s.topic_decisions)]
+            assert sorted(committed) == [b"tx-a", b"tx-b0", b"tx-b1", b"tx-c"]
+            assert committed.index(b"tx-b0") < committed.index(b"tx-b1")
+            assert handler.next_offset[0] == late[-1].message.offset + 1
+            rec = await r.card("card-0")
+            assert rec is not None
+            assert list(rec.seen) == ["tx-a", "tx-b0", "tx-b1"]
+
+    run(body)
+
+
 def test_a_new_owner_restores_committed_card_state_only(tmp_path: Path) -> None:
     writers: RecordingWriters | None = None
 
