@@ -55,8 +55,8 @@ class Settings(BaseSettings):
     # Which agents this worker runs: "score" (transactions → decisions), "join" (feedback →
     # outcomes), or both. Split them to scale scoring and the join apart.
     roles: str = Field(default="score,join", pattern=r"^\s*(score|join)\s*(,\s*(score|join)\s*)?$")
+    # The most transactions decided in one batch: a fetch is decided in batches of this size.
     batch_size: int = Field(default=512, ge=1, le=10_000)
-    batch_within_ms: float = Field(default=5.0, gt=0)
     dedup_window_hours: float = Field(default=24.0, gt=0)
     # Each owned partition's Kafka transaction (decisions, scores, dead letters, card state and
     # offset) is committed this often: read_committed readers see decisions up to this late.

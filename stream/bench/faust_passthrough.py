@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 BATCH = 512  # the worker's batch_size
-WITHIN_S = 0.005  # the worker's batch_within_ms / 1000
+WITHIN_S = 0.005  # what the worker's scoring agent used before it took whole fetches
 
 
 def build(pipe: Any) -> Any:

@@ -377,7 +377,7 @@ class Bench:
             **topics,
         }
         # Worker tuning under test, passed through from the bench's own environment.
-        for knob in ("batch_size", "batch_within_ms", "table_store"):
+        for knob in ("batch_size", "table_store"):
             if os.environ.get(f"FRAUD_{knob.upper()}"):
                 values[knob] = os.environ[f"FRAUD_{knob.upper()}"]
         if i == 0:
