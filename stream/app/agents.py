@@ -1022,9 +1022,10 @@ class _Record:
         return self
 
 
-def divert_records(consumer: Any, topic: str, feed: asyncio.Queue[list[Any]]) -> None:
+def divert_records(consumer: Any, topic: str) -> asyncio.Queue[list[Any]]:
     """Take ``topic``'s records from Faust's consumer a fetch at a time, before Faust delivers
-    them one by one.
+    them one by one; returns the feed they arrive on (the same feed on every call, so that an
+    agent Faust restarts drains what the earlier one left).
 
     Faust hands every record to its agent separately (an ``asyncio.wait`` of two tasks, an
     event, a stream queue and a take-buffer step each): that cost as much CPU per transaction
@@ -1034,8 +1035,10 @@ def divert_records(consumer: Any, topic: str, feed: asyncio.Queue[list[Any]]) ->
     assignment, the fetching and the rebalance protocol; records fetched while its flow is
     stopped for a rebalance are dropped, as Faust drops its own, and fetched again after the
     seek to the committed offsets. A full feed holds the fetch loop (back-pressure)."""
-    if getattr(consumer, "_fraudstream_diverted", False):
-        return
+    existing: asyncio.Queue[list[Any]] | None = getattr(consumer, "_fraudstream_feed", None)
+    if existing is not None:
+        return existing
+    feed: asyncio.Queue[list[Any]] = asyncio.Queue(maxsize=2)
     fetch = consumer._wait_next_records
 
     async def wait_next_records(timeout: float) -> tuple[Any, Any]:  # noqa: ASYNC109 - Faust's
@@ -1053,7 +1056,8 @@ def divert_records(consumer: Any, topic: str, feed: asyncio.Queue[list[Any]]) ->
         return records, active
 
     setattr(consumer, "_wait_next_records", wait_next_records)  # noqa: B010
-    setattr(consumer, "_fraudstream_diverted", True)  # noqa: B010
+    setattr(consumer, "_fraudstream_feed", feed)  # noqa: B010
+    return feed
 
 
 async def decide_batches(
@@ -1136,8 +1140,7 @@ def install(fa: FraudApp, output: Output | None = None, writers: TxnWriters | No
 
     async def score_transactions(stream: Any) -> None:
         hook_commit()
-        feed: asyncio.Queue[list[Any]] = asyncio.Queue(maxsize=2)
-        divert_records(app.consumer, s.topic_transactions, feed)
+        feed = divert_records(app.consumer, s.topic_transactions)
         decide_fed = asyncio.ensure_future(decide_batches(feed, tx_handler, s.batch_size))
         try:
             # Only what Faust delivered before the diversion (and agent tests) comes this way.

@@ -837,8 +837,8 @@ def test_fetched_transactions_are_decided_a_fetch_at_a_time_in_batches(tmp_path:
                 await handle(events)
 
             handler.handle = recording_handle  # type: ignore[method-assign]
-            feed: asyncio.Queue[list[Any]] = asyncio.Queue(maxsize=2)
-            divert_records(consumer, tx_topic, feed)
+            feed = divert_records(consumer, tx_topic)
+            assert divert_records(consumer, tx_topic) is feed  # a restarted agent: same feed
             task = asyncio.ensure_future(decide_batches(feed, handler, 3))
             try:
                 left, _ = await consumer._wait_next_records(1.0)
