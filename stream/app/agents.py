@@ -175,9 +175,7 @@ class Output:
         if barrier.failed is not None:
             # A record Kafka refused for good: exit without acking or committing, so a
             # restarted worker decides these transactions again instead of losing them.
-            log.critical("Kafka refused a record (%s); exiting without committing", barrier.failed)
-            logging.shutdown()
-            os._exit(70)
+            _exit_worker("Kafka refused a record (%s); exiting without committing", barrier.failed)
 
 
 class PauseFence:
@@ -240,6 +238,14 @@ class TxnWriters(Protocol):
 
 def card_changelog_topic(settings: Settings) -> str:
     return changelog_topic(settings, "card-state")
+
+
+def _exit_worker(message: str, *args: object, exc_info: bool = False) -> NoReturn:
+    """Exit with code 70 without writing more: a restart decides the uncommitted events again
+    from the committed offsets."""
+    log.critical(message, *args, exc_info=exc_info)
+    logging.shutdown()
+    os._exit(70)
 
 
 def _exit_fenced(exc: BaseException) -> NoReturn:
@@ -314,9 +320,7 @@ class TransactionHandler:
                     _exit_fenced(exc)
                 except BrokerError as exc:
                     if attempt == 10:
-                        log.critical("cannot open partition %d: %s; exiting", partition, exc)
-                        logging.shutdown()
-                        os._exit(70)
+                        _exit_worker("cannot open partition %d: %s; exiting", partition, exc)
                     log.warning("opening partition %d: %s; retrying", partition, exc)
                     await asyncio.sleep(min(10.0, 0.5 * 2**attempt))
         finally:
@@ -444,12 +448,8 @@ class TransactionHandler:
                 events = self.deferred.pop(p, [])
                 if events and self.store.owns(p):
                     await self._take(events)
-        except asyncio.CancelledError:
-            raise
-        except BaseException:
-            log.critical("deciding partition %d's waiting events failed; exiting", p, exc_info=True)
-            logging.shutdown()
-            os._exit(70)
+        except Exception:  # noqa: BLE001 - logged with its traceback; the worker exits
+            _exit_worker("deciding partition %d's waiting events failed; exiting", p, exc_info=True)
 
     async def _contiguous(self, events: list[Any]) -> list[Any]:
         """Keep each partition's events gap-free from its next offset.
@@ -656,14 +656,9 @@ class TransactionHandler:
     async def _commit_in_background(self, p: int) -> None:
         try:
             await self._commit(p)
-        except asyncio.CancelledError:
-            raise
-        except BaseException:
-            # _commit handles what Kafka can answer; anything else is a bug: exit, and the
-            # restart decides the uncommitted events again from the committed offset.
-            log.critical("committing partition %d failed; exiting", p, exc_info=True)
-            logging.shutdown()
-            os._exit(70)
+        except Exception:  # noqa: BLE001 - logged with its traceback; the worker exits
+            # _commit handles what Kafka can answer; anything else is a bug.
+            _exit_worker("committing partition %d failed; exiting", p, exc_info=True)
         finally:
             self.committing.pop(p, None)
         if self.deferred.get(p):
@@ -731,9 +726,7 @@ class TransactionHandler:
                 except BrokerError as failed:
                     # Kafka is still away: exit without writing more; a restarted worker
                     # fences this transaction and decides its events from the committed offset.
-                    log.critical("%s; exiting", failed)
-                    logging.shutdown()
-                    os._exit(70)
+                    _exit_worker("%s; exiting", failed)
                 self.store.abort(p)
                 # The aborted transaction's events, decided again into the next one.
                 self._process(self.inflight[p])
@@ -753,9 +746,7 @@ class TransactionHandler:
             self.began[p] = time.monotonic()
             metrics.CARD_RECORDS.labels(partition=str(p)).set(self.store.size(p))
             return
-        log.critical("partition %d: Kafka aborted 30 transactions in a row; exiting", p)
-        logging.shutdown()
-        os._exit(70)
+        _exit_worker("partition %d: Kafka aborted 30 transactions in a row; exiting", p)
 
 
 class JoinHandler:
@@ -1075,12 +1066,8 @@ async def decide_batches(
                 pending.extend(feed.get_nowait())
             batch, pending = pending[:batch_size], pending[batch_size:]
             await handler.handle(batch)
-    except asyncio.CancelledError:
-        raise
-    except BaseException:
-        log.critical("deciding transactions failed; exiting", exc_info=True)
-        logging.shutdown()
-        os._exit(70)
+    except Exception:  # noqa: BLE001 - logged with its traceback; the worker exits
+        _exit_worker("deciding transactions failed; exiting", exc_info=True)
 
 
 def install(fa: FraudApp, output: Output | None = None, writers: TxnWriters | None = None) -> None:

@@ -79,7 +79,7 @@ class FraudApp:
 FETCH_MAX_WAIT_MS = 20
 
 
-def read_committed_consumer() -> None:
+def configure_worker_consumer() -> None:
     """Faust reads with ``read_committed`` only in its own exactly-once mode, which we do not
     use (it ties a transaction to the *output* partition). The join reads decisions written
     in the scoring path's transactions, and must never see an aborted one. It also shortens
@@ -87,11 +87,11 @@ def read_committed_consumer() -> None:
     from faust.transport.drivers import aiokafka as driver
 
     cls = driver.AIOKafkaConsumerThread
-    if getattr(cls, "_fraudstream_read_committed", False):
+    if getattr(cls, "_fraudstream_configured", False):
         return
     create = cls._create_worker_consumer
 
-    def create_read_committed(self: Any, transport: Any) -> Any:
+    def create_worker_consumer(self: Any, transport: Any) -> Any:
         consumer = create(self, transport)
         consumer._isolation_level = "read_committed"  # read by AIOKafkaConsumer.start()
         # Faust asks the broker to hold a fetch for up to 1.5 s, and aiokafka keeps one fetch
@@ -103,8 +103,8 @@ def read_committed_consumer() -> None:
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
         return consumer
 
-    cls._create_worker_consumer = create_read_committed  # type: ignore[method-assign]
-    cls._fraudstream_read_committed = True  # type: ignore[attr-defined]
+    cls._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
+    cls._fraudstream_configured = True  # type: ignore[attr-defined]
 
 
 def keep_refetched_records(app: faust.App) -> None:
@@ -126,7 +126,7 @@ def create_app(
     settings: Settings, serving: ServingManager, output: Any = None, writers: Any = None
 ) -> FraudApp:
     """Build the app. ``output`` and ``writers`` replace the Kafka producers (agent tests)."""
-    read_committed_consumer()
+    configure_worker_consumer()
     (settings.data_dir / settings.app_id).mkdir(parents=True, exist_ok=True)
     brokers = [f"kafka://{b.strip()}" for b in settings.kafka_bootstrap.split(",") if b.strip()]
     app = faust.App(
