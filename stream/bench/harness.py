@@ -54,7 +54,7 @@ from stream.bench.common import (
     read_topic,
     record_count,
 )
-from stream.bench.procs import Proc, Sampler, python
+from stream.bench.procs import CpuSnapshot, Proc, Sampler, broker_process, python
 
 CONTENDERS = ("passthrough", "faust_passthrough", "handwritten", "naive", "peer", "worker")
 LABELS = {
@@ -137,6 +137,10 @@ class Throughput:
     peak_rss_mb: list[float] = field(default_factory=list)
     cpu_s: float = 0.0
     cpu_us_per_tx: float = 0.0
+    # While it ran (from ready to done): the broker's CPU per decision, and how busy the
+    # machine's cores were (every process on it, the bench's own included).
+    broker_cpu_us_per_tx: float | None = None
+    machine_busy_pct: float | None = None
     note: str = ""
 
 
@@ -154,6 +158,12 @@ class Latency:
     rss_start_mb: float = 0.0
     rss_end_mb: float = 0.0
     rss_growth_pct: float = 0.0
+    # CPU over the run, in percent of one core: the worker (all its threads), its main thread
+    # (where the decide loop runs), the broker; and how busy the machine's cores were.
+    worker_cpu_pct: float | None = None
+    main_thread_cpu_pct: float | None = None
+    broker_cpu_pct: float | None = None
+    machine_busy_pct: float | None = None
     note: str = ""
 
 
@@ -312,6 +322,8 @@ class Bench:
         self.input = f"bench-{self.uid}.transactions"
         self.notes: list[str] = []
         self.skipped: dict[str, str] = {}
+        self.broker_pid: int | None = None
+        self.broker_ps: Any = None
 
     @contextlib.contextmanager
     def broker(self) -> Iterator[str]:
@@ -323,6 +335,7 @@ class Bench:
         b = LocalBroker(self.tmp / "broker")
         self.log("starting a local Kafka broker …")
         info = b.start(port=None)
+        self.broker_pid = info.pid
         try:
             yield info.bootstrap
         finally:
@@ -510,7 +523,9 @@ class Bench:
             for p in procs:
                 p.sample()
                 cpu0 += p.cpu_s or 0.0
+            snap0 = CpuSnapshot.take(self.broker_ps)
             have = self._wait_done(procs, out_topics, n, time.monotonic() + cfg.cap_seconds)
+            snap1 = CpuSnapshot.take(self.broker_ps)
             cpu = -cpu0
             for p in procs:
                 p.sample()
@@ -567,6 +582,11 @@ class Bench:
         res.peak_rss_mb = [_mb(p.peak_rss) for p in procs]
         res.cpu_s = round(cpu, 2)
         res.cpu_us_per_tx = round(cpu / max(1, res.decided) * 1e6, 1)
+        if snap0 is not None and snap1 is not None:
+            res.machine_busy_pct = snap1.machine_busy_pct_since(snap0)
+            broker = snap1.broker_since(snap0)
+            if broker is not None:
+                res.broker_cpu_us_per_tx = round(broker / max(1, res.decided) * 1e6, 1)
         self.log(
             f"    {res.decided} in {res.seconds:.2f}s = {res.tx_per_s:,.0f} tx/s "
             f"(ready after {res.startup_s:.1f}s; peak RSS {res.peak_rss_mb} MB)"
@@ -602,6 +622,8 @@ class Bench:
                 tx_start = high_watermarks(probe, topic)
                 dec_start = high_watermarks(probe, decisions)
                 rss0 = w.sample()
+                cpu0, main0 = w.cpu_s, w.main_thread_cpu_s()
+                snap0 = CpuSnapshot.take(self.broker_ps)
                 self.log(
                     f"  offering {rate:,.0f}/s for {self.cfg.rate_seconds:.0f}s to one worker …"
                 )
@@ -620,7 +642,19 @@ class Bench:
                 self._wait_done([w], [decisions, env["FRAUD_TOPIC_DLQ"]], total,
                                 time.monotonic() + 60)  # fmt: skip
                 rss1 = w.sample()
+                cpu1, main1 = w.cpu_s, w.main_thread_cpu_s()
+                snap1 = CpuSnapshot.take(self.broker_ps)
                 res = Latency(rate, round(sent / elapsed, 1), round(elapsed, 2), sent, 0)
+                if snap0 is not None and snap1 is not None:
+                    wall = snap1.at - snap0.at
+
+                    def pct(a: float | None, b: float | None, wall: float = wall) -> float | None:
+                        return None if a is None or b is None else round(100 * (b - a) / wall, 1)
+
+                    res.worker_cpu_pct = pct(cpu0, cpu1)
+                    res.main_thread_cpu_pct = pct(main0, main1)
+                    res.broker_cpu_pct = pct(0.0, snap1.broker_since(snap0))
+                    res.machine_busy_pct = snap1.machine_busy_pct_since(snap0)
                 res.rss_start_mb, res.rss_end_mb = _mb(rss0), _mb(rss1)
                 res.rss_growth_pct = round((rss1 / rss0 - 1) * 100, 1) if rss0 else 0.0
                 created = {
@@ -768,6 +802,7 @@ class Bench:
         result["stages_us_per_tx"] = stage_costs(txs[:5000], cfg.models_dir)
         with self.broker() as bootstrap:
             self.bootstrap = bootstrap
+            self.broker_ps = broker_process(bootstrap, self.broker_pid)
             try:
                 self.log(f"preloading {cfg.n:,} transactions into {cfg.partitions} partitions …")
                 result["preload"] = self.preload(txs)
@@ -810,7 +845,7 @@ class Bench:
                 if cfg.bootstrap:
                     with contextlib.suppress(Exception):
                         self.cleanup_topics()
-        result["ratios"] = ratios(result["throughput"])
+        result["ratios"] = ratios(result["throughput"], os.cpu_count() or 1)
         result["skipped"] = self.skipped
         result["contenders"] = {r["key"]: DESCRIPTIONS[r["key"]] for r in result["throughput"]}
         result["notes"] = self.notes + default_notes(cfg)
@@ -824,9 +859,16 @@ class Bench:
         return result
 
 
-def ratios(rows: list[dict[str, Any]]) -> dict[str, float | None]:
+def ratios(rows: list[dict[str, Any]], cores: int) -> dict[str, float | None]:
     by = {r["key"]: r["tx_per_s"] for r in rows if r.get("tx_per_s")}
     w1 = by.get("worker-1")
+    # What the machine allows two workers at most: its cores spent on nothing but workers and
+    # the broker, at the CPU per transaction that one worker and the broker took.
+    one = next((r for r in rows if r["key"] == "worker-1"), None)
+    cpu_bound = None
+    if one and w1 and one.get("cpu_us_per_tx") and one.get("broker_cpu_us_per_tx") is not None:
+        per_tx_s = (one["cpu_us_per_tx"] + one["broker_cpu_us_per_tx"]) / 1e6
+        cpu_bound = round(cores / per_tx_s / w1, 3)
 
     def ratio(a: float | None, b: float | None) -> float | None:
         return round(a / b, 3) if a and b else None
@@ -838,6 +880,7 @@ def ratios(rows: list[dict[str, Any]]) -> dict[str, float | None]:
         "worker_vs_naive": ratio(w1, by.get("naive")),
         "worker_vs_peer": ratio(w1, by.get("peer")),
         "two_workers_vs_one": ratio(by.get("worker-2"), w1),
+        "two_workers_cpu_bound": cpu_bound,
     }
 
 

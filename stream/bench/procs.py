@@ -12,7 +12,9 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from stream.bench.common import REPO
 
@@ -97,6 +99,18 @@ class Proc:
         self.rss_samples.append((time.time(), rss))
         return rss
 
+    def main_thread_cpu_s(self) -> float | None:
+        """CPU seconds of the process's main thread (a worker's decide loop runs there)."""
+        if self._ps is None or not self.alive():
+            return None
+        try:
+            for t in self._ps.threads():
+                if t.id == self._ps.pid:
+                    return float(t.user_time + t.system_time)
+        except psutil.Error:
+            return None
+        return None
+
     def poll_ready(self) -> bool:
         """True once ready; for a worker, asks /readyz (a 200 means: models loaded, partitions
         assigned, no rebalance in progress)."""
@@ -160,6 +174,70 @@ class Sampler:
             for p in list(self.procs):
                 if p.alive():
                     p.sample()
+
+
+def broker_process(bootstrap: str, pid: int | None = None) -> Any:
+    """The broker's process (psutil), by ``pid`` or else by the loopback port it listens on;
+    None when psutil is missing or the broker is not on this machine."""
+    if psutil is None:
+        return None
+    try:
+        if pid is None:
+            host, _, port = bootstrap.split(",", maxsplit=1)[0].rpartition(":")
+            if host not in ("127.0.0.1", "localhost", "::1", ""):
+                return None
+            pid = next(
+                (
+                    c.pid
+                    for c in psutil.net_connections(kind="tcp")
+                    if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == int(port)
+                ),
+                None,
+            )
+        return None if pid is None else psutil.Process(pid)
+    except (psutil.Error, ValueError, OSError):
+        return None
+
+
+@dataclass(frozen=True)
+class CpuSnapshot:
+    """CPU seconds so far: the broker's (None when unknown) and the machine's, busy and in all
+    (summed over its logical cores)."""
+
+    at: float
+    broker_s: float | None
+    machine_busy_s: float
+    machine_all_s: float
+
+    @staticmethod
+    def take(broker: Any) -> CpuSnapshot | None:
+        if psutil is None:
+            return None
+        b = None
+        if broker is not None:
+            try:
+                t = broker.cpu_times()
+                b = float(t.user + t.system)
+            except psutil.Error:
+                b = None
+        m = psutil.cpu_times()
+        idle = m.idle + getattr(m, "iowait", 0.0)
+        total = sum(m)
+        return CpuSnapshot(time.monotonic(), b, total - idle, total)
+
+    def broker_since(self, earlier: CpuSnapshot) -> float | None:
+        if self.broker_s is None or earlier.broker_s is None:
+            return None
+        return self.broker_s - earlier.broker_s
+
+    def machine_busy_pct_since(self, earlier: CpuSnapshot) -> float:
+        """Share of all the machine's cores busy in between, in percent."""
+        spent = self.machine_all_s - earlier.machine_all_s
+        return (
+            round(100.0 * (self.machine_busy_s - earlier.machine_busy_s) / spent, 1)
+            if spent > 0
+            else 0.0
+        )
 
 
 def python() -> str:

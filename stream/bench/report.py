@@ -16,6 +16,8 @@ THROUGHPUT_COLUMNS = (
     "ready after s",
     "peak RSS MB",
     "CPU µs/tx",
+    "broker CPU µs/tx",
+    "machine busy %",
     "note",
 )
 LATENCY_COLUMNS = (
@@ -27,6 +29,10 @@ LATENCY_COLUMNS = (
     "p99 ms",
     "max ms",
     "RSS start→end MB",
+    "worker CPU %",
+    "main thread %",
+    "broker CPU %",
+    "machine busy %",
     "note",
 )
 API_COLUMNS = (
@@ -51,6 +57,8 @@ RATIO_LABELS = {
     "worker_vs_naive": "worker ×1 / naive baseline",
     "worker_vs_peer": "worker ×1 / peer (Quix Streams)",
     "two_workers_vs_one": "worker ×2 / worker ×1",
+    "two_workers_cpu_bound": "at most, for worker ×2 / worker ×1 on these cores "
+    "(cores ÷ (worker + broker CPU per tx) ÷ worker ×1 tx/s)",
 }
 
 
@@ -81,11 +89,13 @@ def throughput_rows(result: dict[str, Any]) -> list[list[str]]:
                 _n(r["startup_s"], 1),
                 (" + ".join(_n(m, 0) for m in r["peak_rss_mb"]) or "–") if sampled else "–",
                 _n(r["cpu_us_per_tx"]) if sampled else "–",
+                _n(r.get("broker_cpu_us_per_tx")),
+                _n(r.get("machine_busy_pct")),
                 r["note"],
             ]
         )
     for key, why in result.get("skipped", {}).items():
-        rows.append([key, "–", "–", "–", "–", "–", "–", "–", f"skipped: {why}"])
+        rows.append([key, *["–"] * (len(THROUGHPUT_COLUMNS) - 2), f"skipped: {why}"])
     return rows
 
 
@@ -105,6 +115,10 @@ def latency_rows(result: dict[str, Any]) -> list[list[str]]:
                 if sampled
                 else "–"
             ),
+            _n(r.get("worker_cpu_pct")),
+            _n(r.get("main_thread_cpu_pct")),
+            _n(r.get("broker_cpu_pct")),
+            _n(r.get("machine_busy_pct")),
             r["note"],
         ]
         for r in result.get("latency", [])
