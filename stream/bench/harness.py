@@ -519,17 +519,11 @@ class Bench:
                 )
                 return res
             res.startup_s = round(ready - min(p.started_at for p in procs), 2)
-            cpu0 = 0.0  # CPU time spent starting up is not the work measured
             for p in procs:
                 p.sample()
-                cpu0 += p.cpu_s or 0.0
-            snap0 = CpuSnapshot.take(self.broker_ps)
             have = self._wait_done(procs, out_topics, n, time.monotonic() + cfg.cap_seconds)
-            snap1 = CpuSnapshot.take(self.broker_ps)
-            cpu = -cpu0
             for p in procs:
                 p.sample()
-                cpu += p.cpu_s or 0.0
         finally:
             for p in procs:
                 p.stop()
@@ -580,13 +574,24 @@ class Bench:
                 f"counting from the first ready. {res.note}"
             ).strip()
         res.peak_rss_mb = [_mb(p.peak_rss) for p in procs]
+        # CPU over the clock's window (from the ready signal or the first output, whichever came
+        # first, to the last decision), from the sampler's series.
+        t0, t1 = start, last
+        if nproc > 1 and all_ready > start and steady >= max(1, res.decided // 10):
+            t0 = all_ready
+        cpu = sum((p.cpu_at(t1) or 0.0) - (p.cpu_at(t0) or 0.0) for p in procs)
+        counted = res.tx_per_s * res.seconds
         res.cpu_s = round(cpu, 2)
-        res.cpu_us_per_tx = round(cpu / max(1, res.decided) * 1e6, 1)
+        res.cpu_us_per_tx = round(cpu / max(1.0, counted) * 1e6, 1)
+        snap0, snap1 = (
+            CpuSnapshot.interpolated(sampler.snapshots, t0),
+            CpuSnapshot.interpolated(sampler.snapshots, t1),
+        )
         if snap0 is not None and snap1 is not None:
             res.machine_busy_pct = snap1.machine_busy_pct_since(snap0)
             broker = snap1.broker_since(snap0)
             if broker is not None:
-                res.broker_cpu_us_per_tx = round(broker / max(1, res.decided) * 1e6, 1)
+                res.broker_cpu_us_per_tx = round(broker / max(1.0, counted) * 1e6, 1)
         self.log(
             f"    {res.decided} in {res.seconds:.2f}s = {res.tx_per_s:,.0f} tx/s "
             f"(ready after {res.startup_s:.1f}s; peak RSS {res.peak_rss_mb} MB)"
@@ -808,7 +813,7 @@ class Bench:
                 result["preload"] = self.preload(txs)
                 del txs
                 rows: list[Throughput] = []
-                with Sampler() as sampler:
+                with Sampler(broker=self.broker_ps) as sampler:
                     for key in ("passthrough", "faust_passthrough", "handwritten", "naive", "peer"):
                         if key in only:
                             rows.append(self.throughput(key, sampler))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -56,6 +57,7 @@ class Proc:
         self.peak_rss = 0
         self.rss_samples: list[tuple[float, int]] = []
         self.cpu_s: float | None = None
+        self.cpu_samples: list[tuple[float, float]] = []  # (wall time, CPU seconds so far)
         self._ps = None
         self._reader: threading.Thread | None = None
 
@@ -95,9 +97,14 @@ class Proc:
             self.cpu_s = float(cpu.user + cpu.system)
         except psutil.Error:
             return 0
+        self.cpu_samples.append((time.time(), self.cpu_s))
         self.peak_rss = max(self.peak_rss, rss)
         self.rss_samples.append((time.time(), rss))
         return rss
+
+    def cpu_at(self, when: float) -> float | None:
+        """CPU seconds spent by wall time ``when``, interpolated between samples."""
+        return _interpolate(self.cpu_samples, when)
 
     def main_thread_cpu_s(self) -> float | None:
         """CPU seconds of the process's main thread (a worker's decide loop runs there)."""
@@ -149,12 +156,27 @@ class Proc:
             self._reader.join(timeout=5)
 
 
-class Sampler:
-    """Samples RSS and CPU time of every registered process, every ``interval`` seconds."""
+def _interpolate(samples: list[tuple[float, float]], when: float) -> float | None:
+    """Linear interpolation in (time, value) samples sorted by time; clamped at the ends."""
+    if not samples:
+        return None
+    if when <= samples[0][0]:
+        return samples[0][1]
+    for (t0, v0), (t1, v1) in itertools.pairwise(samples):
+        if t0 <= when <= t1:
+            return v0 if t1 == t0 else v0 + (v1 - v0) * (when - t0) / (t1 - t0)
+    return samples[-1][1]
 
-    def __init__(self, interval: float = 0.25) -> None:
+
+class Sampler:
+    """Samples RSS and CPU time of every registered process, and the CPU of the broker and the
+    machine, every ``interval`` seconds."""
+
+    def __init__(self, interval: float = 0.25, broker: Any = None) -> None:
         self.interval = interval
         self.procs: list[Proc] = []
+        self.broker = broker
+        self.snapshots: list[CpuSnapshot] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -171,6 +193,9 @@ class Sampler:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
+            snap = CpuSnapshot.take(self.broker)
+            if snap is not None:
+                self.snapshots.append(snap)
             for p in list(self.procs):
                 if p.alive():
                     p.sample()
@@ -223,7 +248,20 @@ class CpuSnapshot:
         m = psutil.cpu_times()
         idle = m.idle + getattr(m, "iowait", 0.0)
         total = sum(m)
-        return CpuSnapshot(time.monotonic(), b, total - idle, total)
+        return CpuSnapshot(time.time(), b, total - idle, total)
+
+    @staticmethod
+    def interpolated(snaps: list[CpuSnapshot], when: float) -> CpuSnapshot | None:
+        """The snapshot a sampler would have taken at wall time ``when`` (interpolated)."""
+        if not snaps:
+            return None
+        busy = _interpolate([(s.at, s.machine_busy_s) for s in snaps], when)
+        total = _interpolate([(s.at, s.machine_all_s) for s in snaps], when)
+        known = [(s.at, s.broker_s) for s in snaps if s.broker_s is not None]
+        broker = _interpolate(known, when) if len(known) == len(snaps) else None
+        if busy is None or total is None:
+            return None
+        return CpuSnapshot(when, broker, busy, total)
 
     def broker_since(self, earlier: CpuSnapshot) -> float | None:
         if self.broker_s is None or earlier.broker_s is None:
