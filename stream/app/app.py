@@ -79,14 +79,16 @@ class FraudApp:
 FETCH_MAX_WAIT_MS = 20
 
 
-def configure_worker_consumer() -> None:
+def configure_worker_consumer(fetch_min_bytes: int = 1) -> None:
     """Faust reads with ``read_committed`` only in its own exactly-once mode, which we do not
     use (it ties a transaction to the *output* partition). The join reads decisions written
     in the scoring path's transactions, and must never see an aborted one. It also shortens
-    how long the broker may hold an empty fetch (see ``FETCH_MAX_WAIT_MS``)."""
+    how long the broker may hold a fetch (see ``FETCH_MAX_WAIT_MS``) and how many bytes it
+    waits for (``FRAUD_FETCH_MIN_BYTES``)."""
     from faust.transport.drivers import aiokafka as driver
 
     cls = driver.AIOKafkaConsumerThread
+    cls._fraudstream_fetch_min_bytes = fetch_min_bytes  # type: ignore[attr-defined]
     if getattr(cls, "_fraudstream_configured", False):
         return
     create = cls._create_worker_consumer
@@ -101,6 +103,7 @@ def configure_worker_consumer() -> None:
         # new transactions waited behind it: a standing ~1.5 s lag at 1,000/s with the worker
         # half idle (docs/benchmark.md). A short hold bounds that wait.
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        consumer._fetch_min_bytes = cls._fraudstream_fetch_min_bytes  # type: ignore[attr-defined]
         return consumer
 
     cls._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
@@ -126,7 +129,7 @@ def create_app(
     settings: Settings, serving: ServingManager, output: Any = None, writers: Any = None
 ) -> FraudApp:
     """Build the app. ``output`` and ``writers`` replace the Kafka producers (agent tests)."""
-    configure_worker_consumer()
+    configure_worker_consumer(settings.fetch_min_bytes)
     (settings.data_dir / settings.app_id).mkdir(parents=True, exist_ok=True)
     brokers = [f"kafka://{b.strip()}" for b in settings.kafka_bootstrap.split(",") if b.strip()]
     app = faust.App(

@@ -82,7 +82,7 @@ class PartitionWriter:
                 # A record not delivered in time fails its transaction (abort + retry), never
                 # disappears on its own.
                 "message.timeout.ms": max(1000, settings.transaction_timeout_ms - 5000),
-                "linger.ms": 1,
+                "linger.ms": settings.produce_linger_ms,
                 # The coordinator answers CONCURRENT_TRANSACTIONS to the next transaction's
                 # first request while the last one's markers are being written; librdkafka
                 # retries that after retry.backoff.ms (default 100 ms), which made every
