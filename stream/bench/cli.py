@@ -28,6 +28,9 @@ def _floats(text: str) -> tuple[float, ...]:
               "[1000,5000 and half the measured maximum; --quick: 1000].")  # fmt: skip
 @click.option("--rate-seconds", type=float, default=None, help="Seconds per offered rate [30; "
               "--quick: 10].")  # fmt: skip
+@click.option("--warmup-seconds", type=float, default=None, help="Seconds offered at the "
+              "first rate before the measured ones, reported as a warm-up row [40; --quick: "
+              "20].")  # fmt: skip
 @click.option("--cap-seconds", type=float, default=None, help="Stop a throughput contender "
               "that has not finished after this long [180; --quick: 20].")  # fmt: skip
 @click.option("--only", default=",".join(CONTENDERS), show_default=True,
@@ -57,6 +60,7 @@ def bench(
     partitions: int,
     rates: str | None,
     rate_seconds: float | None,
+    warmup_seconds: float | None,
     cap_seconds: float | None,
     only: str,
     workers: str,
@@ -124,6 +128,8 @@ def bench(
         kw["half_max_rate"] = False
     if rate_seconds is not None:
         kw["rate_seconds"] = rate_seconds
+    if warmup_seconds is not None:
+        kw["warmup_seconds"] = warmup_seconds
     if cap_seconds is not None:
         kw["cap_seconds"] = cap_seconds
     cfg = BenchConfig.quick_config(**kw) if quick else BenchConfig(**kw)  # type: ignore[arg-type]

@@ -41,6 +41,8 @@ def test_bench_tiny_load_has_the_full_table(kafka_bootstrap: str, tmp_path: Path
             "2",
             "--rate-seconds",
             "2",
+            "--warmup-seconds",
+            "1",
             "--cap-seconds",
             "8",
             "--api-concurrency",
@@ -91,7 +93,12 @@ def test_bench_tiny_load_has_the_full_table(kafka_bootstrap: str, tmp_path: Path
     for key in ("passthrough", "faust_passthrough", "handwritten", "worker-1"):
         assert rows[key]["complete"], (key, rows[key]["note"])
 
-    [lat] = data["latency"]
+    warm, lat = data["latency"]
+    assert warm["warmup"]
+    assert warm["offered_rate"] == 1000
+    assert warm["sent"] == 1000
+    assert "warm-up" in warm["note"]
+    assert not lat["warmup"]
     assert lat["offered_rate"] == 1000
     assert lat["sent"] == 2000
     assert lat["decided"] > 0
