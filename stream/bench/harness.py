@@ -396,7 +396,7 @@ class Bench:
             **topics,
         }
         # Worker tuning under test, passed through from the bench's own environment.
-        for knob in ("batch_size", "table_store"):
+        for knob in ("batch_size", "table_store", "fetch_min_bytes", "produce_linger_ms"):
             if os.environ.get(f"FRAUD_{knob.upper()}"):
                 values[knob] = os.environ[f"FRAUD_{knob.upper()}"]
         if i == 0:
@@ -884,8 +884,9 @@ class Bench:
 def ratios(rows: list[dict[str, Any]], cores: int) -> dict[str, float | None]:
     by = {r["key"]: r["tx_per_s"] for r in rows if r.get("tx_per_s")}
     w1 = by.get("worker-1")
-    # What the machine allows two workers at most: its cores spent on nothing but workers and
-    # the broker, at the CPU per transaction that one worker and the broker took.
+    # About what the machine allows two workers: all its cores spent on workers and the broker
+    # at the CPU per transaction that one worker and the broker took (an estimate: two workers
+    # may spend a little more or less per transaction).
     one = next((r for r in rows if r["key"] == "worker-1"), None)
     cpu_bound = None
     if one and w1 and one.get("cpu_us_per_tx") and one.get("broker_cpu_us_per_tx") is not None:

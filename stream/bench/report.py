@@ -57,7 +57,7 @@ RATIO_LABELS = {
     "worker_vs_naive": "worker ×1 / naive baseline",
     "worker_vs_peer": "worker ×1 / peer (Quix Streams)",
     "two_workers_vs_one": "worker ×2 / worker ×1",
-    "two_workers_cpu_bound": "at most, for worker ×2 / worker ×1 on these cores "
+    "two_workers_cpu_bound": "what these cores allow worker ×2 / worker ×1, about "
     "(cores ÷ (worker + broker CPU per tx) ÷ worker ×1 tx/s)",
 }
 
