@@ -61,8 +61,8 @@ class Settings(BaseSettings):
     # Each owned partition's Kafka transaction (decisions, scores, dead letters, card state and
     # offset) is committed this often: read_committed readers see decisions up to this late.
     commit_interval_ms: float = Field(default=100.0, ge=1.0, le=10_000.0)
-    # The scoring path's fetches wait for this many bytes (at most 20 ms) and its producers
-    # for this many ms before sending: fewer, larger requests. With 1 and 1, every record was
+    # The worker's fetches wait for this many bytes (at most 20 ms), and the scoring path's
+    # producers this many ms before sending: fewer, larger requests. With 1 and 1, every record was
     # its own fetch and send at moderate rates, and the worker and the broker each spent about
     # a core on 200 transactions a second (docs/benchmark.md).
     fetch_min_bytes: int = Field(default=1024, ge=1, le=1_048_576)

@@ -134,6 +134,9 @@ class Forest:
     def margins(self, x: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float32]:
         """Raw scores (log-odds) of the rows of ``x`` (n × n_features)."""
         x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.n_features:
+            # A wrong width would index the wrong features silently, as XGBoost would.
+            raise ValueError(f"rows have shape {x.shape}; the model takes {self.n_features}")
         n = x.shape[0]
         flat_x = x.ravel()
         row_start = (np.arange(n, dtype=np.intp) * self.n_features)[:, None]

@@ -97,3 +97,10 @@ def test_a_transaction_scores_the_same_alone_and_in_a_large_batch() -> None:
     together = model.predict(x)  # XGBoost
     alone = np.concatenate([model.predict(x[i : i + 1]) for i in range(200)])  # Forest
     np.testing.assert_array_equal(alone, together[:200])
+
+
+def test_rows_of_the_wrong_width_are_refused() -> None:
+    model = registry.load(REPO / "models", "champion-v1")
+    assert model.forest is not None
+    with pytest.raises(ValueError, match="the model takes"):
+        model.forest.predict(np.zeros((2, features.N_FEATURES - 1), dtype=np.float32))
