@@ -142,8 +142,8 @@ class Throughput:
     peak_rss_mb: list[float] = field(default_factory=list)
     cpu_s: float = 0.0
     cpu_us_per_tx: float = 0.0
-    # While it ran (from ready to done): the broker's CPU per decision, and how busy the
-    # machine's cores were (every process on it, the bench's own included).
+    # Over the clock's window: the broker's CPU per decision, and how busy the machine's cores
+    # were (every process on it, the bench's own included).
     broker_cpu_us_per_tx: float | None = None
     machine_busy_pct: float | None = None
     note: str = ""
@@ -559,6 +559,7 @@ class Bench:
         res.seconds = round(last - start, 3)
         res.tx_per_s = round(res.decided / res.seconds, 1) if res.seconds > 0 else 0.0
         res.complete = res.decided >= n
+        clock_start = start
         all_ready = max((p.ready_at or ready) for p in procs)
         steady = int((stamps >= all_ready).sum())
         if nproc > 1 and all_ready > start and steady < max(1, res.decided // 10):
@@ -572,6 +573,7 @@ class Bench:
             # group's join rebalance is startup, not sustained work); the figure with the
             # rebalance is kept in the note.
             with_rebalance = res.tx_per_s
+            clock_start = all_ready
             res.seconds = round(last - all_ready, 3)
             res.tx_per_s = round(steady / res.seconds, 1) if res.seconds > 0 else 0.0
             res.note = (
@@ -580,11 +582,8 @@ class Bench:
                 f"counting from the first ready. {res.note}"
             ).strip()
         res.peak_rss_mb = [_mb(p.peak_rss) for p in procs]
-        # CPU over the clock's window (from the ready signal or the first output, whichever came
-        # first, to the last decision), from the sampler's series.
-        t0, t1 = start, last
-        if nproc > 1 and all_ready > start and steady >= max(1, res.decided // 10):
-            t0 = all_ready
+        # CPU over the clock's own window, from the sampler's series.
+        t0, t1 = clock_start, last
         cpu = sum((p.cpu_at(t1) or 0.0) - (p.cpu_at(t0) or 0.0) for p in procs)
         counted = res.tx_per_s * res.seconds
         res.cpu_s = round(cpu, 2)

@@ -141,12 +141,12 @@ class Forest:
         flat_x = x.ravel()
         row_start = (np.arange(n, dtype=np.intp) * self.n_features)[:, None]
         node = np.broadcast_to(self.roots, (n, self.n_trees))
+        has_missing = bool(np.isnan(flat_x).any())  # once per call, not once per level
         for _ in range(self.depth):
             value = flat_x[row_start + self.feature[node]]
             go_left = value < self.threshold[node]
-            missing = np.isnan(value)
-            if missing.any():
-                go_left = np.where(missing, self.default_left[node], go_left)
+            if has_missing:
+                go_left = np.where(np.isnan(value), self.default_left[node], go_left)
             node = np.where(go_left, self.left[node], self.right[node])
         # XGBoost's order: the base margin, then the trees one by one, each add in float32.
         terms = np.empty((n, self.n_trees + 1), dtype=np.float32)
