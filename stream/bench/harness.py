@@ -30,7 +30,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,7 @@ LABELS = {
     "passthrough": "pass-through ceiling",
     "faust_passthrough": "Faust pass-through ceiling",
     "handwritten": "hand-written ceiling",
+    "handwritten-2": "hand-written ceiling ×2",
     "naive": "naive baseline (Faust)",
     "peer": "peer (Quix Streams)",
     "worker-2": "worker ×2",
@@ -73,6 +74,8 @@ DESCRIPTIONS = {
     "decoding, no state, no scoring: the most any Faust-based worker can reach here",
     "handwritten": "confluent-kafka batch consume → decode → engine.process_batch (same features "
     "and models) → produce decisions and scores; per-card records in a dict, no framework",
+    "handwritten-2": "2 processes of the hand-written ceiling in one consumer group: what two "
+    "processes of the same work reach on these cores, next to the broker",
     "naive": "a Faust agent, one event at a time: Table for card state, "
     "booster.predict(DMatrix(row)) per model, await send() per record",
     "peer": "Quix Streams: app.dataframe(topic).apply(score, stateful=True) per message, card "
@@ -170,6 +173,7 @@ class Latency:
     broker_cpu_pct: float | None = None
     machine_busy_pct: float | None = None
     warmup: bool = False  # the warm-up run: reported, not a measured row
+    contender: str = "worker"  # "worker", or "handwritten": the latency ceiling
     note: str = ""
 
 
@@ -485,7 +489,8 @@ class Bench:
     def throughput(self, key: str, sampler: Sampler, profile_to: Path | None = None) -> Throughput:
         cfg = self.cfg
         n = cfg.n
-        nproc = int(key.split("-")[1]) if key.startswith("worker-") else 1
+        base, _, count = key.partition("-")
+        nproc = int(count) if count else 1
         res = Throughput(key, LABELS[key], nproc, n)
         procs: list[Proc] = []
         if key.startswith("worker-"):
@@ -507,9 +512,13 @@ class Bench:
                 "handwritten": "stream.bench.ceilings",
                 "naive": "stream.bench.naive",
                 "peer": "stream.bench.peer",
-            }[key]
-            mode = [key] if module == "stream.bench.ceilings" else []
-            procs.append(Proc(key, [python(), "-m", module, *mode, *pipe.argv()], self.tmp))
+            }[base]
+            mode = [base] if module == "stream.bench.ceilings" else []
+            # Several processes share the pipe, so one consumer group splits the partitions.
+            argv = [python(), "-m", module, *mode, *pipe.argv()]
+            procs += [
+                Proc(f"{key}.{i}" if nproc > 1 else key, argv, self.tmp) for i in range(nproc)
+            ]
             out_topics = [pipe.decisions]
             decisions = pipe.decisions
         self.log(f"  {res.label}: starting {nproc} process(es) …")
@@ -603,16 +612,31 @@ class Bench:
         )
         return res
 
-    def latency(self, rates: list[float], live: list[Any], sampler: Sampler) -> list[Latency]:
+    def latency(
+        self, rates: list[float], live: list[Any], sampler: Sampler, key: str = "worker"
+    ) -> list[Latency]:
+        """Offer ``live`` at each rate in turn to one fresh process of ``key``: the worker, or
+        the hand-written ceiling (the latency ceiling: the same work without a framework,
+        transactions or changelog). Only the worker's runs start with the warm-up row: the
+        broker is warm by the time the ceiling runs, which can only flatter the ceiling."""
         from stream.core.messages import encode_transaction
 
-        topic = f"bench-{self.uid}.live.transactions"
+        topic = f"bench-{self.uid}.live-{key}.transactions"
         create(self.bootstrap, [topic], self.cfg.partitions)
-        env, port = self._worker_env("live", topic, 0)
-        decisions = env["FRAUD_TOPIC_DECISIONS"]
-        w = Proc(
-            "live-worker", [python(), "-m", "stream", "worker"], self.tmp, env=env, web_port=port
-        )
+        if key == "worker":
+            env, port = self._worker_env("live", topic, 0)
+            decisions, dlq = env["FRAUD_TOPIC_DECISIONS"], env["FRAUD_TOPIC_DLQ"]
+            w = Proc(
+                "live-worker", [python(), "-m", "stream", "worker"], self.tmp, env=env,
+                web_port=port,
+            )  # fmt: skip
+            warmup_seconds = self.cfg.warmup_seconds
+        else:
+            pipe = replace(self._pipe(f"live-{key}"), input=topic)
+            decisions = dlq = pipe.decisions
+            w = Proc(f"live-{key}", [python(), "-m", "stream.bench.ceilings", key, *pipe.argv()],
+                     self.tmp)  # fmt: skip
+            warmup_seconds = 0.0
         out: list[Latency] = []
         probe = Consumer(consumer_conf(self.bootstrap, f"bench-probe-{self.uid}"))
         p = Producer(producer_conf(self.bootstrap))
@@ -622,10 +646,13 @@ class Bench:
             w.start()
             sampler.add(w)
             if self._wait_ready([w], [decisions]) is None:
-                return [Latency(r, 0, 0, 0, 0, note="worker did not become ready") for r in rates]
+                return [
+                    Latency(r, 0, 0, 0, 0, contender=key, note=f"{w.name} did not become ready")
+                    for r in rates
+                ]
             plan = [(rate, self.cfg.rate_seconds, False) for rate in rates]
-            if self.cfg.warmup_seconds > 0 and rates:
-                plan.insert(0, (rates[0], self.cfg.warmup_seconds, True))
+            if warmup_seconds > 0 and rates:
+                plan.insert(0, (rates[0], warmup_seconds, True))
             for rate, seconds, warmup in plan:
                 k = int(rate * seconds)
                 batch = [
@@ -638,7 +665,7 @@ class Bench:
                 cpu0, main0 = w.cpu_s, w.main_thread_cpu_s()
                 snap0 = CpuSnapshot.take(self.broker_ps)
                 self.log(
-                    f"  offering {rate:,.0f}/s for {seconds:.0f}s to one worker"
+                    f"  offering {rate:,.0f}/s for {seconds:.0f}s to one {LABELS.get(key, key)}"
                     + (" (warm-up) …" if warmup else " …")
                 )
                 t0 = time.monotonic()
@@ -653,13 +680,14 @@ class Bench:
                 p.flush(30)
                 elapsed = time.monotonic() - t0
                 total += sent
-                self._wait_done([w], [decisions, env["FRAUD_TOPIC_DLQ"]], total,
+                self._wait_done([w], sorted({decisions, dlq}), total,
                                 time.monotonic() + 60)  # fmt: skip
                 rss1 = w.sample()
                 cpu1, main1 = w.cpu_s, w.main_thread_cpu_s()
                 snap1 = CpuSnapshot.take(self.broker_ps)
                 res = Latency(rate, round(sent / elapsed, 1), round(elapsed, 2), sent, 0)
                 res.warmup = warmup
+                res.contender = key
                 if snap0 is not None and snap1 is not None:
                     wall = snap1.at - snap0.at
 
@@ -814,7 +842,7 @@ class Bench:
                 )
         live_n = (
             int(sum(cfg.rates) * cfg.rate_seconds + cfg.rates[0] * cfg.warmup_seconds)
-            if "worker" in only and cfg.rates
+            if {"worker", "handwritten"} & only and cfg.rates
             else 0
         )
         self.log(f"generating {cfg.n:,} transactions (+{live_n:,} for the offered-rate runs) …")
@@ -833,13 +861,18 @@ class Bench:
                     for key in ("passthrough", "faust_passthrough", "handwritten", "naive", "peer"):
                         if key in only:
                             rows.append(self.throughput(key, sampler))
+                        if key == "handwritten" and key in only and 2 in cfg.workers:
+                            # What two processes of the same work reach here: the ceiling for
+                            # the worker's own two-process figure.
+                            rows.append(self.throughput("handwritten-2", sampler))
                     profile: Path | None = None
+                    rates = list(cfg.rates)
+                    live: list[Any] = []
                     if "worker" in only:
                         for k in cfg.workers:
                             prof = self.tmp / "worker.prof" if cfg.profile and k == 1 else None
                             rows.append(self.throughput(f"worker-{k}", sampler, prof))
                             profile = profile or prof
-                        rates = list(cfg.rates)
                         one = next((r for r in rows if r.key == "worker-1"), None)
                         if cfg.half_max_rate and one is not None and one.tx_per_s > 0:
                             rates.append(round(one.tx_per_s / 2, -1))
@@ -850,6 +883,11 @@ class Bench:
                         result["latency"] = [asdict(x) for x in self.latency(rates, live, sampler)]
                     else:
                         result["latency"] = []
+                    if "handwritten" in only and rates:
+                        live = live or [next(gen).tx for _ in range(live_n)]
+                        result["latency"] += [
+                            asdict(x) for x in self.latency(rates, live, sampler, "handwritten")
+                        ]
                     api_rows: list[ApiRow] = []
                     if cfg.api and "worker" in only:
                         self.log("scoring API: one worker, POST /v1/score at fixed concurrency …")
@@ -866,7 +904,7 @@ class Bench:
                 if cfg.bootstrap:
                     with contextlib.suppress(Exception):
                         self.cleanup_topics()
-        result["ratios"] = ratios(result["throughput"], os.cpu_count() or 1)
+        result["ratios"] = ratios(result["throughput"], os.cpu_count() or 1, result["latency"])
         result["skipped"] = self.skipped
         result["contenders"] = {r["key"]: DESCRIPTIONS[r["key"]] for r in result["throughput"]}
         result["notes"] = self.notes + default_notes(cfg)
@@ -880,7 +918,12 @@ class Bench:
         return result
 
 
-def ratios(rows: list[dict[str, Any]], cores: int) -> dict[str, float | None]:
+def ratios(
+    rows: list[dict[str, Any]], cores: int, latency: list[dict[str, Any]] | None = None
+) -> dict[str, float | None]:
+    """The worker against each ceiling and the baseline; two processes against one, for the
+    worker and for the hand-written ceiling; the worker's p99 latency against the hand-written
+    ceiling's at each offered rate both ran (``p99_vs_handwritten@<rate>``)."""
     by = {r["key"]: r["tx_per_s"] for r in rows if r.get("tx_per_s")}
     w1 = by.get("worker-1")
     # About what the machine allows two workers: all its cores spent on workers and the broker
@@ -895,15 +938,26 @@ def ratios(rows: list[dict[str, Any]], cores: int) -> dict[str, float | None]:
     def ratio(a: float | None, b: float | None) -> float | None:
         return round(a / b, 3) if a and b else None
 
-    return {
+    out = {
         "worker_vs_passthrough": ratio(w1, by.get("passthrough")),
         "worker_vs_faust_passthrough": ratio(w1, by.get("faust_passthrough")),
         "worker_vs_handwritten": ratio(w1, by.get("handwritten")),
         "worker_vs_naive": ratio(w1, by.get("naive")),
         "worker_vs_peer": ratio(w1, by.get("peer")),
         "two_workers_vs_one": ratio(by.get("worker-2"), w1),
+        "two_handwritten_vs_one": ratio(by.get("handwritten-2"), by.get("handwritten")),
         "two_workers_cpu_bound": cpu_bound,
     }
+    # Measured rows only (not the warm-up); the first row of a rate if it ran twice.
+    p99: dict[str, dict[float, float]] = {}
+    for r in latency or []:
+        if not r.get("warmup") and r.get("decided") and r.get("p99_ms"):
+            p99.setdefault(r.get("contender", "worker"), {}).setdefault(
+                r["offered_rate"], r["p99_ms"]
+            )
+    for rate, ceiling in p99.get("handwritten", {}).items():
+        out[f"p99_vs_handwritten@{rate:g}"] = ratio(p99.get("worker", {}).get(rate), ceiling)
+    return out
 
 
 def default_notes(cfg: BenchConfig) -> list[str]:

@@ -21,6 +21,7 @@ THROUGHPUT_COLUMNS = (
     "note",
 )
 LATENCY_COLUMNS = (
+    "contender",
     "offered/s",
     "achieved/s",
     "decided",
@@ -29,7 +30,7 @@ LATENCY_COLUMNS = (
     "p99 ms",
     "max ms",
     "RSS start→end MB",
-    "worker CPU %",
+    "process CPU %",
     "main thread %",
     "broker CPU %",
     "machine busy %",
@@ -57,6 +58,7 @@ RATIO_LABELS = {
     "worker_vs_naive": "worker ×1 / naive baseline",
     "worker_vs_peer": "worker ×1 / peer (Quix Streams)",
     "two_workers_vs_one": "worker ×2 / worker ×1",
+    "two_handwritten_vs_one": "hand-written ceiling ×2 / ×1 (what two processes reach here)",
     "two_workers_cpu_bound": "what these cores allow worker ×2 / worker ×1, about "
     "(cores ÷ (worker + broker CPU per tx) ÷ worker ×1 tx/s)",
 }
@@ -103,6 +105,7 @@ def latency_rows(result: dict[str, Any]) -> list[list[str]]:
     sampled = _sampled(result)
     return [
         [
+            "hand-written ceiling" if r.get("contender") == "handwritten" else "worker",
             _n(r["offered_rate"]),
             _n(r["achieved_rate"]),
             f"{r['decided']:,}/{r['sent']:,}",
@@ -146,9 +149,16 @@ def api_rows(result: dict[str, Any]) -> list[list[str]]:
     ]
 
 
+def _ratio_label(key: str) -> str:
+    name, _, rate = key.partition("@")
+    if name == "p99_vs_handwritten":
+        return f"worker p99 / hand-written ceiling p99, {float(rate):,.0f}/s offered"
+    return RATIO_LABELS.get(key, key)
+
+
 def ratio_rows(result: dict[str, Any]) -> list[list[str]]:
     return [
-        [RATIO_LABELS.get(k, k), "–" if v is None else f"{v:.2f}×"]
+        [_ratio_label(k), "–" if v is None else f"{v:.2f}×"]
         for k, v in result.get("ratios", {}).items()
     ]
 
@@ -180,7 +190,7 @@ def render_rich(result: dict[str, Any]) -> None:
     table("Throughput (preloaded topic)", THROUGHPUT_COLUMNS, throughput_rows(result))
     table("Ratios", ["", "ratio"], ratio_rows(result))
     if result.get("latency"):
-        table("End-to-end latency, one worker, fixed offered rate", LATENCY_COLUMNS,
+        table("End-to-end latency, one process, fixed offered rate", LATENCY_COLUMNS,
               latency_rows(result))  # fmt: skip
     if result.get("api"):
         table(API_TITLE, API_COLUMNS, api_rows(result))
@@ -213,7 +223,7 @@ def to_markdown(result: dict[str, Any]) -> str:
              throughput_rows(result)), "\n## Ratios\n", _md_table(["", "ratio"],
              ratio_rows(result))]  # fmt: skip
     if result.get("latency"):
-        parts += ["\n## End-to-end latency, one worker, fixed offered rate\n",
+        parts += ["\n## End-to-end latency, one process, fixed offered rate\n",
                   _md_table(LATENCY_COLUMNS, latency_rows(result))]  # fmt: skip
     if result.get("api"):
         parts += [f"\n## {API_TITLE}\n", _md_table(API_COLUMNS, api_rows(result))]

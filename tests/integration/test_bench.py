@@ -19,6 +19,7 @@ THROUGHPUT_KEYS = {
     "passthrough",
     "faust_passthrough",
     "handwritten",
+    "handwritten-2",
     "naive",
     "peer",
     "worker-2",
@@ -89,11 +90,19 @@ def test_bench_tiny_load_has_the_full_table(kafka_bootstrap: str, tmp_path: Path
         if HAVE_PSUTIL:
             assert all(m > 0 for m in r["peak_rss_mb"]), (key, r)
     assert rows["worker-2"]["processes"] == 2
+    assert rows["handwritten-2"]["processes"] == 2
     assert rows["worker-1"]["processes"] == 1
     for key in ("passthrough", "faust_passthrough", "handwritten", "worker-1"):
         assert rows[key]["complete"], (key, rows[key]["note"])
 
-    warm, lat = data["latency"]
+    warm, lat, ceiling = data["latency"]
+    assert (warm["contender"], lat["contender"]) == ("worker", "worker")
+    # The latency ceiling: the hand-written pipeline at the same rate, without a warm-up row.
+    assert ceiling["contender"] == "handwritten"
+    assert not ceiling["warmup"]
+    assert (ceiling["offered_rate"], ceiling["sent"]) == (1000, 2000)
+    assert 0 < ceiling["p50_ms"] <= ceiling["p99_ms"] <= ceiling["max_ms"]
+    assert "| hand-written ceiling | 1,000 |" in md
     assert warm["warmup"]
     assert warm["offered_rate"] == 1000
     assert warm["sent"] == 1000
@@ -127,7 +136,9 @@ def test_bench_tiny_load_has_the_full_table(kafka_bootstrap: str, tmp_path: Path
         "worker_vs_naive",
         "worker_vs_peer",
         "two_workers_vs_one",
+        "two_handwritten_vs_one",
         "two_workers_cpu_bound",
+        "p99_vs_handwritten@1000",
     }
     for name, value in ratios.items():
         if (name == "worker_vs_peer" and not HAVE_QUIX) or (
