@@ -14,19 +14,20 @@ flush: an upper bound for a worker that does the same work.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import time
 from typing import Any
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaException, Producer
 
 from stream.bench.common import Pipe, consumer_conf, load_serving, produce, producer_conf, say_ready
 
 BATCH = 2000
 
 
-def _consumer(pipe: Pipe) -> Consumer:
+def _consumer(pipe: Pipe, p: Producer) -> Consumer:
     c = Consumer(consumer_conf(pipe.bootstrap, pipe.group, **{"fetch.min.bytes": 1}))
     announced = False
 
@@ -36,7 +37,15 @@ def _consumer(pipe: Pipe) -> Consumer:
             announced = True
             say_ready()
 
-    c.subscribe([pipe.input], on_assign=on_assign)
+    def on_revoke(_c: Any, parts: Any) -> None:
+        # Hand over at the last record decided (two processes in one group): otherwise the
+        # new owner decides again what was done since the last timed commit.
+        if parts:
+            p.flush(30)
+            with contextlib.suppress(KafkaException):
+                c.commit(asynchronous=False)
+
+    c.subscribe([pipe.input], on_assign=on_assign, on_revoke=on_revoke)
     return c
 
 
@@ -51,8 +60,8 @@ def _take(c: Consumer) -> list[Any]:
 
 
 def passthrough(pipe: Pipe, stop: list[bool]) -> None:
-    c = _consumer(pipe)
     p = Producer(producer_conf(pipe.bootstrap))
+    c = _consumer(pipe, p)
     last_commit = time.monotonic()
     while not stop[0]:
         msgs = _take(c)
@@ -76,8 +85,8 @@ def handwritten(pipe: Pipe, stop: list[bool]) -> None:
     serving = load_serving(pipe.models_dir)
     window_s = 24 * 3600.0
     cards: dict[str, engine.CardRecord] = {}
-    c = _consumer(pipe)
     p = Producer(producer_conf(pipe.bootstrap))
+    c = _consumer(pipe, p)
     last_commit = time.monotonic()
     while not stop[0]:
         msgs = _take(c)

@@ -30,12 +30,15 @@ def _floats(text: str) -> tuple[float, ...]:
               "--quick: 10].")  # fmt: skip
 @click.option("--warmup-seconds", type=float, default=None, help="Seconds offered at the "
               "first rate before the measured ones, reported as a warm-up row [40; --quick: "
-              "20].")  # fmt: skip
+              "15].")  # fmt: skip
 @click.option("--cap-seconds", type=float, default=None, help="Stop a throughput contender "
               "that has not finished after this long [180; --quick: 20].")  # fmt: skip
 @click.option("--only", default=",".join(CONTENDERS), show_default=True,
               help="Contenders to run, comma-separated.")  # fmt: skip
 @click.option("--workers", default="2,1", show_default=True, help="Worker process counts.")
+@click.option("--handwritten-x2/--no-handwritten-x2", default=None, help="Also run two "
+              "processes of the hand-written ceiling: what two processes reach on these cores "
+              "[on; --quick: off, its runs are too short for two processes].")  # fmt: skip
 @click.option("--models-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Model registry [FRAUD_MODELS_DIR, else the repository's models/].")  # fmt: skip
 @click.option("--bootstrap", default=None, help="Use this Kafka instead of starting a local "
@@ -64,6 +67,7 @@ def bench(
     cap_seconds: float | None,
     only: str,
     workers: str,
+    handwritten_x2: bool | None,
     models_dir: Path | None,
     bootstrap: str | None,
     profile: bool,
@@ -128,6 +132,8 @@ def bench(
         kw["half_max_rate"] = False
     if rate_seconds is not None:
         kw["rate_seconds"] = rate_seconds
+    if handwritten_x2 is not None:
+        kw["handwritten_x2"] = handwritten_x2
     if warmup_seconds is not None:
         kw["warmup_seconds"] = warmup_seconds
     if cap_seconds is not None:

@@ -99,6 +99,7 @@ class BenchConfig:
     cap_seconds: float = 180.0  # a throughput contender that has not finished by then is stopped
     ready_timeout: float = 120.0
     workers: tuple[int, ...] = (2, 1)
+    handwritten_x2: bool = True  # two processes of the hand-written ceiling (with "handwritten")
     only: tuple[str, ...] = CONTENDERS
     models_dir: Path = REPO / "models"
     bootstrap: str | None = None  # None: start a LocalBroker in a temp dir
@@ -119,7 +120,8 @@ class BenchConfig:
             "rates": (1000.0,),
             "half_max_rate": False,
             "rate_seconds": 10.0,
-            "warmup_seconds": 20.0,
+            "warmup_seconds": 15.0,
+            "handwritten_x2": False,
             "cap_seconds": 20.0,
             "api_concurrency": (16,),
             "api_seconds": 5.0,
@@ -861,7 +863,7 @@ class Bench:
                     for key in ("passthrough", "faust_passthrough", "handwritten", "naive", "peer"):
                         if key in only:
                             rows.append(self.throughput(key, sampler))
-                        if key == "handwritten" and key in only and 2 in cfg.workers:
+                        if key == "handwritten" and key in only and cfg.handwritten_x2:
                             # What two processes of the same work reach here: the ceiling for
                             # the worker's own two-process figure.
                             rows.append(self.throughput("handwritten-2", sampler))

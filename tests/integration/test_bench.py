@@ -42,6 +42,7 @@ def test_bench_tiny_load_has_the_full_table(kafka_bootstrap: str, tmp_path: Path
             "2",
             "--rate-seconds",
             "2",
+            "--handwritten-x2",
             "--warmup-seconds",
             "1",
             "--cap-seconds",
