@@ -32,7 +32,8 @@ def _floats(text: str) -> tuple[float, ...]:
               "first rate before the measured ones, reported as a warm-up row [40; --quick: "
               "15].")  # fmt: skip
 @click.option("--cap-seconds", type=float, default=None, help="Stop a throughput contender "
-              "that has not finished after this long [180; --quick: 20].")  # fmt: skip
+              "that has not finished after this long [180; --quick: 20, the naive baseline "
+              "10].")  # fmt: skip
 @click.option("--only", default=",".join(CONTENDERS), show_default=True,
               help="Contenders to run, comma-separated.")  # fmt: skip
 @click.option("--workers", default="2,1", show_default=True, help="Worker process counts.")
