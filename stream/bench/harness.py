@@ -625,8 +625,8 @@ class Bench:
     ) -> list[Latency]:
         """Offer ``live`` at each rate in turn to one fresh process of ``key``: the worker, or
         the hand-written ceiling (the latency ceiling: the same work without a framework,
-        transactions or changelog). Only the worker's runs start with the warm-up row: the
-        broker is warm by the time the ceiling runs, which can only flatter the ceiling."""
+        transactions or changelog). Only the worker's runs start with the warm-up row; the
+        ceiling runs after them, on a warmer broker, which can only flatter the ceiling."""
         from stream.core.messages import encode_transaction
 
         topic = f"bench-{self.uid}.live-{key}.transactions"
