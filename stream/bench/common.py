@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -270,3 +271,35 @@ def read_topic(
         return out
     finally:
         c.close()
+
+
+class SeenClock:
+    """When a downstream ``read_committed`` reader first sees each record of ``topic`` from
+    ``start``: a reader thread that notes the wall time each fetch hands over. A decision
+    written in a Kafka transaction is appended at once but becomes visible only when its
+    transaction commits, so this is the latency a consumer of decisions really gets."""
+
+    def __init__(self, bootstrap: str, topic: str, start: dict[int, int]) -> None:
+        self.c = Consumer(
+            consumer_conf(bootstrap, f"bench-seen-{os.getpid()}-{time.monotonic_ns()}")
+        )
+        self.c.assign([TopicPartition(topic, p, off) for p, off in start.items()])
+        self.seen: list[tuple[bytes, float]] = []  # (value, wall time ms when handed over)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-seen", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            first = self.c.poll(0.05)  # not consume(n, t): it would wait t for n records
+            if first is None:
+                continue
+            batch = [first, *self.c.consume(10_000, 0)]
+            now_ms = time.time() * 1000.0
+            self.seen += [(m.value(), now_ms) for m in batch if m.error() is None and m.value()]
+
+    def stop(self) -> list[tuple[bytes, float]]:
+        self._stop.set()
+        self._thread.join(10)
+        self.c.close()
+        return self.seen

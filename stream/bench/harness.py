@@ -46,6 +46,7 @@ from stream.bench.common import (
     SHARE,
     CommittedCounter,
     Pipe,
+    SeenClock,
     consumer_conf,
     create,
     high_watermarks,
@@ -168,6 +169,10 @@ class Latency:
     p95_ms: float = 0.0
     p99_ms: float = 0.0
     max_ms: float = 0.0
+    # From the transaction's CreateTime to when a read_committed reader (in the bench) was
+    # handed the decision: its append time plus, for the worker, the wait for its commit.
+    seen_p50_ms: float | None = None
+    seen_p99_ms: float | None = None
     rss_start_mb: float = 0.0
     rss_end_mb: float = 0.0
     rss_growth_pct: float = 0.0
@@ -405,7 +410,13 @@ class Bench:
             **topics,
         }
         # Worker tuning under test, passed through from the bench's own environment.
-        for knob in ("batch_size", "table_store", "fetch_min_bytes", "produce_linger_ms"):
+        for knob in (
+            "batch_size",
+            "table_store",
+            "fetch_min_bytes",
+            "produce_linger_ms",
+            "commit_interval_ms",
+        ):
             if os.environ.get(f"FRAUD_{knob.upper()}"):
                 values[knob] = os.environ[f"FRAUD_{knob.upper()}"]
         if i == 0:
@@ -669,6 +680,7 @@ class Bench:
                 cursor += k
                 tx_start = high_watermarks(probe, topic)
                 dec_start = high_watermarks(probe, decisions)
+                seen = SeenClock(self.bootstrap, decisions, dec_start)
                 rss0 = w.sample()
                 cpu0, main0 = w.cpu_s, w.main_thread_cpu_s()
                 snap0 = CpuSnapshot.take(self.broker_ps)
@@ -690,6 +702,8 @@ class Bench:
                 total += sent
                 self._wait_done([w], sorted({decisions, dlq}), total,
                                 time.monotonic() + 60)  # fmt: skip
+                time.sleep(0.5)  # the reader's last fetch
+                seen_at = seen.stop()
                 rss1 = w.sample()
                 cpu1, main1 = w.cpu_s, w.main_thread_cpu_s()
                 snap1 = CpuSnapshot.take(self.broker_ps)
@@ -729,6 +743,16 @@ class Bench:
                         round(float(np.percentile(a, q)), 1) for q in (50, 95, 99)
                     )
                     res.max_ms = round(float(a.max()), 1)
+                seen_ms = [
+                    at - created[tid]
+                    for tid, at in ((orjson.loads(v)["transaction_id"], at) for v, at in seen_at)
+                    if tid in created
+                ]
+                if seen_ms:
+                    a = np.asarray(seen_ms, dtype=np.float64)
+                    res.seen_p50_ms, res.seen_p99_ms = (
+                        round(float(np.percentile(a, q)), 1) for q in (50, 99)
+                    )
                 if res.decided < sent:
                     res.note = f"{sent - res.decided} not decided within 60 s after the last send"
                 if warmup:
@@ -975,6 +999,9 @@ def default_notes(cfg: BenchConfig) -> list[str]:
         "output if earlier, to its last decision's broker append time (LogAppendTime).",
         "Latency: decision append time minus the transaction's producer CreateTime (includes the "
         "producer's linger.ms=2), joined by transaction_id; every transaction of a row counts. "
+        "'seen': until a read_committed reader in the bench was handed the decision (for the "
+        "worker that includes waiting for its transaction's commit: what a consumer of "
+        "decisions gets). "
         f"The first row is a warm-up ({cfg.warmup_seconds:g}s at the first rate, reported, not "
         "measured): the bench's broker is a fresh JVM, and its JIT needs that long to settle.",
         "The worker runs with FRAUD_ROLES=score (scoring only, as the ceilings); the join is a"

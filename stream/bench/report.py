@@ -29,6 +29,7 @@ LATENCY_COLUMNS = (
     "p95 ms",
     "p99 ms",
     "max ms",
+    "seen p50 / p99 ms",
     "RSS start→end MB",
     "process CPU %",
     "main thread %",
@@ -113,6 +114,7 @@ def latency_rows(result: dict[str, Any]) -> list[list[str]]:
             _n(r["p95_ms"], 1),
             _n(r["p99_ms"], 1),
             _n(r["max_ms"], 1),
+            f"{_n(r.get('seen_p50_ms'), 1)} / {_n(r.get('seen_p99_ms'), 1)}",
             (
                 f"{_n(r['rss_start_mb'])}→{_n(r['rss_end_mb'])} ({r['rss_growth_pct']:+.1f}%)"
                 if sampled

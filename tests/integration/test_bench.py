@@ -113,6 +113,9 @@ def test_bench_tiny_load_has_the_full_table(kafka_bootstrap: str, tmp_path: Path
     assert lat["sent"] == 2000
     assert lat["decided"] > 0
     assert 0 < lat["p50_ms"] <= lat["p95_ms"] <= lat["p99_ms"] <= lat["max_ms"]
+    # What a read_committed consumer of decisions gets, for the worker and for the ceiling.
+    for row in (lat, ceiling):
+        assert 0 < row["seen_p50_ms"] <= row["seen_p99_ms"], row
     if HAVE_PSUTIL:  # where the CPU went: the worker, its decide loop's thread, the broker
         assert 0 < lat["main_thread_cpu_pct"] <= lat["worker_cpu_pct"], lat
         assert lat["broker_cpu_pct"] > 0, lat
