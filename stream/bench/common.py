@@ -296,7 +296,10 @@ class SeenClock:
                 continue
             batch = [first, *self.c.consume(10_000, 0)]
             now_ms = time.time() * 1000.0
-            self.seen += [(m.value(), now_ms) for m in batch if m.error() is None and m.value()]
+            for m in batch:
+                value = m.value()
+                if m.error() is None and value:
+                    self.seen.append((value, now_ms))
 
     def stop(self) -> list[tuple[bytes, float]]:
         self._stop.set()
