@@ -22,7 +22,15 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Producer
 
-from stream.bench.common import Pipe, consumer_conf, load_serving, produce, producer_conf, say_ready
+from stream.bench.common import (
+    Pipe,
+    consumer_conf,
+    load_serving,
+    produce,
+    producer_conf,
+    say_ready,
+    take_ready,
+)
 
 BATCH = 2000
 
@@ -49,22 +57,12 @@ def _consumer(pipe: Pipe, p: Producer) -> Consumer:
     return c
 
 
-def _take(c: Consumer) -> list[Any]:
-    """Wait for the first record, then take what else is already fetched: ``consume(n, t)``
-    alone waits until it has ``n`` records or ``t`` has passed, which at a modest offered rate
-    adds up to ``t`` to every record's latency."""
-    first = c.poll(0.05)
-    if first is None:
-        return []
-    return [first, *c.consume(BATCH - 1, 0)]
-
-
 def passthrough(pipe: Pipe, stop: list[bool]) -> None:
     p = Producer(producer_conf(pipe.bootstrap))
     c = _consumer(pipe, p)
     last_commit = time.monotonic()
     while not stop[0]:
-        msgs = _take(c)
+        msgs = take_ready(c, BATCH)
         for m in msgs:
             if m.error():
                 continue
@@ -89,7 +87,7 @@ def handwritten(pipe: Pipe, stop: list[bool]) -> None:
     c = _consumer(pipe, p)
     last_commit = time.monotonic()
     while not stop[0]:
-        msgs = _take(c)
+        msgs = take_ready(c, BATCH)
         txs = []
         for m in msgs:
             if m.error():

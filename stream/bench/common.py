@@ -273,6 +273,16 @@ def read_topic(
         c.close()
 
 
+def take_ready(c: Consumer, most: int, wait_s: float = 0.05) -> list[Any]:
+    """Wait up to ``wait_s`` for the first record, then take what else is already fetched, up
+    to ``most``: ``consume(n, t)`` alone waits until it has ``n`` records or ``t`` has passed,
+    which at a modest rate adds up to ``t`` to every record's latency."""
+    first = c.poll(wait_s)
+    if first is None:
+        return []
+    return [first, *c.consume(most - 1, 0)]
+
+
 class SeenClock:
     """When a downstream ``read_committed`` reader first sees each record of ``topic`` from
     ``start``: a reader thread that notes the wall time each fetch hands over. A decision
@@ -291,17 +301,18 @@ class SeenClock:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            first = self.c.poll(0.05)  # not consume(n, t): it would wait t for n records
-            if first is None:
-                continue
-            batch = [first, *self.c.consume(10_000, 0)]
+            batch = take_ready(self.c, 10_000)
             now_ms = time.time() * 1000.0
             for m in batch:
                 value = m.value()
                 if m.error() is None and value:
                     self.seen.append((value, now_ms))
 
-    def stop(self) -> list[tuple[bytes, float]]:
+    def stop(self, expect: int, timeout_s: float = 10.0) -> list[tuple[bytes, float]]:
+        """Stop once ``expect`` records were seen (or after ``timeout_s``); what was seen."""
+        deadline = time.monotonic() + timeout_s
+        while len(self.seen) < expect and time.monotonic() < deadline:
+            time.sleep(0.05)
         self._stop.set()
         self._thread.join(10)
         self.c.close()

@@ -702,8 +702,7 @@ class Bench:
                 total += sent
                 self._wait_done([w], sorted({decisions, dlq}), total,
                                 time.monotonic() + 60)  # fmt: skip
-                time.sleep(0.5)  # the reader's last fetch
-                seen_at = seen.stop()
+                seen_at = seen.stop(expect=sent)
                 rss1 = w.sample()
                 cpu1, main1 = w.cpu_s, w.main_thread_cpu_s()
                 snap1 = CpuSnapshot.take(self.broker_ps)
