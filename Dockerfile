@@ -6,9 +6,9 @@
 #   docker compose up        # the whole stack: see docker-compose.yml
 #
 # The package finds its JSON Schemas at <repo root>/schemas, computed from the location of
-# stream/core/messages.py. So the source tree lives in /app (stream/, schemas/, models/ side by
-# side) and is installed in editable mode: imports resolve to /app/stream, and /app/schemas is
-# found. A plain `pip install .` would put `stream` in site-packages, away from schemas/.
+# fraudstream/core/messages.py. So the source tree lives in /app (fraudstream/, schemas/, models/ side by
+# side) and is installed in editable mode: imports resolve to /app/fraudstream, and /app/schemas is
+# found. A plain `pip install .` would put `fraudstream` in site-packages, away from schemas/.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -33,13 +33,13 @@ WORKDIR /app
 # Dependencies first, in their own layer, so that a source change does not reinstall them:
 # install the project from a skeleton package, then remove the project itself.
 COPY pyproject.toml README.md ./
-RUN mkdir -p stream \
-    && touch stream/__init__.py \
+RUN mkdir -p fraudstream \
+    && touch fraudstream/__init__.py \
     && pip install . \
     && pip uninstall -y fraudstream \
-    && rm -rf stream build ./*.egg-info
+    && rm -rf fraudstream build ./*.egg-info
 
-COPY stream ./stream
+COPY fraudstream ./fraudstream
 COPY schemas ./schemas
 # Owned by the runtime user: the compose stack trains the champion into this directory (a volume)
 # when the build context carried none.
@@ -48,7 +48,7 @@ COPY --chown=fraud:fraud models ./models
 # Editable install of the real source (no dependency changes); fail the build here, not at run
 # time, if the schemas would not be found or the entry point is missing.
 RUN pip install --no-deps -e . \
-    && python -c "from pathlib import Path; from stream.core.messages import SCHEMA_DIR; \
+    && python -c "from pathlib import Path; from fraudstream.core.messages import SCHEMA_DIR; \
 assert SCHEMA_DIR == Path('/app/schemas') and SCHEMA_DIR.is_dir(), SCHEMA_DIR" \
     && fraudstream --help > /dev/null
 

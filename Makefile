@@ -16,11 +16,11 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 broker-fetch: install
-	$(BIN)/python -c 'from stream.kafka.broker import resolve_jars; print("Kafka jars in", resolve_jars())'
+	$(BIN)/python -c 'from fraudstream.kafka.broker import resolve_jars; print("Kafka jars in", resolve_jars())'
 
 lint: install
-	$(BIN)/ruff check stream tests
-	$(BIN)/ruff format --check stream tests
+	$(BIN)/ruff check fraudstream tests
+	$(BIN)/ruff format --check fraudstream tests
 	$(BIN)/mypy
 
 ## The whole test suite, against a real Kafka broker started for the run.
@@ -36,7 +36,7 @@ demo: install broker-fetch
 
 ## Every fault scenario (fast + slow) on real processes; rewrites the table in docs/faults.md.
 faults: install broker-fetch
-	$(BIN)/pytest tests/faults -q; status=$$?; $(BIN)/python -m stream.faults --write-docs; exit $$status
+	$(BIN)/pytest tests/faults -q; status=$$?; $(BIN)/python -m fraudstream.faults --write-docs; exit $$status
 
 bench: install broker-fetch
 	$(BIN)/pip install -q -e '.[bench]'

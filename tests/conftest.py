@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.settings import Settings
+from fraudstream.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,8 +47,8 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         with KafkaContainer("apache/kafka:4.1.1").with_kraft() as kafka:
             yield kafka.get_bootstrap_server()
         return
-    from stream.errors import BrokerError
-    from stream.kafka.broker import LocalBroker
+    from fraudstream.errors import BrokerError
+    from fraudstream.kafka.broker import LocalBroker
 
     broker = LocalBroker(tmp_path_factory.mktemp("broker"))
     try:

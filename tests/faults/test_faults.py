@@ -1,5 +1,5 @@
 """The fault suite (issue 7): real worker processes, a real broker, simulator load; counted by
-``stream.faults.verifier`` against what the producer acknowledged.
+``fraudstream.faults.verifier`` against what the producer acknowledged.
 
 Unmarked scenarios run in CI (`make test`); ``slow`` ones with `make faults`, which also renders
 the results table into docs/faults.md. Every run records its row before asserting, so a failing
@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from stream import faults
-from stream.faults import scenarios
-from stream.faults.scenarios import Row
-from stream.settings import Settings
+from fraudstream import faults
+from fraudstream.faults import scenarios
+from fraudstream.faults.scenarios import Row
+from fraudstream.settings import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -17,9 +17,9 @@ from typing import Any
 
 from confluent_kafka import Message
 
-from stream.kafka.broker import free_port
-from stream.kafka.clients import read_all
-from stream.settings import Settings
+from fraudstream.kafka.broker import free_port
+from fraudstream.kafka.clients import read_all
+from fraudstream.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -69,7 +69,7 @@ class Worker:
     def start(self) -> Worker:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "stream", "worker"],
+            [sys.executable, "-m", "fraudstream", "worker"],
             env=self.env,
             cwd=REPO,
             stdout=log,

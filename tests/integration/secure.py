@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from stream.errors import BrokerError
-from stream.kafka.broker import BrokerInfo, LocalBroker
-from stream.settings import Settings
+from fraudstream.errors import BrokerError
+from fraudstream.kafka.broker import BrokerInfo, LocalBroker
+from fraudstream.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -16,14 +16,14 @@ import numpy as np
 import orjson
 import pytest
 
-from stream.app.api import DECIDED_BY, PARTITION, card_partition
-from stream.core import features
-from stream.core.messages import decode_transaction
-from stream.core.registry import load
-from stream.core.routing import assign
-from stream.kafka.admin import create_topics
-from stream.kafka.clients import make_producer
-from stream.settings import Settings
+from fraudstream.app.api import DECIDED_BY, PARTITION, card_partition
+from fraudstream.core import features
+from fraudstream.core.messages import decode_transaction
+from fraudstream.core.registry import load
+from fraudstream.core.routing import assign
+from fraudstream.kafka.admin import create_topics
+from fraudstream.kafka.clients import make_producer
+from fraudstream.settings import Settings
 from tests.integration.procs import REPO, Worker, fresh_settings, wait_for
 
 pytestmark = pytest.mark.integration
@@ -317,7 +317,7 @@ def test_the_served_openapi_document_is_the_repository_file(
     status, headers, raw = Client(workers[1].port).request("GET", "/openapi.json")
     assert status == 200
     assert headers["Content-Type"].startswith("application/json")
-    assert raw == (REPO / "stream" / "app" / "openapi.json").read_bytes()
+    assert raw == (REPO / "fraudstream" / "app" / "openapi.json").read_bytes()
     status, _, models = Client(workers[1].port).request("GET", "/v1/models")
     assert status == 200
     assert {m["version"] for m in json.loads(models)["loaded"]} == {"champion-v1", "challenger-v2"}

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from stream.bench.cli import bench
+from fraudstream.bench.cli import bench
 
 pytestmark = pytest.mark.integration
 

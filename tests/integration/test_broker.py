@@ -7,8 +7,8 @@ import uuid
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from stream.kafka.admin import create_topics, describe_topics
-from stream.settings import Settings
+from fraudstream.kafka.admin import create_topics, describe_topics
+from fraudstream.settings import Settings
 
 pytestmark = pytest.mark.integration
 

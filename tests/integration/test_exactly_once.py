@@ -9,12 +9,12 @@ import asyncio
 import pytest
 from confluent_kafka import TopicPartition
 
-from stream.app.agents import card_changelog_topic
-from stream.errors import Fenced
-from stream.kafka.admin import create_topics
-from stream.kafka.clients import make_consumer, read_all
-from stream.kafka.txn import TransactionalWriters
-from stream.settings import Settings
+from fraudstream.app.agents import card_changelog_topic
+from fraudstream.errors import Fenced
+from fraudstream.kafka.admin import create_topics
+from fraudstream.kafka.clients import make_consumer, read_all
+from fraudstream.kafka.txn import TransactionalWriters
+from fraudstream.settings import Settings
 
 pytestmark = pytest.mark.integration
 

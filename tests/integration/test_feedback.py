@@ -11,12 +11,12 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
-from stream.core.messages import Feedback, encode_feedback, encode_transaction
-from stream.core.outcomes import classify
-from stream.kafka.admin import create_topics
-from stream.kafka.clients import make_producer, read_all
-from stream.settings import Settings
-from stream.sim.generator import SimConfig, feedback_schedule, generate
+from fraudstream.core.messages import Feedback, encode_feedback, encode_transaction
+from fraudstream.core.outcomes import classify
+from fraudstream.kafka.admin import create_topics
+from fraudstream.kafka.clients import make_producer, read_all
+from fraudstream.settings import Settings
+from fraudstream.sim.generator import SimConfig, feedback_schedule, generate
 from tests.integration.procs import Worker, fresh_settings, wait_for
 
 pytestmark = pytest.mark.integration

@@ -13,12 +13,12 @@ from pathlib import Path
 import orjson
 import pytest
 
-from stream.core.messages import Routing, encode_transaction, utc_now_iso
-from stream.kafka.admin import create_topics
-from stream.kafka.clients import make_producer, read_all
-from stream.kafka.control import publish_routing
-from stream.settings import Settings
-from stream.sim.generator import SimConfig, generate
+from fraudstream.core.messages import Routing, encode_transaction, utc_now_iso
+from fraudstream.kafka.admin import create_topics
+from fraudstream.kafka.clients import make_producer, read_all
+from fraudstream.kafka.control import publish_routing
+from fraudstream.settings import Settings
+from fraudstream.sim.generator import SimConfig, generate
 from tests.integration.procs import REPO, Worker, wait_for
 
 pytestmark = pytest.mark.integration

@@ -11,12 +11,12 @@ from pathlib import Path
 import orjson
 import pytest
 
-from stream.core.messages import encode_transaction
-from stream.core.redact import find_card_numbers
-from stream.kafka.admin import create_topics
-from stream.kafka.clients import make_producer
-from stream.settings import Settings
-from stream.sim.generator import SimConfig, generate
+from fraudstream.core.messages import encode_transaction
+from fraudstream.core.redact import find_card_numbers
+from fraudstream.kafka.admin import create_topics
+from fraudstream.kafka.clients import make_producer
+from fraudstream.settings import Settings
+from fraudstream.sim.generator import SimConfig, generate
 from tests.integration.procs import Worker, wait_for
 from tests.integration.secure import SecureBroker, secure_broker  # noqa: F401 - fixture
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream.core.messages import Feedback, encode_feedback, encode_transaction
-from stream.kafka.admin import create_topics
-from stream.kafka.clients import make_producer
-from stream.settings import Settings
-from stream.sim.generator import SimConfig, generate
+from fraudstream.core.messages import Feedback, encode_feedback, encode_transaction
+from fraudstream.kafka.admin import create_topics
+from fraudstream.kafka.clients import make_producer
+from fraudstream.settings import Settings
+from fraudstream.sim.generator import SimConfig, generate
 from tests.integration.procs import Worker, wait_for
 
 pytestmark = pytest.mark.integration

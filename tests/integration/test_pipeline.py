@@ -17,15 +17,15 @@ import numpy as np
 import orjson
 import pytest
 
-from stream.core import features
-from stream.core.messages import Routing, Transaction, decode_transaction, encode_transaction
-from stream.core.registry import load
-from stream.core.routing import assign
-from stream.kafka.admin import create_topics
-from stream.kafka.clients import make_producer, read_all
-from stream.kafka.control import publish_routing
-from stream.settings import Settings
-from stream.sim.generator import SimConfig, generate
+from fraudstream.core import features
+from fraudstream.core.messages import Routing, Transaction, decode_transaction, encode_transaction
+from fraudstream.core.registry import load
+from fraudstream.core.routing import assign
+from fraudstream.kafka.admin import create_topics
+from fraudstream.kafka.clients import make_producer, read_all
+from fraudstream.kafka.control import publish_routing
+from fraudstream.settings import Settings
+from fraudstream.sim.generator import SimConfig, generate
 from tests.integration.procs import REPO, Worker, fresh_settings, settings_env, wait_for
 
 pytestmark = pytest.mark.integration
@@ -125,7 +125,17 @@ def test_every_transaction_gets_one_decision_and_version_tagged_scores(
     # `fraudstream tail` shows them.
     env = settings_env(s)
     out = subprocess.run(
-        [sys.executable, "-m", "stream", "tail", s.topic_decisions, "-n", "3", "--timeout", "10"],
+        [
+            sys.executable,
+            "-m",
+            "fraudstream",
+            "tail",
+            s.topic_decisions,
+            "-n",
+            "3",
+            "--timeout",
+            "10",
+        ],
         env=env,
         cwd=REPO,
         capture_output=True,

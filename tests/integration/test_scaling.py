@@ -24,12 +24,12 @@ from pathlib import Path
 import orjson
 import pytest
 
-from stream.core.routing import assign
-from stream.kafka.admin import changelog_topic, create_topics, describe_topics
-from stream.kafka.clients import read_all
-from stream.settings import Settings
-from stream.sim.generator import SimConfig
-from stream.sim.publisher import PublishStats, publish
+from fraudstream.core.routing import assign
+from fraudstream.kafka.admin import changelog_topic, create_topics, describe_topics
+from fraudstream.kafka.clients import read_all
+from fraudstream.settings import Settings
+from fraudstream.sim.generator import SimConfig
+from fraudstream.sim.publisher import PublishStats, publish
 from tests.integration.procs import REPO, Worker, fresh_settings, settings_env
 
 pytestmark = pytest.mark.integration
@@ -42,7 +42,7 @@ PICKUP_S = 45.0
 
 def _scale(s: Settings, partitions: int) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "stream", "topics", "scale", "--partitions", str(partitions)],
+        [sys.executable, "-m", "fraudstream", "topics", "scale", "--partitions", str(partitions)],
         env=settings_env(s),
         cwd=REPO,
         capture_output=True,

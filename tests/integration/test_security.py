@@ -14,12 +14,12 @@ import orjson
 import pytest
 from confluent_kafka import KafkaError
 
-from stream.core.messages import encode_transaction
-from stream.errors import BrokerError
-from stream.kafka.admin import create_topics, describe_topics
-from stream.kafka.clients import make_consumer, make_producer, read_all
-from stream.settings import Settings
-from stream.sim.generator import SimConfig, generate
+from fraudstream.core.messages import encode_transaction
+from fraudstream.errors import BrokerError
+from fraudstream.kafka.admin import create_topics, describe_topics
+from fraudstream.kafka.clients import make_consumer, make_producer, read_all
+from fraudstream.settings import Settings
+from fraudstream.sim.generator import SimConfig, generate
 from tests.integration.procs import REPO, Worker, settings_env, wait_for
 from tests.integration.secure import SecureBroker, secure_broker  # noqa: F401 - fixture
 
@@ -116,7 +116,7 @@ def test_a_wrong_password_is_refused(
 
     # The CLI says so in one line naming the setting, exit 2.
     out = subprocess.run(
-        [sys.executable, "-m", "stream", "topics", "describe"],
+        [sys.executable, "-m", "fraudstream", "topics", "describe"],
         env=settings_env(bad),
         cwd=REPO,
         capture_output=True,

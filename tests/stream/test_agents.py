@@ -27,8 +27,8 @@ Details of that harness:
   it later, in a batch. ``settle`` waits until Faust has acked every event, which happens after
   the batch's handler returns, and re-raises an agent crash.
 
-``RecordingOutput`` subclasses ``stream.app.agents.Output`` without its Kafka producer: ``send``
-records, ``flush`` counts, and ``dead_letter`` is the production method (headers included).
+``RecordingOutput`` subclasses ``fraudstream.app.agents.Output`` without its Kafka producer:
+``send`` records, ``flush`` counts, and ``dead_letter`` is the production method (headers included).
 """
 
 from __future__ import annotations
@@ -51,11 +51,11 @@ from faust.types import TP
 from faust.types.tuples import Message
 from prometheus_client import REGISTRY
 
-from stream.app.agents import Barrier, Output, decide_batches, divert_records
-from stream.app.app import FraudApp, create_app
-from stream.app.serving import ServingManager
-from stream.core import engine, features
-from stream.core.messages import (
+from fraudstream.app.agents import Barrier, Output, decide_batches, divert_records
+from fraudstream.app.app import FraudApp, create_app
+from fraudstream.app.serving import ServingManager
+from fraudstream.core import engine, features
+from fraudstream.core.messages import (
     Decision,
     Feedback,
     Routing,
@@ -66,11 +66,11 @@ from stream.core.messages import (
     encode_decision,
     encode_feedback,
 )
-from stream.core.outcomes import Confusion, classify
-from stream.core.policy import decide_many
-from stream.core.routing import assign_many
-from stream.errors import TransactionAborted
-from stream.settings import Settings
+from fraudstream.core.outcomes import Confusion, classify
+from fraudstream.core.policy import decide_many
+from fraudstream.core.routing import assign_many
+from fraudstream.errors import TransactionAborted
+from fraudstream.settings import Settings
 
 pytestmark = pytest.mark.stream
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from stream.core.cardstore import CardStore
-from stream.core.engine import CardRecord
+from fraudstream.core.cardstore import CardStore
+from fraudstream.core.engine import CardRecord
 
 
 def rec(n: int) -> CardRecord:

@@ -8,8 +8,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.core import messages as m
-from stream.errors import InvalidMessage
+from fraudstream.core import messages as m
+from fraudstream.errors import InvalidMessage
 
 DECODERS = (
     m.decode_transaction,

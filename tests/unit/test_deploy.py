@@ -22,9 +22,9 @@ import prometheus_client
 import pytest
 import yaml
 
-import stream.app.metrics as app_metrics
-from stream.core.messages import OutcomeKind
-from stream.settings import Settings
+import fraudstream.app.metrics as app_metrics
+from fraudstream.core.messages import OutcomeKind
+from fraudstream.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
@@ -147,11 +147,11 @@ def mounts(service: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def web_routes() -> set[str]:
-    source = (REPO / "stream" / "app" / "web.py").read_text()
+    source = (REPO / "fraudstream" / "app" / "web.py").read_text()
     return set(re.findall(r"""\.page\(\s*["']([^"']+)["']""", source))
 
 
-# --- metrics exposed by stream.app.metrics ---------------------------------------------------
+# --- metrics exposed by fraudstream.app.metrics ---------------------------------------------------
 SUFFIXES = {
     "counter": ("_total", "_created"),
     "gauge": ("",),
@@ -175,7 +175,7 @@ def exposed_metrics() -> dict[str, set[str]]:
             if suffix == "_bucket":
                 labels.add("le")
             names[base + suffix] = labels
-    assert names, "no prometheus_client metrics found in stream.app.metrics"
+    assert names, "no prometheus_client metrics found in fraudstream.app.metrics"
     return names
 
 
@@ -211,7 +211,7 @@ def test_dockerfile_keeps_schemas_next_to_the_package() -> None:
     assert workdirs, "no WORKDIR"
     copies = [args.split() for word, args in instructions if word == "COPY"]
     dests = {tuple(a for a in c if not a.startswith("--")) for c in copies}
-    for needed in ("stream", "schemas", "models"):
+    for needed in ("fraudstream", "schemas", "models"):
         assert (needed, f"./{needed}") in dests or (needed, f"{workdirs[-1]}/{needed}") in dests
     assert any(
         "pip install" in args and " -e " in f" {args} " for w, args in instructions if w == "RUN"
@@ -243,7 +243,7 @@ def test_compose_fraud_variables_are_settings(services: dict[str, dict[str, Any]
     known = settings_env_names()
     for name, svc in services.items():
         unknown = {k for k in env_of(svc) if k.startswith("FRAUD_")} - known
-        assert not unknown, f"{name}: {unknown} are not fields of stream.settings.Settings"
+        assert not unknown, f"{name}: {unknown} are not fields of fraudstream.settings.Settings"
 
 
 @pytest.mark.parametrize("service", ["topics", *WORKERS, "simulator"])
@@ -272,7 +272,7 @@ def test_compose_topic_names_are_the_defaults(services: dict[str, dict[str, Any]
 
 def test_compose_fraudstream_commands_exist(services: dict[str, dict[str, Any]]) -> None:
     """Each fraudstream invocation in compose names a real CLI command and real options."""
-    from stream.cli import main
+    from fraudstream.cli import main
 
     invocations: list[tuple[str, list[str]]] = []
     default_cmd = dockerfile_json("CMD")
@@ -492,7 +492,9 @@ def test_dashboard_metrics_exist(dashboard: dict[str, Any]) -> None:
     used: set[str] = set()
     for expr in expressions(dashboard):
         for name in re.findall(r"\bfraudstream_[a-z0-9_]+", expr):
-            assert name in exposed, f"{name} (in {expr!r}) is not exposed by stream.app.metrics"
+            assert name in exposed, (
+                f"{name} (in {expr!r}) is not exposed by fraudstream.app.metrics"
+            )
             used.add(name)
     required = {
         "fraudstream_decisions_total",

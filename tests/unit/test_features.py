@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from stream.core import features as fx
-from stream.core.messages import Transaction
-from stream.sim.generator import SimConfig, generate
+from fraudstream.core import features as fx
+from fraudstream.core.messages import Transaction
+from fraudstream.sim.generator import SimConfig, generate
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z, a Thursday
 IDX = {name: i for i, name in enumerate(fx.FEATURE_NAMES)}
@@ -235,7 +235,7 @@ def test_serialisation_round_trip_gives_identical_later_features() -> None:
 
 
 def test_bad_state_is_refused() -> None:
-    from stream.errors import InvalidMessage
+    from fraudstream.errors import InvalidMessage
 
     with pytest.raises(InvalidMessage, match="card state"):
         fx.state_from_json(b"{}")

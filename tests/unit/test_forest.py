@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
-from stream.core import features, registry
-from stream.core.forest import Forest
-from stream.sim.generator import SimConfig, generate
+from fraudstream.core import features, registry
+from fraudstream.core.forest import Forest
+from fraudstream.sim.generator import SimConfig, generate
 
 REPO = Path(__file__).resolve().parents[2]
 

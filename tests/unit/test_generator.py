@@ -8,9 +8,9 @@ from datetime import datetime
 
 import pytest
 
-from stream.core.messages import decode_transaction, encode_transaction
-from stream.sim.files import read_labelled, write_labelled
-from stream.sim.generator import (
+from fraudstream.core.messages import decode_transaction, encode_transaction
+from fraudstream.sim.files import read_labelled, write_labelled
+from fraudstream.sim.generator import (
     FRAUD_KINDS,
     SimConfig,
     SimEvent,
@@ -157,7 +157,7 @@ def test_file_column_mapping(tmp_path) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_file_errors_name_the_row(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from stream.errors import InvalidMessage
+    from fraudstream.errors import InvalidMessage
 
     path = tmp_path / "bad.csv"
     path.write_text(

@@ -10,8 +10,8 @@ import jsonschema
 import orjson
 import pytest
 
-from stream.core import messages as m
-from stream.core.messages import (
+from fraudstream.core import messages as m
+from fraudstream.core.messages import (
     REASONS,
     Decision,
     Feedback,
@@ -21,7 +21,7 @@ from stream.core.messages import (
     Score,
     Transaction,
 )
-from stream.errors import InvalidMessage
+from fraudstream.errors import InvalidMessage
 
 PAN = "4111111111111111"
 

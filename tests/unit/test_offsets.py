@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stream.core.offsets import InOrderOffsets
+from fraudstream.core.offsets import InOrderOffsets
 
 
 def test_commits_past_marker_holes_once_the_first_record_is_checked() -> None:

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from stream.app.api import OPENAPI_PATH, InflightLimiter, card_partition
-from stream.core.messages import load_schema
+from fraudstream.app.api import OPENAPI_PATH, InflightLimiter, card_partition
+from fraudstream.core.messages import load_schema
 
 
 def _doc() -> dict:

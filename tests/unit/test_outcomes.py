@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from stream.core.messages import Decision, Feedback, Score
-from stream.core.outcomes import (
+from fraudstream.core.messages import Decision, Feedback, Score
+from fraudstream.core.outcomes import (
     Confusion,
     ConfusionBook,
     JoinRecord,
@@ -21,7 +21,7 @@ from stream.core.outcomes import (
     record_decision,
     record_score,
 )
-from stream.errors import FraudStreamError
+from fraudstream.errors import FraudStreamError
 
 DECISION = Decision(
     "tx-1", "card-1", "review", 0.7, "v1", "champion", (), "2024-05-01T00:00:00Z", 80.0, "EUR"

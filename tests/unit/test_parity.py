@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from stream.core import features as fx
-from stream.core.messages import Transaction
-from stream.sim.generator import SimConfig, generate
+from fraudstream.core import features as fx
+from fraudstream.core.messages import Transaction
+from fraudstream.sim.generator import SimConfig, generate
 
 
 def _events() -> list[Transaction]:

@@ -3,9 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stream.core.messages import Reason
-from stream.core.policy import Thresholds, decide, decide_many, top_reasons
-from stream.errors import ConfigError, ScoringError
+from fraudstream.core.messages import Reason
+from fraudstream.core.policy import Thresholds, decide, decide_many, top_reasons
+from fraudstream.errors import ConfigError, ScoringError
 
 T = Thresholds(review=0.5, decline=0.9)
 

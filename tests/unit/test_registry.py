@@ -12,10 +12,10 @@ import orjson
 import pytest
 import xgboost as xgb
 
-from stream.core import registry
-from stream.core.features import FEATURE_NAMES, N_FEATURES
-from stream.core.scoring import nonfinite_rows, score_batch
-from stream.errors import ModelError
+from fraudstream.core import registry
+from fraudstream.core.features import FEATURE_NAMES, N_FEATURES
+from fraudstream.core.scoring import nonfinite_rows, score_batch
+from fraudstream.errors import ModelError
 
 THRESHOLDS = {"review": 0.5, "decline": 0.9}
 

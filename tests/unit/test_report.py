@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from stream.core.messages import Outcome
-from stream.report import render, summarise
+from fraudstream.core.messages import Outcome
+from fraudstream.report import render, summarise
 
 
 def _o(txid: str, version: str, variant: str, decision: str, is_fraud: bool, kind: str) -> Outcome:

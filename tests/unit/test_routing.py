@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from stream.core.messages import Routing
-from stream.core.routing import (
+from fraudstream.core.messages import Routing
+from fraudstream.core.routing import (
     assign,
     assign_many,
     bucket,
@@ -16,7 +16,7 @@ from stream.core.routing import (
     route,
     validate_routing,
 )
-from stream.errors import ConfigError
+from fraudstream.errors import ConfigError
 
 # Computed once and pinned, like aiokafka pins murmur2 against the Java client: any change to the
 # hash, the separator or the byte order reshuffles every card in production and must fail here.

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from stream.core.stats import mcnemar, min_samples_note, two_proportion_z_test, wilson
+from fraudstream.core.stats import mcnemar, min_samples_note, two_proportion_z_test, wilson
 
 
 def test_wilson_known_values() -> None:

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stream.core import registry
-from stream.core.features import CARD_FEATURE_SLICE, FEATURE_NAMES
-from stream.sim.files import write_labelled
-from stream.sim.generator import SimConfig, SimEvent, generate
-from stream.train import (
+from fraudstream.core import registry
+from fraudstream.core.features import CARD_FEATURE_SLICE, FEATURE_NAMES
+from fraudstream.sim.files import write_labelled
+from fraudstream.sim.generator import SimConfig, SimEvent, generate
+from fraudstream.train import (
     auc_roc,
     average_precision,
     precision_at_k,

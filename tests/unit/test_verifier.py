@@ -1,11 +1,11 @@
-"""The fault suite's counting, without Kafka (stream.faults.verifier.verify)."""
+"""The fault suite's counting, without Kafka (fraudstream.faults.verifier.verify)."""
 
 from __future__ import annotations
 
 import orjson
 
-from stream.faults import render_table
-from stream.faults.verifier import (
+from fraudstream.faults import render_table
+from fraudstream.faults.verifier import (
     DeadLetter,
     Sent,
     parse_dead_letter,

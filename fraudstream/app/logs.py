@@ -1,0 +1,198 @@
+"""Logging: plain or JSON lines, with card-number-shaped digits and secrets scrubbed from every
+record, whoever logs it (our code, Faust, aiokafka), and from whatever native code writes
+straight to stderr (librdkafka's own log lines bypass Python logging).
+
+At DEBUG level Faust and aiokafka log whole message keys and values (``send: topic=... k=...
+v=...``, ``Sending (key=... value=...)``); the scrub filter sits on the one root handler, so it
+sees every record that any logger propagates, and it scrubs the message, its arguments, and the
+exception and stack text.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import logging
+import os
+import re
+import sys
+import threading
+import time
+from typing import IO, Any
+
+from fraudstream.core.redact import redact
+
+_PUMP_ATTR = "_fraudstream_stderr_pump"
+
+
+class ScrubFilter(logging.Filter):
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        self.secrets = [s for s in secrets if s]
+
+    def scrub(self, text: str) -> str:
+        # Secrets first: a numeric secret must not be half-replaced by the digit redaction.
+        for secret in self.secrets:
+            text = text.replace(secret, "[redacted-secret]")
+        return redact(text)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            text = record.getMessage()
+        except Exception:  # noqa: BLE001 - a broken format string must not break logging
+            text = str(record.msg)
+        record.msg, record.args = self.scrub(text), None
+        if record.exc_info and not record.exc_text:
+            # Formatters reuse exc_text when it is set: render the traceback once, scrubbed.
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.scrub(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.scrub(record.stack_info)
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        body: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key in ("model_version", "partition", "offset"):
+            if hasattr(record, key):
+                body[key] = getattr(record, key)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            body["exc"] = redact(record.exc_text)
+        if record.stack_info:
+            body["stack"] = redact(record.stack_info)
+        return json.dumps(body, ensure_ascii=False, default=str)
+
+
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg,unused-ignore]
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        # A record re-emitted from the stderr pump must not fail back into the pump forever.
+        if getattr(record, "from_stderr", False):
+            return
+        super().handleError(record)
+
+
+# librdkafka's own log line: "%<syslog level>|<unix time>|<facility>|<client>| <message>"
+_RDKAFKA_LINE = re.compile(r"^%(\d)\|[\d.]+\|([^|]*)\|([^|]*)\|\s?(.*)$")
+_SYSLOG_LEVELS = {
+    0: logging.CRITICAL,
+    1: logging.CRITICAL,
+    2: logging.CRITICAL,
+    3: logging.ERROR,
+    4: logging.WARNING,
+    5: logging.INFO,
+    6: logging.INFO,
+    7: logging.DEBUG,
+}
+
+
+class _StderrPump:
+    """Point file descriptor 2 at a pipe; turn every line written there into a log record.
+
+    Native libraries (librdkafka) and anything else writing to stderr directly would otherwise
+    bypass both the scrubbing and the JSON format. Records go straight to ``handler``, which
+    writes to a duplicate of the original stderr, so nothing loops back into the pipe.
+    """
+
+    def __init__(self, handler: logging.Handler) -> None:
+        self.handler = handler
+        sys.stderr.flush()
+        self.saved_fd = os.dup(2)
+        read_fd, write_fd = os.pipe()
+        os.dup2(write_fd, 2)
+        os.close(write_fd)
+        self.read_fd = read_fd
+        self.thread = threading.Thread(target=self._run, name="stderr-pump", daemon=True)
+        self.thread.start()
+        atexit.register(self.close)
+
+    def original_stream(self) -> IO[str]:
+        return os.fdopen(
+            os.dup(self.saved_fd), "w", buffering=1, encoding="utf-8", errors="replace"
+        )
+
+    def _emit(self, line: str) -> None:
+        if not line.strip():
+            return
+        match = _RDKAFKA_LINE.match(line)
+        if match:
+            level = _SYSLOG_LEVELS.get(int(match.group(1)), logging.WARNING)
+            name, msg = "librdkafka", f"{match.group(3)} {match.group(2)}: {match.group(4)}"
+        else:
+            level, name, msg = logging.WARNING, "stderr", line
+        record = logging.LogRecord(name, level, "stderr", 0, msg, None, None)
+        record.from_stderr = True
+        if logging.getLogger(name).isEnabledFor(level):
+            self.handler.handle(record)
+
+    def _run(self) -> None:
+        buf = b""
+        while True:
+            try:
+                chunk = os.read(self.read_fd, 65536)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                break
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            for raw in lines:
+                self._emit(raw.decode("utf-8", errors="replace").rstrip("\r"))
+        if buf:
+            self._emit(buf.decode("utf-8", errors="replace"))
+        os.close(self.read_fd)
+
+    def close(self) -> None:
+        """Give fd 2 back and drain what is left in the pipe (at exit)."""
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.flush()
+        os.dup2(self.saved_fd, 2)  # the pipe's last writer goes: the reader sees EOF
+        self.thread.join(timeout=2.0)
+
+
+def _quiet_faust_terminal() -> None:
+    """Faust's start-up spinner writes cursor escapes ("\\b\\x1b[?25h") to stdout at the end of
+    start-up even when stdout is no terminal, which breaks one-record-per-line output."""
+    try:
+        from faust.utils.terminal import Spinner
+    except ImportError:  # pragma: no cover - faust is a dependency of the worker only
+        return
+    Spinner.bell = ""
+    Spinner.cursor_hide = ""
+    Spinner.cursor_show = ""
+
+
+def setup_logging(
+    level: str, as_json: bool, secrets: list[str], *, capture_stderr: bool = True
+) -> None:
+    """Configure the root logger; with ``capture_stderr`` also route fd 2 through it."""
+    pump: _StderrPump | None = getattr(sys, _PUMP_ATTR, None)
+    if capture_stderr and pump is None:
+        pump = _StderrPump(logging.NullHandler())  # handler set below
+        setattr(sys, _PUMP_ATTR, pump)
+    stream = pump.original_stream() if pump is not None else sys.stderr
+    handler = _Handler(stream)
+    handler.addFilter(ScrubFilter(secrets))
+    if as_json:
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("[%(asctime)s] %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    if pump is not None:
+        pump.handler = handler
+    logging.captureWarnings(True)
+    _quiet_faust_terminal()

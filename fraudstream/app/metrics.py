@@ -1,0 +1,136 @@
+"""Prometheus metrics. No per-card or per-transaction labels: cardinality stays bounded by
+model versions, decisions and reasons."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from prometheus_client import Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from fraudstream.core.engine import ServedModel
+
+TRANSACTIONS = Counter(
+    "fraudstream_transactions_received_total", "Transaction records consumed by the worker."
+)
+DECISIONS = Counter(
+    "fraudstream_decisions_total",
+    "Decisions written, by decision, deciding model version and variant.",
+    ["decision", "model_version", "variant"],
+)
+DECISION_LATENCY = Histogram(
+    "fraudstream_decision_latency_seconds",
+    "From the transaction's broker timestamp to its decision being handed to the producer.",
+    buckets=(
+        0.001,
+        0.0025,
+        0.005,
+        0.0075,
+        0.01,
+        0.015,
+        0.02,
+        0.03,
+        0.05,
+        0.1,
+        0.25,
+        0.5,
+        1,
+        2.5,
+        5,
+        10,
+    ),
+)
+SCORES = Histogram(
+    "fraudstream_score",
+    "Model scores, by model version and role.",
+    ["model_version", "role"],
+    buckets=(0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0),
+)
+REVOKED_SKIPPED = Counter(
+    "fraudstream_revoked_skipped_total",
+    "Buffered transactions left to their partition's new owner after a rebalance.",
+)
+DUPLICATES = Counter(
+    "fraudstream_duplicates_total",
+    "Transactions seen again within the dedup window; not re-decided.",
+)
+DEAD_LETTERS = Counter(
+    "fraudstream_dead_letters_total",
+    "Records sent to a dead-letter topic, by reason and source topic kind.",
+    ["reason", "source"],
+)
+FEEDBACK_OUTCOMES = Counter(
+    "fraudstream_feedback_outcomes_total",
+    "Outcomes emitted from labels (a reversal counts again), by model version, variant, outcome.",
+    ["model_version", "variant", "outcome"],
+)
+CONFUSION = Gauge(
+    "fraudstream_confusion",
+    "Current confusion counts (a reversed label moves a count), summed over the partitions "
+    "this worker owns.",
+    ["model_version", "variant", "cell"],
+)
+FEEDBACK_UNKNOWN = Counter(
+    "fraudstream_feedback_unknown_total",
+    "Labels for transactions never decided here or past retention (dead-lettered).",
+)
+MODEL_INFO = Gauge(
+    "fraudstream_model_info",
+    "Loaded model versions (value 1), with role, load time and sha256 prefix.",
+    ["version", "role", "loaded_at", "sha256"],
+)
+MODEL_LOAD_FAILURES = Counter(
+    "fraudstream_model_load_failures_total", "Model versions refused at load.", ["version"]
+)
+CONSUMER_LAG = Gauge(
+    "fraudstream_consumer_lag",
+    "Records behind the end, per assigned partition.",
+    ["topic", "partition"],
+)
+ROUTING_SHARE = Gauge("fraudstream_challenger_share", "Challenger share of card keys in force.")
+
+
+def observe_model_loaded(served: ServedModel, role: str) -> None:
+    import time
+
+    MODEL_LOAD_FAILURES.labels(version=served.version)  # a 0 series, so dashboards see it
+
+    for labels in list(MODEL_INFO._metrics):
+        if labels[0] == served.version:
+            MODEL_INFO.remove(*labels)
+    MODEL_INFO.labels(
+        version=served.version,
+        role=role,
+        loaded_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        sha256=served.model.meta.sha256[:12],
+    ).set(1)
+
+
+def forget_models_except(keep: set[str]) -> None:
+    for labels in list(MODEL_INFO._metrics):
+        if labels[0] not in keep:
+            MODEL_INFO.remove(*labels)
+
+
+TXN_COMMITS = Counter(
+    "fraudstream_kafka_transactions_committed_total",
+    "Kafka transactions committed by the scoring path (one per owned partition per interval).",
+)
+TXN_ABORTS = Counter(
+    "fraudstream_kafka_transactions_aborted_total",
+    "Kafka transactions aborted and whose events were decided again.",
+)
+TXN_COMMIT_SECONDS = Histogram(
+    "fraudstream_kafka_transaction_commit_seconds",
+    "Time to commit one partition's Kafka transaction (offsets included).",
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0),
+)
+CARD_RECORDS = Gauge(
+    "fraudstream_card_records",
+    "Per-card records held for the partitions this worker owns.",
+    ["partition"],
+)
+REFETCHES = Counter(
+    "fraudstream_refetches_total",
+    "Holes in a partition's delivered offsets that held records and were fetched again.",
+)

@@ -1,0 +1,255 @@
+"""The worker's scoring step, pure: transactions and per-card records in; decisions, scores,
+rejects and duplicates out. The Faust agent only decodes, calls ``process_batch`` and sends.
+
+Per card the worker keeps one record: the feature state (``core.features``) and the ids of the
+card's transactions seen within the dedup window. A transaction delivered again (an upstream
+retry, or a replay after a crash once its decision was written) is recognised there and gets no
+second decision. Cards partition the transactions topic, so the record sits next to its events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import orjson
+
+from fraudstream.core import features
+from fraudstream.core.messages import Decision, Routing, Score, Shadow, Transaction, Variant
+from fraudstream.core.policy import Thresholds, decide_many, top_reasons
+from fraudstream.core.registry import LoadedModel
+from fraudstream.core.routing import assign_many
+from fraudstream.core.scoring import nonfinite_rows
+from fraudstream.errors import ScoringError
+
+# A card with more distinct transactions than this inside the dedup window is already extreme;
+# the oldest ids are forgotten first so that the record stays small.
+MAX_SEEN_PER_CARD = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class ServedModel:
+    version: str
+    model: LoadedModel
+    thresholds: Thresholds
+
+
+@dataclass(frozen=True, slots=True)
+class Serving:
+    """What decides right now: the routing in force and the models it names, loaded."""
+
+    routing: Routing
+    models: Mapping[str, ServedModel]
+
+    def __post_init__(self) -> None:
+        needed = [self.routing.champion]
+        if self.routing.challenger:
+            needed.append(self.routing.challenger)
+        missing = [v for v in needed if v not in self.models]
+        if missing:
+            raise ValueError(f"routing names versions that are not loaded: {missing}")
+
+
+@dataclass(slots=True)
+class CardRecord:
+    state: features.CardState | None = None
+    seen: dict[str, float] = field(default_factory=dict)  # transaction_id -> event ts
+
+
+def record_to_bytes(rec: CardRecord) -> bytes:
+    return orjson.dumps({"f": None if rec.state is None else rec.state.to_obj(), "s": rec.seen})
+
+
+def record_from_bytes(raw: bytes | None) -> CardRecord:
+    if not raw:
+        return CardRecord()
+    obj = orjson.loads(raw)
+    state = obj.get("f")
+    return CardRecord(
+        state=None if state is None else features.CardState.from_obj(state),
+        seen=dict(obj.get("s") or {}),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    tx: Transaction
+    decision: Decision
+    scores: tuple[Score, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    tx: Transaction
+    error: ScoringError
+
+
+@dataclass(frozen=True, slots=True)
+class Duplicate:
+    tx: Transaction
+
+
+Result = Scored | Rejected | Duplicate
+
+
+def _remember(rec: CardRecord, tx: Transaction, window_s: float) -> None:
+    horizon = tx.ts - window_s
+    if rec.seen and (len(rec.seen) >= MAX_SEEN_PER_CARD or min(rec.seen.values()) < horizon):
+        kept = {k: t for k, t in rec.seen.items() if t >= horizon}
+        if len(kept) >= MAX_SEEN_PER_CARD:
+            kept = dict(sorted(kept.items(), key=lambda kv: kv[1])[-(MAX_SEEN_PER_CARD - 1) :])
+        rec.seen = kept
+    rec.seen[tx.transaction_id] = tx.ts
+
+
+def process_batch(
+    serving: Serving,
+    txs: Sequence[Transaction],
+    records: MutableMapping[str, CardRecord],
+    *,
+    now_iso: str,
+    dedup_window_s: float,
+) -> list[Result]:
+    """Decide a batch. ``records`` holds the record of every card in the batch (an empty
+    ``CardRecord`` for a new card) and is updated in place; results come in input order."""
+    n = len(txs)
+    results: list[Result | None] = [None] * n
+    rows: list[list[float]] = []
+    row_of: list[int] = []  # input index of each feature row
+    previous: dict[int, tuple[str, features.CardState | None]] = {}
+
+    for i, tx in enumerate(txs):
+        rec = records[tx.card_id]
+        if tx.transaction_id in rec.seen:
+            results[i] = Duplicate(tx)
+            continue
+        previous[i] = (tx.card_id, rec.state)
+        rec.state, vector = features.step(rec.state, tx)
+        _remember(rec, tx, dedup_window_s)
+        rows.append(vector)
+        row_of.append(i)
+
+    if rows:
+        x = np.asarray(rows, dtype=np.float32)
+        bad = nonfinite_rows(x)
+        if bad.any():
+            for r in np.flatnonzero(bad):
+                i = row_of[int(r)]
+                tx = txs[i]
+                names = [features.FEATURE_NAMES[j] for j in np.flatnonzero(~np.isfinite(x[r]))]
+                results[i] = Rejected(
+                    tx,
+                    ScoringError(
+                        "non_finite_feature",
+                        f"feature(s) {', '.join(names)} came out NaN or infinite; the "
+                        "transaction was not scored",
+                    ),
+                )
+                # A transaction that was not decided must not count in the card's history.
+                card_id, old_state = previous[i]
+                records[card_id].state = old_state
+                records[card_id].seen.pop(tx.transaction_id, None)
+            keep = ~bad
+            x = x[keep]
+            row_of = [i for i, k in zip(row_of, keep, strict=True) if k]
+        if row_of:
+            scored = _score(serving, [txs[i] for i in row_of], x, now_iso)
+            for i, s in zip(row_of, scored, strict=True):
+                results[i] = s
+    return [r for r in results if r is not None]
+
+
+def _score(serving: Serving, txs: list[Transaction], x: np.ndarray, now_iso: str) -> list[Scored]:
+    routing = serving.routing
+    n = len(txs)
+    if routing.challenger and routing.challenger_share > 0:
+        variants: list[Variant] = assign_many(
+            [t.card_id for t in txs], routing.salt, routing.challenger_share
+        )
+    else:
+        variants = ["champion"] * n
+    challenger = routing.challenger
+    decider = [
+        routing.champion if v == "champion" or challenger is None else challenger for v in variants
+    ]
+    shadow: list[str | None] = [None] * n
+    if routing.shadow and challenger:
+        shadow = [challenger if d == routing.champion else routing.champion for d in decider]
+
+    # One model call per version over every row it scores (deciding or shadow).
+    per_version: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for version in {*decider, *(s for s in shadow if s)}:
+        idx = np.fromiter(
+            (i for i in range(n) if decider[i] == version or shadow[i] == version), dtype=np.intp
+        )
+        per_version[version] = (idx, serving.models[version].model.predict(x[idx]))
+
+    score_of: dict[tuple[int, str], float] = {}
+    decision_of: dict[tuple[int, str], str] = {}
+    for version, (idx, probs) in per_version.items():
+        kinds = decide_many(probs, serving.models[version].thresholds)
+        for j, i in enumerate(idx.tolist()):
+            score_of[(i, version)] = float(probs[j])
+            decision_of[(i, version)] = kinds[j]
+
+    # Reasons only for flagged transactions, one contributions call per deciding version.
+    reasons: dict[int, tuple] = {}
+    for version in set(decider):
+        flagged = [
+            i for i in range(n) if decider[i] == version and decision_of[(i, version)] != "approve"
+        ]
+        if not flagged:
+            continue
+        served = serving.models[version]
+        contribs = served.model.contributions(x[flagged])
+        names = served.model.meta.feature_names
+        for j, i in enumerate(flagged):
+            reasons[i] = top_reasons(contribs[j], names, x[i])
+
+    out: list[Scored] = []
+    for i, tx in enumerate(txs):
+        version = decider[i]
+        other = shadow[i]
+        shadow_info = (
+            Shadow(other, score_of[(i, other)], decision_of[(i, other)])  # type: ignore[arg-type]
+            if other
+            else None
+        )
+        kind = decision_of[(i, version)]
+        decision = Decision(
+            transaction_id=tx.transaction_id,
+            card_id=tx.card_id,
+            decision=kind,  # type: ignore[arg-type]
+            score=score_of[(i, version)],
+            model_version=version,
+            variant=variants[i] if challenger else "champion",
+            reasons=reasons.get(i, ()),
+            decided_at=now_iso,
+            amount=tx.amount,
+            currency=tx.currency,
+            shadow=shadow_info,
+        )
+        scores = [
+            Score(
+                transaction_id=tx.transaction_id,
+                model_version=version,
+                role=decision.variant,
+                score=decision.score,
+                scored_at=now_iso,
+                decision=kind,  # type: ignore[arg-type]
+            )
+        ]
+        if other:
+            scores.append(
+                Score(
+                    transaction_id=tx.transaction_id,
+                    model_version=other,
+                    role="shadow",
+                    score=score_of[(i, other)],
+                    scored_at=now_iso,
+                    decision=decision_of[(i, other)],  # type: ignore[arg-type]
+                )
+            )
+        out.append(Scored(tx, decision, tuple(scores)))
+    return out

@@ -1,0 +1,272 @@
+"""`fraudstream demo`: broker, topics, a worker and the simulator, with a live terminal view.
+
+Everything it starts it stops again on Ctrl-C or after ``--duration``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections import Counter, defaultdict, deque
+from dataclasses import replace
+from pathlib import Path
+
+import orjson
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from fraudstream.errors import BrokerError
+from fraudstream.settings import Settings
+
+HOME = Path(".fraudstream")
+
+
+def _histogram_quantiles(text: str, name: str, qs: tuple[float, ...]) -> list[float | None]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    buckets: list[tuple[float, float]] = []
+    for fam in text_string_to_metric_families(text):
+        if fam.name != name:
+            continue
+        for sample in fam.samples:
+            if sample.name.endswith("_bucket"):
+                buckets.append((float(sample.labels["le"]), sample.value))
+    buckets.sort()
+    if not buckets or buckets[-1][1] == 0:
+        return [None for _ in qs]
+    total = buckets[-1][1]
+    out: list[float | None] = []
+    for q in qs:
+        target = q * total
+        prev_le, prev_c = 0.0, 0.0
+        value = None
+        for le, c in buckets:
+            if c >= target:
+                if le == float("inf"):
+                    value = prev_le
+                else:
+                    frac = (target - prev_c) / (c - prev_c) if c > prev_c else 1.0
+                    value = prev_le + (le - prev_le) * frac
+                break
+            prev_le, prev_c = le, c
+        out.append(value)
+    return out
+
+
+class LiveView:
+    def __init__(self, settings: Settings, web_port: int) -> None:
+        self.settings = settings
+        self.web_port = web_port
+        self.decisions: Counter[tuple[str, str, str]] = Counter()
+        self.scores: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0] * 10)
+        self.recent: deque[tuple[float, int]] = deque(maxlen=20)
+        self.total = 0
+        self.dlq = 0
+        self.outcomes: Counter[tuple[str, str, str]] = Counter()
+        self.stop = threading.Event()
+
+    def consume(self) -> None:
+        from fraudstream.kafka.clients import make_consumer
+
+        s = self.settings
+        c = make_consumer(
+            s, group_id=f"fraudstream-demo-view-{os.getpid()}", **{"auto.offset.reset": "latest"}
+        )
+        c.subscribe([s.topic_decisions, s.topic_scores, s.topic_dlq, s.topic_outcomes])
+        try:
+            while not self.stop.is_set():
+                for msg in c.consume(500, 0.2):
+                    if msg.error():
+                        continue
+                    topic = msg.topic()
+                    if topic == s.topic_dlq:
+                        self.dlq += 1
+                        continue
+                    v = orjson.loads(msg.value() or b"{}")
+                    if topic == s.topic_decisions:
+                        self.total += 1
+                        self.decisions[(v["model_version"], v["variant"], v["decision"])] += 1
+                    elif topic == s.topic_scores:
+                        b = min(9, int(float(v["score"]) * 10))
+                        self.scores[(v["model_version"], v["role"])][b] += 1
+                    else:
+                        self.outcomes[(v["model_version"], v["variant"], v["outcome"])] += 1
+        finally:
+            c.close()
+
+    def render(self) -> Group:
+        now = time.monotonic()
+        self.recent.append((now, self.total))
+        t0, n0 = self.recent[0]
+        rate = (self.total - n0) / (now - t0) if now > t0 else 0.0
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.web_port}/metrics", timeout=1
+            ) as r:
+                text = r.read().decode()
+            p50, p95, p99 = _histogram_quantiles(
+                text, "fraudstream_decision_latency_seconds", (0.5, 0.95, 0.99)
+            )
+        except OSError:
+            p50 = p95 = p99 = None
+
+        def ms(x: float | None) -> str:
+            return "–" if x is None else f"{x * 1000:.1f} ms"
+
+        head = Table.grid(padding=(0, 3))
+        head.add_row(
+            f"[b]decisions[/b] {self.total}",
+            f"[b]throughput[/b] {rate:,.0f}/s",
+            f"[b]latency[/b] p50 {ms(p50)}  p95 {ms(p95)}  p99 {ms(p99)}",
+            f"[b]dead letters[/b] {self.dlq}",
+        )
+        mix = Table(title="decision mix per model version")
+        for col in ("version", "variant", "approve", "review", "decline", "flagged %"):
+            mix.add_column(col, justify="right" if col not in ("version", "variant") else "left")
+        keys = sorted({(v, var) for v, var, _ in self.decisions})
+        for v, var in keys:
+            a, rv, d = (self.decisions[(v, var, k)] for k in ("approve", "review", "decline"))
+            tot = a + rv + d
+            mix.add_row(
+                v, var, str(a), str(rv), str(d), f"{100 * (rv + d) / tot:.2f}" if tot else "–"
+            )
+        dist = Table(title="score distribution (deciles) per version and role")
+        dist.add_column("version / role")
+        dist.add_column("0.0 ─────────────── 1.0")
+        bars = " ▁▂▃▄▅▆▇█"
+        for (v, role), hist in sorted(self.scores.items()):
+            top = max(hist) or 1
+            dist.add_row(
+                f"{v} / {role}", "".join(bars[min(8, round(8 * h / top))] * 2 for h in hist)
+            )
+        out = Table(title="labelled outcomes (feedback joined)")
+        for col in ("version", "variant", "TP", "FP", "TN", "FN"):
+            out.add_column(col)
+        for v, var in sorted({(v, var) for v, var, _ in self.outcomes}):
+            out.add_row(
+                v, var, *(str(self.outcomes[(v, var, k)]) for k in ("TP", "FP", "TN", "FN"))
+            )
+        return Group(head, mix, dist, out)
+
+
+def run_demo(base: Settings, duration: float | None, rate: float, partitions: int) -> None:
+    from fraudstream.kafka.admin import create_topics
+    from fraudstream.kafka.broker import LocalBroker, free_port, port_in_use
+    from fraudstream.kafka.control import publish_routing, startup_routing
+    from fraudstream.sim.generator import SimConfig
+    from fraudstream.sim.publisher import publish
+
+    console = Console()
+    broker = LocalBroker(HOME / "broker")
+    started_broker = False
+    _, _, port = base.kafka_bootstrap.partition(":")
+    if os.environ.get("FRAUD_KAFKA_BOOTSTRAP") and port_in_use(int(port or 9092), "127.0.0.1"):
+        bootstrap = base.kafka_bootstrap
+    else:
+        (HOME / "broker").mkdir(parents=True, exist_ok=True)
+        was_running = broker.is_running()
+        with console.status("starting a local Kafka broker (first run downloads it with Maven)…"):
+            info = broker.start()
+        started_broker = not was_running
+        bootstrap = info.bootstrap
+    web_port = free_port()
+    settings = base.model_copy(
+        update={
+            "kafka_bootstrap": bootstrap,
+            "partitions": partitions,
+            "data_dir": HOME / "demo-worker",
+            "web_port": web_port,
+        }
+    )
+    env = {
+        **os.environ,
+        "FRAUD_KAFKA_BOOTSTRAP": bootstrap,
+        "FRAUD_WEB_PORT": str(web_port),
+        "FRAUD_DATA_DIR": str(settings.data_dir),
+        "FRAUD_PARTITIONS": str(partitions),
+    }
+    worker: subprocess.Popen[bytes] | None = None
+    view = LiveView(settings, web_port)
+    stop_sim = threading.Event()
+    try:
+        create_topics(settings)
+        routing = replace(
+            startup_routing(settings),
+            challenger=settings.challenger or "challenger-v2",
+            challenger_share=settings.challenger_share or 0.3,
+            shadow=True,
+        )
+        publish_routing(settings, routing)
+        log = (HOME / "demo-worker.log").open("ab")
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "fraudstream", "worker"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        # Traffic starts once the worker is ready, so the latency shown is the worker's own.
+        with console.status("starting the worker (loading models, joining the group)…"):
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and worker.poll() is None:
+                try:
+                    with urllib.request.urlopen(
+                        f"http://127.0.0.1:{web_port}/readyz", timeout=1
+                    ) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    pass
+                time.sleep(0.5)
+        sim = threading.Thread(
+            target=publish,
+            kwargs={
+                "settings": settings,
+                "n": None,
+                "rate": rate,
+                "config": SimConfig(seed=7),
+                "feedback_delay_s": 15.0,
+                "legit_label_share": 0.2,
+                "stop": stop_sim,
+            },
+            daemon=True,
+        )
+        sim.start()
+        consumer = threading.Thread(target=view.consume, daemon=True)
+        consumer.start()
+        console.print(
+            f"broker {bootstrap} · worker metrics http://127.0.0.1:{web_port}/metrics · "
+            f"champion {routing.champion} · challenger {routing.challenger} at "
+            f"{routing.challenger_share:.0%} · shadow on · Ctrl-C to stop"
+        )
+        t0 = time.monotonic()
+        with Live(view.render(), console=console, refresh_per_second=2) as live:
+            while duration is None or time.monotonic() - t0 < duration:
+                if worker.poll() is not None:
+                    raise BrokerError(
+                        f"the worker exited with code {worker.returncode}; see "
+                        f"{HOME / 'demo-worker.log'}"
+                    )
+                time.sleep(0.5)
+                live.update(view.render())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop_sim.set()
+        view.stop.set()
+        if worker is not None and worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        if started_broker:
+            with contextlib.suppress(Exception):
+                broker.stop()
+        console.print(f"demo stopped: {view.total} decisions, {view.dlq} dead letters")

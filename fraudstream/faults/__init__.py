@@ -1,0 +1,135 @@
+"""The fault suite's library: the verifier, the scenarios, and the results table.
+
+Every scenario run by ``tests/faults`` records its row in a JSON file (``$FRAUD_FAULTS_RESULTS``,
+default ``.fraudstream/faults/results.json``; a later run of a scenario replaces its row).
+``python -m fraudstream.faults --write-docs`` renders those rows into docs/faults.md, between the
+``<!-- faults:table -->`` markers. ``make faults`` does both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+DOC = REPO / "docs" / "faults.md"
+BEGIN, END = "<!-- faults:table:begin -->", "<!-- faults:table:end -->"
+
+# Table order; scenarios not listed here come after, alphabetically.
+ORDER = [
+    "SIGTERM + restart",
+    "SIGKILL x1",
+    "SIGKILL x3",
+    "scale 1→2→1",
+    "broker SIGKILL + restart",
+    "SIGSTOP past session timeout",
+    "bad-input corpus under load",
+    "scoring-time failure (non-finite feature)",
+    "replay older than the dedup window",
+]
+
+# Where each scenario runs: CI (`make test`) or `make faults` only.
+CI = {
+    "SIGTERM + restart",
+    "SIGKILL x1",
+    "scale 1→2→1",
+    "bad-input corpus under load",
+    "scoring-time failure (non-finite feature)",
+    "replay older than the dedup window",
+}
+
+HOT_SWAP_ROW = (
+    "| model hot swap to a bit-flipped / truncated / sha-mismatched / pickled file | "
+    "see `tests/integration/test_hot_swap.py` (CI): refused, the old version keeps deciding, "
+    "no gap | | | | | | | CI |"
+)
+
+
+def results_path() -> Path:
+    return Path(os.environ.get("FRAUD_FAULTS_RESULTS") or REPO / ".fraudstream/faults/results.json")
+
+
+def load_results(path: Path | None = None) -> dict[str, dict[str, Any]]:
+    path = path or results_path()
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def record(row: Mapping[str, Any], path: Path | None = None) -> None:
+    """Add or replace ``row`` (by its ``scenario``) in the results file."""
+    path = path or results_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = load_results(path)
+    data[str(row["scenario"])] = dict(row)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False))
+    tmp.replace(path)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    return str(value)
+
+
+def render_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
+    names = sorted(rows, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
+    lines = [
+        "| scenario | events | lost | duplicated | phantom | dead-lettered | final lag | "
+        "recovery (s) | converge (s) | runs in |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for name in names:
+        r = rows[name]
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    name,
+                    _cell(r.get("events")),
+                    _cell(r.get("lost")),
+                    _cell(r.get("duplicated")),
+                    _cell(r.get("phantom")),
+                    _cell(r.get("dead_lettered")),
+                    _cell(r.get("final_lag")),
+                    _cell(r.get("recovery_s")),
+                    _cell(r.get("converge_s")),
+                    "CI" if name in CI else "`make faults`",
+                ]
+            )
+            + " |"
+        )
+    lines.append(HOT_SWAP_ROW)
+    lines.append("")
+    lines.append("Faults injected and notes, as measured:")
+    lines.append("")
+    for name in names:
+        r = rows[name]
+        faults = "; ".join(r.get("faults") or [])
+        note = r.get("notes") or ""
+        when = r.get("measured_at") or "?"
+        lines.append(f"- **{name}** ({when} UTC): {faults}. {note}".rstrip())
+    return "\n".join(lines)
+
+
+def write_docs(rows: Mapping[str, Mapping[str, Any]] | None = None, doc: Path = DOC) -> Path:
+    rows = load_results() if rows is None else rows
+    table = render_table(rows)
+    text = doc.read_text() if doc.exists() else ""
+    block = f"{BEGIN}\n{table}\n{END}"
+    if BEGIN in text and END in text:
+        head, _, rest = text.partition(BEGIN)
+        _, _, tail = rest.partition(END)
+        text = head + block + tail
+    else:
+        text = text.rstrip() + "\n\n## Results\n\n" + block + "\n"
+    doc.write_text(text)
+    return doc

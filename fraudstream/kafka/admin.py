@@ -1,0 +1,122 @@
+"""Topic administration: create the contract's topics, describe them, raise partitions together."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
+
+from fraudstream.errors import BrokerError
+from fraudstream.settings import Settings
+
+# Faust names its table changelogs "<app id>-<table>-changelog"; these tables are ours.
+CARD_TABLES = ("card-state",)
+JOIN_TABLES = ("decision-join", "version-metrics", "held-labels")
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str]
+    copartitioned: bool  # must keep the same partition count as `transactions`
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    n = settings.partitions
+    compact = {"cleanup.policy": "compact"}
+    week = {"retention.ms": str(7 * 24 * 3600 * 1000)}
+    specs = [
+        TopicSpec(settings.topic_transactions, n, week, True),
+        TopicSpec(settings.topic_dlq, n, {"retention.ms": str(30 * 24 * 3600 * 1000)}, True),
+        TopicSpec(settings.topic_decisions, n, week, True),
+        TopicSpec(settings.topic_scores, n, week, True),
+        TopicSpec(settings.topic_feedback, n, {"retention.ms": "-1"}, True),
+        TopicSpec(settings.topic_feedback_dlq, n, {}, True),
+        TopicSpec(settings.topic_outcomes, n, {}, True),
+        TopicSpec(settings.topic_false_positives, n, {}, True),
+        TopicSpec(settings.topic_false_negatives, n, {}, True),
+        TopicSpec(settings.topic_control, 1, compact, False),
+        TopicSpec(settings.topic_metrics, 1, compact, False),
+    ]
+    for table in (*CARD_TABLES, *JOIN_TABLES):
+        specs.append(TopicSpec(changelog_topic(settings, table), n, compact, True))
+    return specs
+
+
+def changelog_topic(settings: Settings, table: str) -> str:
+    return f"{settings.app_id}-{table}-changelog"
+
+
+def admin_client(settings: Settings) -> AdminClient:
+    return AdminClient({**settings.kafka_client_config(), "socket.timeout.ms": 5000})
+
+
+def existing_partitions(admin: AdminClient, timeout: float = 10.0) -> dict[str, int]:
+    try:
+        md = admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise BrokerError(
+            f"Cannot reach Kafka at the configured bootstrap address ({exc}). Start one with "
+            "`fraudstream broker start`, or set FRAUD_KAFKA_BOOTSTRAP."
+        ) from exc
+    return {name: len(t.partitions) for name, t in md.topics.items()}
+
+
+def create_topics(settings: Settings, *, timeout: float = 30.0) -> list[str]:
+    """Create every missing topic; return the names created. Existing topics are left alone."""
+    admin = admin_client(settings)
+    have = existing_partitions(admin)
+    wanted = [s for s in topic_specs(settings) if s.name not in have]
+    if not wanted:
+        return []
+    futures = admin.create_topics(
+        [
+            NewTopic(s.name, s.partitions, settings.replication_factor, config=dict(s.config))
+            for s in wanted
+        ],
+        operation_timeout=timeout,
+    )
+    created = []
+    for name, fut in futures.items():
+        try:
+            fut.result()
+            created.append(name)
+        except KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise BrokerError(f"Could not create topic {name}: {exc}") from exc
+    return sorted(created)
+
+
+def describe_topics(settings: Settings) -> list[tuple[str, int | None, int]]:
+    """(topic, partitions or None when missing, wanted partitions) for every topic we use."""
+    have = existing_partitions(admin_client(settings))
+    return [(s.name, have.get(s.name), s.partitions) for s in topic_specs(settings)]
+
+
+def scale_partitions(settings: Settings, partitions: int) -> list[tuple[str, int, int]]:
+    """Raise `transactions` and every topic co-partitioned with it to ``partitions``.
+
+    Refuses to shrink (Kafka cannot, and per-card state would be misplaced). Returns
+    (topic, before, after) for each topic changed.
+    """
+    admin = admin_client(settings)
+    have = existing_partitions(admin)
+    group = [s for s in topic_specs(settings) if s.copartitioned and s.name in have]
+    current = max((have[s.name] for s in group), default=0)
+    if partitions < current:
+        raise BrokerError(
+            f"Refusing to shrink from {current} to {partitions} partitions: Kafka cannot remove "
+            "partitions, and per-card state is placed by partition. Create new topics instead."
+        )
+    changes = [(s.name, have[s.name], partitions) for s in group if have[s.name] < partitions]
+    if not changes:
+        return []
+    futures = admin.create_partitions([NewPartitions(name, after) for name, _, after in changes])
+    for name, fut in futures.items():
+        try:
+            fut.result()
+        except KafkaException as exc:
+            raise BrokerError(f"Could not add partitions to {name}: {exc}") from exc
+    return changes

@@ -1,0 +1,530 @@
+"""A local single-node Apache Kafka (KRaft, combined broker + controller) for development and tests.
+
+The broker jars come from Maven Central through ``mvn`` into a cache directory, once; later starts
+reuse them. Storage is formatted with ``kafka.tools.StorageTool format --standalone`` and the broker
+runs as ``kafka.Kafka server.properties`` on loopback, with single-node replication settings so
+that transactions work.
+
+``LocalBroker(home, secure=True)`` adds a SASL_SSL listener on a second port: a throw-away CA and a
+broker certificate for 127.0.0.1/localhost are generated with ``openssl`` (PEM, no keystore
+files), PLAIN and SCRAM-SHA-512 are enabled, and one user (``fraudstream``, random password) is
+registered for both mechanisms (PLAIN through the listener's JAAS config, SCRAM at format time).
+The PLAINTEXT listener stays for the controller, inter-broker traffic and the launcher's health
+check. ``BrokerInfo`` names the secure bootstrap and the CA file; the password is kept in a
+separate ``sasl-credentials.json`` (mode 0600) read by ``LocalBroker.sasl_credentials()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from fraudstream.errors import BrokerError
+
+KAFKA_VERSION = "4.1.1"
+DEFAULT_PORT = 9092
+
+
+def cache_root() -> Path:
+    """Where downloaded broker jars live: $FRAUD_CACHE_DIR, else the user's cache folder."""
+    if os.environ.get("FRAUD_CACHE_DIR"):
+        return Path(os.environ["FRAUD_CACHE_DIR"])
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "fraudstream"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def _java_major(java: str) -> int:
+    out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
+    if not match:
+        return 0
+    major = int(match.group(1))
+    return int(match.group(2) or 0) if major == 1 else major
+
+
+def find_java() -> str:
+    """The java binary to use: $JAVA_HOME/bin/java if set, else java on PATH; must be 17+."""
+    candidates = []
+    if os.environ.get("JAVA_HOME"):
+        candidates.append(str(Path(os.environ["JAVA_HOME"]) / "bin" / "java"))
+    on_path = shutil.which("java")
+    if on_path:
+        candidates.append(on_path)
+    for java in candidates:
+        if Path(java).exists() and _java_major(java) >= 17:
+            return java
+    raise BrokerError(
+        "Java 17 or newer is needed to run the local Kafka broker, and none was found "
+        "(checked $JAVA_HOME and PATH). Install a JDK 17+ (for example `apt-get install "
+        "openjdk-17-jre-headless`), or run the stack with `docker compose up` instead."
+    )
+
+
+def resolve_jars(version: str = KAFKA_VERSION, *, quiet: bool = True) -> Path:
+    """Download the broker jars once into the cache; return the folder holding them."""
+    libs = cache_root() / f"kafka-{version}" / "libs"
+    marker = libs / ".complete"
+    if marker.exists():
+        return libs
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise BrokerError(
+            "Maven (`mvn`) is needed once to fetch the Kafka broker jars from Maven Central, and "
+            "it is not on PATH. Install it (for example `apt-get install maven`), or run the stack "
+            "with `docker compose up` instead."
+        )
+    work = libs.parent
+    work.mkdir(parents=True, exist_ok=True)
+    pom = resources.files("fraudstream.kafka").joinpath("pom.xml").read_text()
+    (work / "pom.xml").write_text(pom.replace("@KAFKA_VERSION@", version))
+    tmp = work / "libs.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    cmd = [
+        mvn,
+        "-B",
+        *(["-q"] if quiet else []),
+        "-f",
+        str(work / "pom.xml"),
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={tmp}",
+        "-DincludeScope=runtime",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-15:])
+        raise BrokerError(
+            f"Maven could not resolve Apache Kafka {version} from Maven Central "
+            f"(exit {proc.returncode}). Check network access to Maven Central.\n{tail}"
+        )
+    shutil.rmtree(libs, ignore_errors=True)
+    tmp.rename(libs)
+    marker.write_text(version)
+    return libs
+
+
+SASL_USER = "fraudstream"
+SECURE_MECHANISMS = ("PLAIN", "SCRAM-SHA-512")
+
+
+@dataclass(frozen=True)
+class BrokerInfo:
+    pid: int
+    port: int
+    controller_port: int
+    host: str
+    data_dir: str
+    log_file: str
+    # Set when started with secure=True: the SASL_SSL listener and the CA that signed it.
+    secure_port: int | None = None
+    ca_file: str | None = None
+    sasl_username: str | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def secure_bootstrap(self) -> str | None:
+        return None if self.secure_port is None else f"{self.host}:{self.secure_port}"
+
+
+def _props_value(text: str) -> str:
+    """``text`` as one java.util.Properties value (newlines as \\n escapes)."""
+    return text.strip().replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _secure_properties(
+    tls_dir: Path, users: dict[str, str], listener: str = "sasl_ssl"
+) -> list[str]:
+    cert_chain = (tls_dir / "broker.crt").read_text() + (tls_dir / "ca.crt").read_text()
+    key = (tls_dir / "broker.key").read_text()
+    plain_users = " ".join(f'user_{u}="{pw}"' for u, pw in users.items())
+    pfx = f"listener.name.{listener}"
+    return [
+        f"sasl.enabled.mechanisms={','.join(SECURE_MECHANISMS)}",
+        f"{pfx}.sasl.enabled.mechanisms={','.join(SECURE_MECHANISMS)}",
+        f"{pfx}.plain.sasl.jaas.config="
+        f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain_users};",
+        f"{pfx}.scram-sha-512.sasl.jaas.config="
+        "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+        f"{pfx}.ssl.keystore.type=PEM",
+        f"{pfx}.ssl.keystore.certificate.chain={_props_value(cert_chain)}",
+        f"{pfx}.ssl.keystore.key={_props_value(key)}",
+        f"{pfx}.ssl.client.auth=none",
+    ]
+
+
+def _server_properties(
+    host: str,
+    port: int,
+    controller_port: int,
+    log_dirs: Path,
+    secure_port: int | None = None,
+    secure_lines: list[str] | None = None,
+) -> str:
+    listeners = f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}"
+    advertised = f"PLAINTEXT://{host}:{port}"
+    proto_map = "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+    if secure_port is not None:
+        listeners += f",SASL_SSL://{host}:{secure_port}"
+        advertised += f",SASL_SSL://{host}:{secure_port}"
+        proto_map += ",SASL_SSL:SASL_SSL"
+    return "\n".join(
+        [
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.bootstrap.servers={host}:{controller_port}",
+            f"listeners={listeners}",
+            f"advertised.listeners={advertised}",
+            "controller.listener.names=CONTROLLER",
+            f"listener.security.protocol.map={proto_map}",
+            "inter.broker.listener.name=PLAINTEXT",
+            *(secure_lines or []),
+            f"log.dirs={log_dirs}",
+            "num.partitions=1",
+            # Single node: internal topics cannot have more replicas than brokers.
+            "offsets.topic.replication.factor=1",
+            "offsets.topic.num.partitions=8",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "transaction.state.log.num.partitions=8",
+            "share.coordinator.state.topic.replication.factor=1",
+            "share.coordinator.state.topic.min.isr=1",
+            "group.initial.rebalance.delay.ms=0",
+            # Topics are created deliberately by `fraudstream topics create` and Faust.
+            "auto.create.topics.enable=false",
+            "message.max.bytes=2097152",
+            "log.segment.bytes=104857600",
+            "log.retention.check.interval.ms=60000",
+            "",
+        ]
+    )
+
+
+class LocalBroker:
+    """Start, stop and inspect one local broker whose files live under ``home``."""
+
+    def __init__(
+        self,
+        home: Path,
+        version: str = KAFKA_VERSION,
+        host: str = "127.0.0.1",
+        *,
+        secure: bool = False,
+    ) -> None:
+        self.home = home
+        self.version = version
+        self.host = host
+        self.secure = secure
+        self.state_file = home / "broker.json"
+        self.credentials_file = home / "sasl-credentials.json"
+
+    def sasl_credentials(self) -> tuple[str, str] | None:
+        """(username, password) of the SASL user of a secure broker, else None."""
+        try:
+            data = json.loads(self.credentials_file.read_text())
+            return str(data["username"]), str(data["password"])
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def client_env(self) -> dict[str, str]:
+        """FRAUD_KAFKA_* variables for a client of this broker (SASL_SSL + SCRAM when secure)."""
+        info = self.info()
+        if info is None:
+            raise BrokerError("The broker is not running.")
+        creds = self.sasl_credentials()
+        if info.secure_bootstrap is None or creds is None:
+            return {"FRAUD_KAFKA_BOOTSTRAP": info.bootstrap}
+        return {
+            "FRAUD_KAFKA_BOOTSTRAP": info.secure_bootstrap,
+            "FRAUD_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "FRAUD_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+            "FRAUD_KAFKA_SASL_USERNAME": creds[0],
+            "FRAUD_KAFKA_SASL_PASSWORD": creds[1],
+            "FRAUD_KAFKA_SSL_CAFILE": str(info.ca_file),
+        }
+
+    def info(self) -> BrokerInfo | None:
+        if not self.state_file.exists():
+            return None
+        try:
+            return BrokerInfo(**json.loads(self.state_file.read_text()))
+        except (ValueError, TypeError):
+            return None
+
+    def is_running(self) -> bool:
+        info = self.info()
+        return info is not None and _pid_alive(info.pid) and port_in_use(info.port, info.host)
+
+    def start(self, port: int | None = None, timeout: float = 90.0) -> BrokerInfo:
+        current = self.info()
+        if current is not None and _pid_alive(current.pid):
+            if port_in_use(current.port, current.host) and (
+                current.secure_port is not None or not self.secure
+            ):
+                return current
+            self.stop()
+        java = find_java()
+        libs = resolve_jars(self.version)
+        if port is None:
+            port = DEFAULT_PORT if not port_in_use(DEFAULT_PORT) else free_port()
+        elif port_in_use(port):
+            raise BrokerError(
+                f"Port {port} is already in use. Stop whatever listens there, or pass another "
+                "port with --port."
+            )
+        controller_port = free_port()
+        data_dir = self.home / "data"
+        shutil.rmtree(data_dir, ignore_errors=True)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        secure_port: int | None = None
+        secure_lines: list[str] = []
+        scram_args: list[str] = []
+        ca_file: str | None = None
+        self.credentials_file.unlink(missing_ok=True)
+        if self.secure:
+            secure_port = free_port()
+            while secure_port in (port, controller_port):
+                secure_port = free_port()
+            tls_dir = self.home / "tls"
+            make_tls_material(tls_dir, self.host)
+            ca_file = str(tls_dir / "ca.crt")
+            password = secrets.token_urlsafe(18)
+            users = {SASL_USER: password}
+            secure_lines = _secure_properties(tls_dir, users)
+            for user, pw in users.items():
+                scram_args += ["--add-scram", f"SCRAM-SHA-512=[name={user},password={pw}]"]
+            fd = os.open(self.credentials_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump({"username": SASL_USER, "password": password}, f)
+        props = self.home / "server.properties"
+        fd = os.open(props, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # may hold a key
+        with os.fdopen(fd, "w") as f:
+            f.write(
+                _server_properties(
+                    self.host, port, controller_port, data_dir, secure_port, secure_lines
+                )
+            )
+        log4j = self.home / "log4j2.yaml"
+        log4j.write_text(resources.files("fraudstream.kafka").joinpath("log4j2.yaml").read_text())
+        classpath = f"{libs}/*"
+        base = [java, f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath]
+        fmt = subprocess.run(
+            [
+                *base,
+                "kafka.tools.StorageTool",
+                "format",
+                "--standalone",
+                "-t",
+                _cluster_id(),
+                "-c",
+                str(props),
+                *scram_args,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if fmt.returncode != 0:
+            out = fmt.stdout + fmt.stderr
+            for arg in scram_args[1::2]:  # never echo a password
+                out = out.replace(arg, "SCRAM-SHA-512=[...]")
+            raise BrokerError(f"Formatting Kafka storage failed:\n{out}")
+        log_file = self.home / "broker.log"
+        heap = os.environ.get("FRAUD_BROKER_HEAP", "768m")
+        with log_file.open("ab") as log:
+            proc = subprocess.Popen(
+                [*base[:1], f"-Xmx{heap}", f"-Xms{heap}", "-XX:+UseG1GC", *base[1:]]
+                + ["kafka.Kafka", str(props)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # survives the CLI that started it
+            )
+        info = BrokerInfo(
+            pid=proc.pid,
+            port=port,
+            controller_port=controller_port,
+            host=self.host,
+            data_dir=str(data_dir),
+            log_file=str(log_file),
+            secure_port=secure_port,
+            ca_file=ca_file,
+            sasl_username=SASL_USER if self.secure else None,
+        )
+        self.state_file.write_text(json.dumps(info.__dict__))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                tail = "\n".join(log_file.read_text(errors="replace").splitlines()[-20:])
+                raise BrokerError(f"The Kafka broker exited at start-up:\n{tail}")
+            if _answers_metadata(info.bootstrap):
+                return info
+            time.sleep(0.5)
+        self.stop()
+        raise BrokerError(f"The Kafka broker did not answer within {timeout:.0f}s; see {log_file}")
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Stop the broker cleanly (SIGTERM, then SIGKILL after ``timeout``). True if one ran."""
+        info = self.info()
+        if info is None:
+            return False
+        ran = _pid_alive(info.pid)
+        if ran:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(info.pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while _pid_alive(info.pid) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if _pid_alive(info.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(info.pid, signal.SIGKILL)
+                while _pid_alive(info.pid):
+                    time.sleep(0.1)
+        self.state_file.unlink(missing_ok=True)
+        return ran
+
+    def kill(self) -> None:
+        """SIGKILL the broker (fault tests), keeping its data for a restart."""
+        info = self.info()
+        if info is not None and _pid_alive(info.pid):
+            os.kill(info.pid, signal.SIGKILL)
+            while _pid_alive(info.pid):
+                time.sleep(0.05)
+
+    def restart(self, timeout: float = 90.0) -> BrokerInfo:
+        """Start again on the same ports and data (after ``kill``)."""
+        info = self.info()
+        if info is None:
+            raise BrokerError("No broker state to restart from.")
+        java = find_java()
+        libs = resolve_jars(self.version)
+        props = self.home / "server.properties"
+        log4j = self.home / "log4j2.yaml"
+        heap = os.environ.get("FRAUD_BROKER_HEAP", "768m")
+        with Path(info.log_file).open("ab") as log:
+            proc = subprocess.Popen(
+                [java, f"-Xmx{heap}", f"-Xms{heap}", f"-Dlog4j2.configurationFile={log4j}"]
+                + ["-cp", f"{libs}/*", "kafka.Kafka", str(props)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        new = BrokerInfo(**{**info.__dict__, "pid": proc.pid})
+        self.state_file.write_text(json.dumps(new.__dict__))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if _answers_metadata(new.bootstrap):
+                return new
+            time.sleep(0.5)
+        raise BrokerError("The Kafka broker did not come back after restart.")
+
+
+def _openssl(*args: str) -> None:
+    exe = shutil.which("openssl")
+    if exe is None:
+        raise BrokerError(
+            "`openssl` is needed to generate the CA and certificate of the secure (SASL_SSL) "
+            "listener, and it is not on PATH."
+        )
+    proc = subprocess.run([exe, *args], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise BrokerError(f"openssl {args[0]} failed: {proc.stderr.strip()}")
+
+
+def make_tls_material(tls_dir: Path, host: str = "127.0.0.1", days: int = 30) -> Path:
+    """A throw-away CA (``ca.crt``) and a broker certificate/key for ``host`` and localhost
+    (``broker.crt``, unencrypted PKCS#8 ``broker.key``), all PEM. Returns the CA file."""
+    shutil.rmtree(tls_dir, ignore_errors=True)
+    tls_dir.mkdir(parents=True, mode=0o700)
+    ca_key, ca_crt = tls_dir / "ca.key", tls_dir / "ca.crt"
+    key, csr, crt = tls_dir / "broker.key", tls_dir / "broker.csr", tls_dir / "broker.crt"
+    ext = tls_dir / "broker.ext"
+    _openssl(
+        "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", str(ca_key)
+    )
+    _openssl(
+        "req", "-x509", "-new", "-key", str(ca_key), "-sha256", "-days", str(days),
+        "-subj", "/CN=fraudstream local CA", "-out", str(ca_crt),
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+    )  # fmt: skip
+    _openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", str(key))
+    _openssl("req", "-new", "-key", str(key), "-subj", f"/CN={host}", "-out", str(csr))
+    alt = ["DNS:localhost", "IP:127.0.0.1"]
+    if host not in ("127.0.0.1", "localhost"):
+        alt.append(f"IP:{host}" if re.fullmatch(r"[\d.]+|[0-9a-fA-F:]+", host) else f"DNS:{host}")
+    ext.write_text(
+        "basicConstraints=CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\n"
+        "extendedKeyUsage=serverAuth\n"
+        f"subjectAltName={','.join(alt)}\n"
+    )
+    _openssl(
+        "x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key),
+        "-CAcreateserial", "-sha256", "-days", str(days), "-extfile", str(ext), "-out", str(crt),
+    )  # fmt: skip
+    for f in (ca_key, key):
+        f.chmod(0o600)
+    return ca_crt
+
+
+def _cluster_id() -> str:
+    # Kafka cluster ids are 16 random bytes, URL-safe base64 without padding.
+    import base64
+
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still "exists"; treat it as dead.
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.split(")")[-1].split()[0] == "Z":
+            return False
+    return True
+
+
+def _answers_metadata(bootstrap: str) -> bool:
+    from confluent_kafka.admin import AdminClient
+
+    try:
+        # log_level 0: "connection refused" while the broker boots is expected, not news.
+        admin = AdminClient(
+            {"bootstrap.servers": bootstrap, "socket.timeout.ms": 2000, "log_level": 0}
+        )
+        md = admin.list_topics(timeout=2)
+        return bool(md.brokers)
+    except Exception:  # noqa: BLE001 - any failure means "not yet"
+        return False

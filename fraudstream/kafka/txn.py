@@ -1,0 +1,343 @@
+"""Kafka transactions per input partition: the exactly-once unit of the scoring path.
+
+Every partition of `transactions` a worker owns gets its own transactional producer,
+``transactional.id = "<app id>-score-<partition>"``. Opening a partition calls
+``init_transactions``, which fences every earlier holder of that id (a worker that was frozen,
+partitioned away or killed) and makes the coordinator abort whatever it left open; only then is
+the partition's card state read back, with ``read_committed``, from its changelog. Decisions,
+scores, dead letters, the changed card records and the consumer offset of the partition then
+go in one transaction: all of them are visible to ``read_committed`` readers, or none.
+
+The consumer offset is committed with the group id but without a generation (the pre-KIP-447
+form, as Faust and Kafka Streams' first exactly-once mode do): fencing comes from the
+per-partition transactional id, not from the group generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
+
+from fraudstream.errors import BrokerError, Fenced, TransactionAborted
+from fraudstream.kafka.clients import (
+    group_committed_offsets,
+    has_committed_records,
+    make_consumer,
+    make_producer,
+)
+from fraudstream.settings import Settings
+
+log = logging.getLogger("fraudstream.txn")
+
+T = TypeVar("T")
+
+# How long a transactional call may take before its producer is given up (see _run_bounded).
+STUCK_S = 20.0
+
+
+def _settle(fut: asyncio.Future[None], exc: BaseException | None) -> None:
+    if fut.done():
+        return
+    if exc is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(exc)
+
+
+def transactional_id(settings: Settings, partition: int) -> str:
+    return f"{settings.app_id}-score-{partition}"
+
+
+def _classify(exc: KafkaException, what: str, partition: int) -> BrokerError:
+    err: KafkaError = exc.args[0]
+    text = f"{what} of partition {partition}'s transaction failed: {err.str()}"
+    if err.fatal():
+        return Fenced(
+            f"{text}. Another worker now owns this partition (this one was frozen, cut off or "
+            "replaced); this worker stops so that only the new owner writes."
+        )
+    if err.txn_requires_abort():
+        return TransactionAborted(f"{text}; the transaction is aborted and its events retried")
+    return BrokerError(f"{text}; check that the broker is reachable")
+
+
+class PartitionWriter:
+    """One input partition's transactional producer. Blocking calls; run them off the loop."""
+
+    def __init__(self, settings: Settings, partition: int) -> None:
+        self.partition = partition
+        self.timeout_s = settings.transaction_timeout_ms / 1000.0
+        self.producer: Producer = make_producer(
+            settings,
+            **{
+                "transactional.id": transactional_id(settings, partition),
+                "transaction.timeout.ms": settings.transaction_timeout_ms,
+                # A record not delivered in time fails its transaction (abort + retry), never
+                # disappears on its own.
+                "message.timeout.ms": max(1000, settings.transaction_timeout_ms - 5000),
+                "linger.ms": settings.produce_linger_ms,
+                # The coordinator answers CONCURRENT_TRANSACTIONS to the next transaction's
+                # first request while the last one's markers are being written; librdkafka
+                # retries that after retry.backoff.ms (default 100 ms), which made every
+                # commit cycle cost ~120 ms (measured; 10 ms → ~30 ms). The Java producer
+                # retries this after 20 ms for the same reason. Backoff still grows
+                # exponentially to retry.backoff.max.ms while the broker is away.
+                "retry.backoff.ms": 10,
+                "queue.buffering.max.messages": 500_000,
+                # A dead letter carries the original record, which the broker already accepted.
+                "message.max.bytes": 10_485_760,
+            },
+        )
+
+    def begin(self) -> None:
+        try:
+            self.producer.init_transactions(self.timeout_s)
+            self.producer.begin_transaction()
+        except KafkaException as exc:
+            raise _classify(exc, "opening", self.partition) from exc
+
+    def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Any = None,
+        partition: int | None = None,
+    ) -> None:
+        extra: dict[str, Any] = {} if partition is None else {"partition": partition}
+        while True:
+            try:
+                self.producer.produce(topic, value=value, key=key, headers=headers, **extra)
+                return
+            except BufferError:
+                self.producer.poll(0.05)
+
+    def commit(self, offsets: list[TopicPartition], group_metadata: Any) -> None:
+        try:
+            if offsets:
+                self.producer.send_offsets_to_transaction(offsets, group_metadata, 10.0)
+            self.producer.commit_transaction(10.0)
+        except KafkaException as exc:
+            err: KafkaError = exc.args[0]
+            if err.retriable() and not err.fatal():
+                # Retrying the same call after a transport failure was seen to block for good
+                # (librdkafka 2.x, broker restarted mid-commit); abort and decide again instead.
+                log.warning("commit of partition %d: %s", self.partition, err.str())
+                raise TransactionAborted(
+                    f"committing partition {self.partition}'s transaction failed: {err.str()}; "
+                    "it is aborted and its events decided again"
+                ) from exc
+            raise _classify(exc, "committing", self.partition) from exc
+        self._begin_next()
+
+    def abort(self) -> None:
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            try:
+                self.producer.abort_transaction(10.0)
+                break
+            except KafkaException as exc:
+                err: KafkaError = exc.args[0]
+                if err.retriable() and not err.fatal() and time.monotonic() < deadline:
+                    log.warning("abort of partition %d: %s; retrying", self.partition, err.str())
+                    time.sleep(1.0)
+                    continue
+                raise _classify(exc, "aborting", self.partition) from exc
+        self._begin_next()
+
+    def _begin_next(self) -> None:
+        try:
+            self.producer.begin_transaction()
+        except KafkaException as exc:
+            raise _classify(exc, "beginning", self.partition) from exc
+
+    def close(self) -> None:
+        # Nothing uncommitted is left when a partition is closed (the rebalance committed it);
+        # an empty open transaction needs no abort.
+        try:
+            self.producer.flush(5.0)
+        except KafkaException as exc:  # fenced meanwhile: nothing of ours is left to deliver
+            log.info("closing partition %d's producer: %s", self.partition, exc)
+
+
+def restore_partition(
+    settings: Settings, topic: str, partition: int, *, timeout: float = 300.0
+) -> list[tuple[str, bytes | None]]:
+    """Every committed (key, value) of one changelog partition, in log order."""
+    consumer = make_consumer(
+        settings,
+        group_id=f"{settings.app_id}-restore",
+        **{"enable.partition.eof": True, "isolation.level": "read_committed"},
+    )
+    try:
+        tp = TopicPartition(topic, partition)
+        for attempt in range(20):
+            try:
+                low, high = consumer.get_watermark_offsets(tp, timeout=10)
+                break
+            except KafkaException as exc:
+                # A topic created a moment ago may not have its leader known yet.
+                if attempt < 19:
+                    time.sleep(0.25)
+                    continue
+                raise BrokerError(
+                    f"Cannot read the card-state changelog {topic!r} [{partition}]: {exc}. Create "
+                    "the topics with `fraudstream topics create`."
+                ) from exc
+        if high <= low:
+            return []
+        consumer.assign([TopicPartition(topic, partition, low)])
+        out: list[tuple[str, bytes | None]] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for msg in consumer.consume(10_000, 0.5):
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        return out
+                    raise BrokerError(f"restoring {topic!r} [{partition}] failed: {err.str()}")
+                key = msg.key()
+                if key is not None:
+                    out.append((key.decode("utf-8", "replace"), msg.value()))
+        raise BrokerError(
+            f"restoring {topic!r} [{partition}] did not finish in {timeout:.0f}s "
+            f"({len(out)} records read): check the broker's health"
+        )
+    finally:
+        consumer.close()
+
+
+class TransactionalWriters:
+    """The worker's transactional producers, one per owned input partition, driven from
+    asyncio: blocking librdkafka calls run on a small thread pool."""
+
+    def __init__(self, settings: Settings, changelog_topic: str) -> None:
+        self.s = settings
+        self.changelog_topic = changelog_topic
+        self._writers: dict[int, PartitionWriter] = {}
+        self._pool = ThreadPoolExecutor(
+            max_workers=min(16, max(2, settings.partitions)), thread_name_prefix="fraudstream-txn"
+        )
+        self._group_metadata: Any = None
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def _run_bounded(self, partition: int, fn: Any, *args: Any) -> None:
+        """Run a transaction call on a thread of its own, for at most ``STUCK_S``.
+
+        librdkafka's transactional calls take a timeout, but after the broker died in the
+        middle of one, the next call was seen to block for good. A stuck call is left behind
+        on its thread; a new producer with the same transactional id fences the stuck one
+        (the coordinator aborts its transaction), and the caller decides its events again."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def call() -> None:
+            try:
+                fn(*args)
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting coroutine
+                loop.call_soon_threadsafe(_settle, done, exc)
+            else:
+                loop.call_soon_threadsafe(_settle, done, None)
+
+        threading.Thread(target=call, name=f"fraudstream-txn-{partition}", daemon=True).start()
+        try:
+            await asyncio.wait_for(asyncio.shield(done), STUCK_S)
+        except TimeoutError:
+            log.error(
+                "partition %d: a transaction call is stuck after %.0fs; replacing the producer",
+                partition,
+                STUCK_S,
+            )
+            self._writers.pop(partition, None)
+            writer = PartitionWriter(self.s, partition)
+            await self._run(writer.begin)
+            self._writers[partition] = writer
+            raise TransactionAborted(
+                f"partition {partition}'s transaction call got stuck; a new producer fenced it, "
+                "and its events are decided again"
+            ) from None
+
+    def _metadata(self) -> Any:
+        if self._group_metadata is None:
+            # The group id alone (generation -1): see the module docstring.
+            probe = make_consumer(self.s, group_id=self.s.app_id)
+            try:
+                self._group_metadata = probe.consumer_group_metadata()
+            finally:
+                probe.close()
+        return self._group_metadata
+
+    async def open(self, partition: int) -> tuple[list[tuple[str, bytes | None]], int | None]:
+        """Fence earlier owners of ``partition``, begin its transaction, and return its
+        committed card records and the group's committed offset (read after the fencing, so
+        no earlier owner's transaction can still move it)."""
+        old = self._writers.pop(partition, None)
+        if old is not None:
+            await self._run(old.close)
+        writer = PartitionWriter(self.s, partition)
+        await self._run(writer.begin)
+        self._writers[partition] = writer
+        records: list[tuple[str, bytes | None]] = await self._run(
+            restore_partition, self.s, self.changelog_topic, partition
+        )
+        committed: int | None = await self._run(self._committed_offset, partition)
+        return records, committed
+
+    def _committed_offset(self, partition: int) -> int | None:
+        topic = self.s.topic_transactions
+        got = group_committed_offsets(self.s, self.s.app_id, [(topic, partition)])
+        return got.get((topic, partition))
+
+    async def has_records(self, partition: int, start: int, end: int) -> bool:
+        found: bool = await self._run(self._has_records, partition, start, end)
+        return found
+
+    def _has_records(self, partition: int, start: int, end: int) -> bool:
+        return has_committed_records(self.s, self.s.topic_transactions, partition, start, end)
+
+    def send(
+        self,
+        partition: int,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Any = None,
+        to_partition: int | None = None,
+    ) -> None:
+        self._writers[partition].send(topic, key, value, headers, to_partition)
+
+    async def commit(self, partition: int, next_offset: int | None) -> None:
+        writer = self._writers[partition]
+        offsets = (
+            []
+            if next_offset is None
+            else [TopicPartition(self.s.topic_transactions, partition, next_offset)]
+        )
+        metadata = await self._run(self._metadata) if offsets else None
+        await self._run_bounded(partition, writer.commit, offsets, metadata)
+
+    async def abort(self, partition: int) -> None:
+        # If the abort gets stuck, the producer is replaced; the new one aborted the old
+        # transaction by fencing it.
+        with contextlib.suppress(TransactionAborted):
+            await self._run_bounded(partition, self._writers[partition].abort)
+
+    async def close(self, partition: int) -> None:
+        writer = self._writers.pop(partition, None)
+        if writer is not None:
+            await self._run(writer.close)
+
+    def close_all(self) -> None:
+        for writer in self._writers.values():
+            writer.close()
+        self._writers.clear()
+        self._pool.shutdown(wait=False)

@@ -1,3 +1,0 @@
-from stream.cli import main
-
-main()
