@@ -9,6 +9,7 @@ import faust
 
 from fraudstream.app.app import create_app
 from fraudstream.app.control import ControlFollower
+from fraudstream.app.localstate import ensure_local_state_matches
 from fraudstream.app.logs import setup_logging
 from fraudstream.app.serving import ServingManager
 from fraudstream.kafka.admin import create_topics
@@ -26,6 +27,8 @@ def run_worker(settings: Settings) -> None:
     # Missing topics are created (existing ones are left alone): the card-state changelog in
     # particular is written by the worker's own transactions, not by Faust.
     create_topics(settings)
+    # Local tables from another (or a reset) cluster would stop Faust at start: rebuild them.
+    ensure_local_state_matches(settings)
     serving = ServingManager(settings.models_dir)
     # The latest routing on the control topic wins over the start-up settings.
     routing = latest_routing(settings) or startup_routing(settings)
