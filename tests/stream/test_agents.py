@@ -725,6 +725,47 @@ def test_a_new_owner_restores_committed_card_state_only(tmp_path: Path) -> None:
     run(second_owner)
 
 
+@pytest.mark.xfail(
+    reason="issue 18: a record delivered again below the partition's next offset is decided "
+    "again once its card's dedup record has forgotten it (the SIGKILL x3 duplicates)",
+    strict=True,
+)
+def test_records_delivered_twice_are_decided_once_even_past_the_dedup_window(
+    tmp_path: Path,
+) -> None:
+    """Faust delivers the first fetch after an assignment twice when its tables had changelog
+    records to restore: its recovery resumes the stream partitions and the fetcher before it
+    seeks them to the committed offsets, so the records fetched in between come again after
+    the seek. The per-card dedup record only remembers ids within FRAUD_DEDUP_WINDOW_HOURS of
+    the card's newest event (event time): a record whose card has moved on further must still
+    get one decision, because its offset is below what the partition has already decided."""
+
+    async def body() -> None:
+        async with rig(tmp_path) as r:
+            topic = r.s.topic_transactions
+            hours = [0, 1, 2, 30, 31]  # the card's events, in event time (h after the first)
+
+            async def at(offset: int) -> Any:
+                r.tx.sent_offset = offset
+                when = f"2024-05-{1 + hours[offset] // 24:02d}T{hours[offset] % 24:02d}:00:00+00:00"
+                return await deliver(
+                    r.tx, topic, tx_bytes(f"tx-{offset}", "c-again", when=when), b"c-again", 0
+                )
+
+            first = [await at(o) for o in range(len(hours))]
+            await settle(r.tx, first)
+            await r.fa.tx_handler.commit_all()
+            # The same records again, as after Faust's second seek to the committed offsets.
+            again = [await at(o) for o in range(len(hours))]
+            await settle(r.tx, again)
+            await r.fa.tx_handler.commit_all()
+            assert sorted(r.decisions()) == sorted(f"tx-{o}" for o in range(len(hours)))
+            committed = [x.key for x in r.writers.committed_on(r.s.topic_decisions)]
+            assert len(committed) == len(set(committed)) == len(hours)
+
+    run(body)
+
+
 def test_a_hole_in_the_delivered_offsets_is_fetched_again_before_going_on(
     tmp_path: Path,
 ) -> None:
