@@ -464,10 +464,20 @@ class TransactionHandler:
         out: list[Any] = []
         blocked: set[int] = set()
         nxt: dict[int, int] = {}
+        again: dict[int, int] = {}
         for ev in events:
             msg = ev.message
             p = msg.partition
             if p in blocked:
+                continue
+            expected = nxt.get(p, self.next_offset.get(p))
+            if expected is not None and msg.offset < expected:
+                # Delivered again (Faust's recovery seeks the stream partitions back to the
+                # committed offsets after its fetcher already ran): this record is in a committed
+                # transaction or in the open one, whose events are decided again from memory if
+                # Kafka aborts it. The card's dedup record forgets ids past its window: never
+                # rely on it here.
+                again[p] = again.get(p, 0) + 1
                 continue
             want = self.rewinding.get(p)
             if want is not None:
@@ -476,7 +486,6 @@ class TransactionHandler:
                         await self._seek(msg.tp, want[0])  # the refetch was lost too: again
                     continue
                 del self.rewinding[p]
-            expected = nxt.get(p, self.next_offset.get(p))
             if (
                 expected is not None
                 and msg.offset > expected
@@ -494,6 +503,8 @@ class TransactionHandler:
                 continue
             out.append(ev)
             nxt[p] = max(msg.offset + 1, expected or 0)
+        for p, n in again.items():
+            log.info("partition %d: %d records delivered again were already decided: dropped", p, n)
         return out
 
     async def _seek(self, tp: Any, offset: int) -> None:

@@ -725,11 +725,6 @@ def test_a_new_owner_restores_committed_card_state_only(tmp_path: Path) -> None:
     run(second_owner)
 
 
-@pytest.mark.xfail(
-    reason="issue 18: a record delivered again below the partition's next offset is decided "
-    "again once its card's dedup record has forgotten it (the SIGKILL x3 duplicates)",
-    strict=True,
-)
 def test_records_delivered_twice_are_decided_once_even_past_the_dedup_window(
     tmp_path: Path,
 ) -> None:
