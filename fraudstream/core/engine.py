@@ -1,5 +1,7 @@
-"""The worker's scoring step, pure: transactions and per-card records in; decisions, scores,
-rejects and duplicates out. The Faust agent only decodes, calls ``process_batch`` and sends.
+"""The worker's scoring step, pure: raw records and per-card records in; decisions, scores,
+dead letters, duplicates and the changed card records out (``step``), around the decision
+proper (``process_batch``: decoded transactions and card records in, results out). The wiring
+only hands a batch down once and sends what comes back.
 
 Per card the worker keeps one record: the feature state (``core.features``) and the ids of the
 card's transactions seen within the dedup window. A transaction delivered again (an upstream
@@ -9,19 +11,28 @@ second decision. Cards partition the transactions topic, so the record sits next
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import orjson
 
 from fraudstream.core import features
-from fraudstream.core.messages import Decision, Routing, Score, Shadow, Transaction, Variant
+from fraudstream.core.messages import (
+    Decision,
+    Routing,
+    Score,
+    Shadow,
+    Transaction,
+    Variant,
+    decode_transaction,
+)
 from fraudstream.core.policy import Thresholds, decide_many, top_reasons
+from fraudstream.core.records import Record
 from fraudstream.core.registry import LoadedModel
 from fraudstream.core.routing import assign_many
 from fraudstream.core.scoring import nonfinite_rows
-from fraudstream.errors import ScoringError
+from fraudstream.errors import FraudStreamError, InvalidMessage, ScoringError
 
 # A card with more distinct transactions than this inside the dedup window is already extreme;
 # the oldest ids are forgotten first so that the record stays small.
@@ -158,6 +169,140 @@ def process_batch(
             for i, s in zip(row_of, scored, strict=True):
                 results[i] = s
     return [r for r in results if r is not None]
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A record that gets no decision: it goes to the dead-letter topic with this reason."""
+
+    reason: str
+    message: str
+
+
+#: What became of one input record.
+Verdict = Scored | Duplicate | Refused
+#: A partition's card record by (partition, card_id), or None for a card it has not seen.
+CardLookup = Callable[[int, str], "CardRecord | None"]
+
+
+@dataclass(slots=True)
+class Step:
+    """One batch, decided: a verdict per input record (in input order) and every card record
+    the batch changed, as it is now, by (partition, card_id)."""
+
+    verdicts: list[tuple[Record, Verdict]]
+    cards: dict[tuple[int, str], CardRecord]
+    retried_singly: bool = False  # the batch failed as a whole and was decided record by record
+
+
+def step(
+    serving: Serving,
+    records: Sequence[Record],
+    lookup: CardLookup,
+    *,
+    max_bytes: int,
+    now_iso: str,
+    dedup_window_s: float,
+) -> Step:
+    """Decode, check and decide ``records``; the card records found by ``lookup`` are not
+    changed (the changed ones come back, as new objects, in ``Step.cards``).
+
+    A record that cannot be decoded, whose key is not its ``card_id``, or whose features cannot
+    be computed is refused with the contract's reason. If deciding the batch raises something
+    unexpected, every record is decided alone, and the ones that still fail are refused as
+    ``scoring_error``: one poisonous transaction never sinks its batch. A ``FraudStreamError``
+    (a model that cannot predict, say) is not bad input: it propagates."""
+    verdicts: dict[int, Verdict] = {}
+    todo: list[tuple[int, Record, Transaction]] = []
+    for i, rec in enumerate(records):
+        try:
+            tx = decode_transaction(rec.value, max_bytes)
+            if rec.key != tx.card_id.encode():
+                raise InvalidMessage(
+                    "key_mismatch",
+                    "the record key must be the transaction's card_id (per-card state is "
+                    "partitioned by it); re-publish with key = card_id",
+                )
+        except InvalidMessage as exc:
+            verdicts[i] = Refused(exc.reason, exc.message)
+            continue
+        except Exception as exc:  # noqa: BLE001 - never lose a record to a surprise
+            verdicts[i] = Refused("decode_error", repr(exc))
+            continue
+        todo.append((i, rec, tx))
+
+    cards: dict[tuple[int, str], CardRecord] = {}
+    for _, rec, tx in todo:
+        slot = (rec.partition, tx.card_id)
+        if slot not in cards:
+            found = lookup(*slot)
+            cards[slot] = CardRecord() if found is None else _copy(found)
+    retried = False
+    try:
+        results = _decide(serving, todo, cards, now_iso, dedup_window_s)
+    except FraudStreamError:
+        raise
+    except Exception:  # noqa: BLE001 - the batch again, one record at a time
+        retried = True
+        cards = {slot: _copy(lookup(*slot) or CardRecord()) for slot in cards}
+        results = {}
+        for item in todo:
+            slot = (item[1].partition, item[2].card_id)
+            single = {slot: _copy(cards[slot])}
+            try:
+                results.update(_decide(serving, [item], single, now_iso, dedup_window_s))
+            except FraudStreamError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - dead-lettered with its reason
+                results[item[0]] = Refused("scoring_error", repr(exc))
+            else:
+                cards.update(single)
+    verdicts.update(results)
+    changed = {slot: rec for slot, rec in cards.items() if _changed(rec, lookup(*slot))}
+    return Step([(rec, verdicts[i]) for i, rec in enumerate(records)], changed, retried)
+
+
+def _decide(
+    serving: Serving,
+    todo: Sequence[tuple[int, Record, Transaction]],
+    cards: dict[tuple[int, str], CardRecord],
+    now_iso: str,
+    dedup_window_s: float,
+) -> dict[int, Verdict]:
+    """``process_batch`` over ``todo``, once per partition when one card id shows up in two
+    partitions (a producer that does not key by card: each partition keeps its own record)."""
+    by_card: dict[str, int] = {}
+    split = any(
+        by_card.setdefault(tx.card_id, rec.partition) != rec.partition for _, rec, tx in todo
+    )
+    groups: dict[int | None, list[tuple[int, Record, Transaction]]] = {}
+    for item in todo:
+        groups.setdefault(item[1].partition if split else None, []).append(item)
+    out: dict[int, Verdict] = {}
+    for items in groups.values():
+        view = {tx.card_id: cards[(rec.partition, tx.card_id)] for _, rec, tx in items}
+        txs = [tx for _, _, tx in items]
+        results = process_batch(serving, txs, view, now_iso=now_iso, dedup_window_s=dedup_window_s)
+        for (i, rec, tx), result in zip(items, results, strict=True):
+            assert result.tx is tx
+            cards[(rec.partition, tx.card_id)] = view[tx.card_id]
+            out[i] = (
+                Refused(result.error.reason, result.error.message)
+                if isinstance(result, Rejected)
+                else result
+            )
+    return out
+
+
+def _changed(rec: CardRecord, before: CardRecord | None) -> bool:
+    if before is None:
+        return rec.state is not None or bool(rec.seen)
+    return rec.state is not before.state or rec.seen != before.seen
+
+
+def _copy(rec: CardRecord) -> CardRecord:
+    # The feature state is replaced, never mutated, by features.step; the seen map is mutated.
+    return CardRecord(rec.state, dict(rec.seen))
 
 
 def _score(serving: Serving, txs: list[Transaction], x: np.ndarray, now_iso: str) -> list[Scored]:

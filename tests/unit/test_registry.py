@@ -14,7 +14,7 @@ import xgboost as xgb
 
 from fraudstream.core import registry
 from fraudstream.core.features import FEATURE_NAMES, N_FEATURES
-from fraudstream.core.scoring import nonfinite_rows, score_batch
+from fraudstream.core.scoring import nonfinite_rows
 from fraudstream.errors import ModelError
 
 THRESHOLDS = {"review": 0.5, "decline": 0.9}
@@ -207,36 +207,6 @@ def _fix_sha(root: Path) -> None:
     meta = orjson.loads(meta_path.read_bytes())
     meta["sha256"] = registry.sha256_file(root / "v1" / meta["model_file"])
     meta_path.write_bytes(orjson.dumps(meta))
-
-
-def test_score_batch_one_call_per_version(models: Path) -> None:
-    _save(models, "v2", _booster(rounds=4))
-    loaded = {v: registry.load(models, v) for v in ("v1", "v2")}
-    calls: dict[str, int] = {}
-
-    class Counting:
-        def __init__(self, m: registry.LoadedModel) -> None:
-            self.m = m
-
-        def predict(self, X: np.ndarray) -> np.ndarray:
-            calls[self.m.version] = calls.get(self.m.version, 0) + 1
-            return self.m.predict(X)
-
-    X = np.random.default_rng(2).normal(size=(10, N_FEATURES)).astype(np.float32)
-    wanted = {
-        "v1": np.array([True] * 6 + [False] * 4),
-        "v2": np.array([False] * 5 + [True] * 5),
-    }
-    out = score_batch({v: Counting(m) for v, m in loaded.items()}, X, wanted)  # type: ignore[misc]
-    assert calls == {"v1": 1, "v2": 1}
-    assert np.isnan(out["v1"][6:]).all()
-    assert np.isnan(out["v2"][:5]).all()
-    assert np.array_equal(out["v1"][:6], loaded["v1"].predict(X)[:6])
-    assert np.array_equal(out["v2"][5:], loaded["v2"].predict(X)[5:])
-    none = score_batch(loaded, X, {"v1": np.zeros(10, dtype=bool)})
-    assert np.isnan(none["v1"]).all()
-    with pytest.raises(ModelError, match="not loaded"):
-        score_batch(loaded, X, {"v9": np.ones(10, dtype=bool)})
 
 
 def test_nonfinite_rows() -> None:

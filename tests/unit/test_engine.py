@@ -1,0 +1,168 @@
+"""The whole scoring step (``engine.step``): raw records in; a verdict per record and the changed
+card records out, including decode, the key check and the per-record fallback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from fraudstream.core import engine
+from fraudstream.core.messages import Routing
+from fraudstream.core.policy import Thresholds
+from fraudstream.core.records import Record
+from fraudstream.core.registry import load
+from fraudstream.errors import ModelError
+
+MODELS = Path(__file__).resolve().parents[2] / "models"
+
+
+def serving() -> engine.Serving:
+    model = load(MODELS, "champion-v1")
+    served = engine.ServedModel("champion-v1", model, Thresholds(review=0.5, decline=0.9))
+    return engine.Serving(Routing(champion="champion-v1", salt="s"), {"champion-v1": served})
+
+
+def tx(tid: str, card: str, when: str = "2024-05-01T12:00:00+00:00") -> bytes:
+    return orjson.dumps(
+        {
+            "transaction_id": tid,
+            "card_id": card,
+            "merchant_id": "m-1",
+            "amount": 12.5,
+            "currency": "EUR",
+            "event_time": when,
+            "mcc": 5411,
+            "country": "FR",
+            "channel": "ecom",
+            "device_id": "d",
+            "schema_version": 1,
+        }
+    )
+
+
+def rec(p: int, o: int, value: bytes | None, key: bytes | None) -> Record:
+    return Record("transactions", p, o, key, value, None)
+
+
+def step(
+    records: list[Record], cards: dict[tuple[int, str], engine.CardRecord] | None = None
+) -> engine.Step:
+    known = cards or {}
+    return engine.step(
+        serving(),
+        records,
+        lambda p, c: known.get((p, c)),
+        max_bytes=1_000_000,
+        now_iso="2024-05-01T12:00:00.000Z",
+        dedup_window_s=86400.0,
+    )
+
+
+def test_every_record_gets_a_verdict_in_order_and_bad_ones_their_reason() -> None:
+    got = step(
+        [
+            rec(0, 0, tx("t1", "c1"), b"c1"),
+            rec(0, 1, b"{", b"c1"),
+            rec(0, 2, tx("t2", "c1"), b"c2"),
+            rec(0, 3, tx("t1", "c1"), b"c1"),
+        ]
+    )
+    kinds = [type(v).__name__ for _, v in got.verdicts]
+    assert kinds == ["Scored", "Refused", "Refused", "Duplicate"]
+    assert [r.offset for r, _ in got.verdicts] == [0, 1, 2, 3]
+    refused = [v for _, v in got.verdicts if isinstance(v, engine.Refused)]
+    assert [v.reason for v in refused] == ["not_json", "key_mismatch"]
+    assert list(got.cards) == [(0, "c1")]
+    assert list(got.cards[(0, "c1")].seen) == ["t1"]
+    assert not got.retried_singly
+
+
+def test_the_card_records_looked_up_are_not_changed_and_unchanged_ones_not_returned() -> None:
+    before = step([rec(0, 0, tx("t1", "c1"), b"c1")]).cards[(0, "c1")]
+    known = {(0, "c1"): before}
+    got = step([rec(0, 1, tx("t1", "c1"), b"c1")], known)  # a duplicate changes nothing
+    assert got.cards == {}
+    got = step([rec(0, 2, tx("t2", "c1", "2024-05-01T13:00:00+00:00"), b"c1")], known)
+    assert list(got.cards[(0, "c1")].seen) == ["t1", "t2"]
+    assert list(before.seen) == ["t1"]
+
+
+def test_one_card_in_two_partitions_keeps_a_record_in_each() -> None:
+    got = step([rec(0, 0, tx("t1", "c1"), b"c1"), rec(1, 0, tx("t2", "c1"), b"c1")])
+    assert {slot: list(r.seen) for slot, r in got.cards.items()} == {
+        (0, "c1"): ["t1"],
+        (1, "c1"): ["t2"],
+    }
+
+
+class Flaky:
+    """A model that fails for any batch holding the poisonous amount."""
+
+    def __init__(self, inner: object, poison: float) -> None:
+        self.inner, self.poison = inner, poison
+        self.meta = inner.meta
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        if (x == self.poison).any():
+            raise RuntimeError("poisoned")
+        return self.inner.predict(x)
+
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        return self.inner.contributions(x)
+
+
+def with_model(s: engine.Serving, model: object) -> engine.Serving:
+    served = s.models["champion-v1"]
+    return engine.Serving(
+        s.routing, {"champion-v1": engine.ServedModel("champion-v1", model, served.thresholds)}
+    )
+
+
+def test_a_batch_that_fails_is_decided_one_record_at_a_time() -> None:
+    s = serving()
+    poisoned = orjson.loads(tx("t2", "c2"))
+    poisoned["amount"] = 777.25  # exact in float32: the "amount" feature
+    flaky = with_model(s, Flaky(s.models["champion-v1"].model, 777.25))
+    records = [
+        rec(0, 0, tx("t1", "c1"), b"c1"),
+        rec(0, 1, orjson.dumps(poisoned), b"c2"),
+        rec(0, 2, tx("t3", "c3"), b"c3"),
+    ]
+    got = engine.step(
+        flaky,
+        records,
+        lambda p, c: None,
+        max_bytes=1_000_000,
+        now_iso="2024-05-01T12:00:00.000Z",
+        dedup_window_s=86400.0,
+    )
+    assert got.retried_singly
+    assert [type(v).__name__ for _, v in got.verdicts] == ["Scored", "Refused", "Scored"]
+    verdict = got.verdicts[1][1]
+    assert isinstance(verdict, engine.Refused)
+    assert (verdict.reason, verdict.message) == ("scoring_error", "RuntimeError('poisoned')")
+    # The refused transaction left no trace in its card's record.
+    assert sorted(got.cards) == [(0, "c1"), (0, "c3")]
+
+
+def test_a_fraudstream_error_is_not_bad_input() -> None:
+    s = serving()
+
+    class Broken:
+        meta = s.models["champion-v1"].model.meta
+
+        def predict(self, x: np.ndarray) -> np.ndarray:
+            raise ModelError("model file changed under the worker")
+
+    with pytest.raises(ModelError):
+        engine.step(
+            with_model(s, Broken()),
+            [rec(0, 0, tx("t1", "c1"), b"c1")],
+            lambda p, c: None,
+            max_bytes=1_000_000,
+            now_iso="x",
+            dedup_window_s=1.0,
+        )
