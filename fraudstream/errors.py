@@ -49,3 +49,39 @@ class TransactionAborted(BrokerError):
 class Fenced(BrokerError):
     """A newer owner of the partition took over its transactional id: this worker must stop
     writing for it."""
+
+
+class PartitionMoved(BrokerError):
+    """A partition went to another worker (a rebalance) while this worker was using it: a
+    request waiting on it should be retried."""
+
+
+class Fatal(FraudStreamError):
+    """This worker must stop without writing more: the supervisor exits with ``exit_code``, and
+    a restarted worker decides every uncommitted event again from the committed offsets."""
+
+    exit_code = 70  # EX_SOFTWARE
+
+
+class PartitionUnavailable(Fatal):
+    """A partition could not be opened (fenced and restored) after repeated attempts."""
+
+
+class TransactionLost(Fatal):
+    """A transaction could neither be committed nor aborted (Kafka refused, or stayed away)."""
+
+
+class OutputRefused(Fatal):
+    """Kafka refused an output record for good: acking past it would lose it."""
+
+
+class WorkerFrozen(Fatal):
+    """The process was frozen (SIGSTOP, a VM pause) for most of its session timeout: its
+    partitions have likely moved, and anything it wrote now would duplicate the new owner's."""
+
+    exit_code = 75  # EX_TEMPFAIL
+
+
+class FaustIncompatible(FraudStreamError):
+    """The installed Faust (or aiokafka, mode) is not a version the worker was tested with, or
+    lacks an internal the worker relies on."""

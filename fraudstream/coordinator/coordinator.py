@@ -1,0 +1,398 @@
+"""The coordinator: exactly-once per input partition, for whatever handler it runs.
+
+For every owned partition of its input topic it keeps one ``PartitionState`` and one open
+transaction (``Writers``). Records come in batches (``handle``); each partition's records are
+checked against its next offset (a record delivered again is dropped, a hole that holds records
+is fetched again), decided by the handler in one call per batch, and their outputs written into
+their partition's transaction. Every ``commit_interval_s`` a partition's transaction is
+committed in the background with its changed state and its next offset; while it commits, that
+partition's new records wait and the others go on. If Kafka aborts a transaction, its records
+are decided again from the state they first saw. Fatal conditions are raised as typed errors
+(``fraudstream.errors``), never handled by exiting: a background task that fails is reported
+through ``spawn``, and the worker's supervisor decides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+from fraudstream import errors
+from fraudstream.coordinator import ports
+from fraudstream.coordinator.partition import PartitionState, Place
+from fraudstream.core.records import Record
+
+log = logging.getLogger("fraudstream.coordinator")
+
+R = TypeVar("R")
+OPEN_ATTEMPTS = 10
+COMMIT_ATTEMPTS = 30
+
+
+class Coordinator(Generic[R]):
+    def __init__(
+        self,
+        *,
+        handler: ports.PartitionHandler[R],
+        writers: ports.Writers,
+        source: ports.Source,
+        observer: ports.Observer,
+        spawn: ports.Spawn,
+        fence: Callable[[], None],
+        clock: ports.Clock,
+        commit_interval_s: float,
+    ) -> None:
+        self.handler = handler
+        self.writers = writers
+        self.source = source
+        self.observer = observer
+        self.spawn = spawn
+        self.fence = fence  # raises when writing now would be unsafe (a frozen process)
+        self.clock = clock
+        self.interval_s = commit_interval_s
+        self.partitions: dict[int, PartitionState] = {}
+        self.opening: dict[int, asyncio.Task[None]] = {}
+        self.assigned: set[int] = set()  # the latest assignment the group gave this worker
+        self.lock = asyncio.Lock()
+
+    # --- ownership --------------------------------------------------------------------------
+
+    def owns(self, partition: int) -> bool:
+        return partition in self.partitions
+
+    def position(self, partition: int) -> int | None:
+        """The next offset to decide in ``partition`` (None: not owned, or nothing yet)."""
+        st = self.partitions.get(partition)
+        return None if st is None else st.next_offset
+
+    def _wanted(self, partition: int) -> bool:
+        return partition in self.assigned or self.source.assigned(partition)
+
+    async def on_assigned(self, partitions: set[int]) -> None:
+        """After a rebalance: let go of partitions given away (their last transaction was
+        committed when they were revoked; what was decided since is aborted, for the new owner
+        decides it again), and open new ones at once, so that a transaction a dead owner left
+        open is aborted now rather than at its timeout."""
+        self.assigned = set(partitions)
+        async with self.lock:
+            for p in sorted(set(self.partitions) - partitions):
+                st = self.partitions[p]
+                if st.committing is not None:
+                    await asyncio.wait({st.committing})
+                if self.partitions.get(p) is st:  # (a fenced commit lets go by itself)
+                    await self._let_go(st, abort=st.has_work())
+        for p in sorted(partitions):
+            if p not in self.partitions and p not in self.opening:
+                self.opening[p] = self.spawn(self._open(p), name=f"open-{p}")
+
+    async def _ensure_open(self, partition: int) -> None:
+        if partition in self.partitions:
+            return
+        task = self.opening.get(partition)
+        if task is None:
+            task = self.opening[partition] = self.spawn(
+                self._open(partition), name=f"open-{partition}"
+            )
+        await asyncio.shield(task)
+
+    async def _open(self, p: int) -> None:
+        t0 = self.clock.monotonic()
+        try:
+            for attempt in range(1, OPEN_ATTEMPTS + 1):
+                if not self._wanted(p):
+                    return  # given away before this worker fenced anyone
+                try:
+                    restored = await self.writers.open(p)
+                    break
+                except errors.Fenced:
+                    raise
+                except errors.BrokerError as exc:
+                    if attempt == OPEN_ATTEMPTS:
+                        raise errors.PartitionUnavailable(
+                            f"cannot open partition {p}: {exc}"
+                        ) from exc
+                    log.warning("opening partition %d: %s; retrying", p, exc)
+                    await asyncio.sleep(min(10.0, 0.5 * 2**attempt))
+            if not self._wanted(p):
+                await self.writers.close(p)
+                log.info("partition %d was given away while it opened", p)
+                return
+            n = self.handler.restore(p, restored.state)
+            self.partitions[p] = PartitionState(p, restored.committed, self.clock.monotonic())
+            self.observer.opened(p, n, self.clock.monotonic() - t0)
+        finally:
+            self.opening.pop(p, None)
+
+    async def _let_go(self, st: PartitionState, *, abort: bool) -> None:
+        p = st.number
+        if self.partitions.get(p) is st:
+            del self.partitions[p]
+        st.revoked()
+        if abort:
+            try:
+                await self.writers.abort([p])
+            except errors.BrokerError as exc:  # fenced by the new owner already: nothing to undo
+                log.info("partition %d: %s", p, exc)
+        self.handler.drop(p)
+        await self.writers.close(p)
+        self.observer.let_go(p)
+        log.info("partition %d given away", p)
+
+    # --- deciding ---------------------------------------------------------------------------
+
+    async def handle(self, records: Sequence[Record]) -> None:
+        """Decide ``records`` (fetched, in offset order per partition)."""
+        async with self.lock:
+            mine: dict[int, None] = {}
+            skipped: dict[int, list[int]] = {}
+            for rec in records:
+                p = rec.partition
+                # A partition still held is decided even while a rebalance is under way:
+                # skipping a record of it would let its next offset pass the record by. If it
+                # turns out to be given away, its open transaction is aborted.
+                if p in self.partitions or p in self.opening or self.source.assigned(p):
+                    mine.setdefault(p)
+                else:
+                    skipped.setdefault(p, []).append(rec.offset)
+            for p, offsets in skipped.items():
+                self.observer.skipped(p, offsets)
+            await asyncio.gather(*(self._ensure_open(p) for p in mine))
+            for rec in records:
+                st = self.partitions.get(rec.partition)
+                if st is not None and rec.partition in mine:
+                    st.waiting.append(rec)
+            await self._drain([self.partitions[p] for p in mine if p in self.partitions])
+            self._start_due()
+
+    async def request(self, record: Record) -> R:
+        """Decide one record that did not come from the log (an API request) into its
+        partition's open transaction; its result, once that transaction is committed."""
+        p = record.partition
+        while True:
+            async with self.lock:
+                if not (p in self.partitions or self.source.assigned(p)):
+                    raise errors.PartitionMoved(
+                        f"partition {p} is not assigned to this worker (a rebalance is in "
+                        "progress); retry the request"
+                    )
+                await self._ensure_open(p)
+                st = self.partitions.get(p)
+                if st is None:
+                    raise errors.PartitionMoved(f"partition {p} moved while it opened; retry")
+                running = st.committing
+                if running is None:
+                    st.accept(record)
+                    self._decide([record])
+                    done = st.next_commit()
+                    break
+            await asyncio.wait({running})
+        # Requests that waited for the same commit decide before the next one starts, and
+        # share it.
+        await asyncio.sleep(0)
+        async with self.lock:
+            if st.committing is None and self.partitions.get(p) is st and not done.done():
+                self._start_commit(self._group(st))
+        await done
+        result: R = st.answers.pop(id(record))
+        return result
+
+    async def wake(self) -> None:
+        """Let the handler look again at the records it refused (a watermark moved)."""
+        async with self.lock:
+            await self._wake_parked()
+
+    async def _wake_parked(self) -> None:
+        parked = [st for st in self.partitions.values() if st.parked]
+        for st in parked:
+            st.parked = False
+        await self._drain(parked)
+
+    async def _drain(self, states: Sequence[PartitionState]) -> None:
+        """Decide the waiting records of the partitions that can take records now."""
+        batch: list[Record] = []
+        for st in states:
+            if st.can_take() and st.waiting:
+                batch.extend(st.waiting)
+                st.waiting = []
+        ready = await self._in_order(batch)
+        if ready:
+            self._decide(ready)
+
+    async def _in_order(self, records: Sequence[Record]) -> list[Record]:
+        """The records that go into their transactions now, each partition's gap-free from its
+        next offset; the others are dropped (delivered again), left to a refetch, or wait."""
+        out: list[Record] = []
+        blocked: set[int] = set()
+        again: Counter[int] = Counter()
+        for rec in records:
+            p = rec.partition
+            st = self.partitions.get(p)
+            if st is None or p in blocked:
+                continue  # let go meanwhile, or past a hole being fetched again
+            if st.parked:
+                st.waiting.append(rec)
+                continue
+            place = st.place(rec.offset)
+            if place is Place.DECIDED:
+                again[p] += 1
+                continue
+            if place is Place.REFETCHING:
+                target = st.refetch_overdue(self.clock.monotonic())
+                if target is not None:
+                    await self.source.seek(p, target)  # the refetch was lost too: again
+                continue
+            if place is Place.AHEAD:
+                start = st.next_offset
+                assert start is not None
+                if await self.source.has_records(p, start, rec.offset):
+                    # Faust can drop fetched records around a rebalance: fetch them again, and
+                    # let everything past the hole wait for them.
+                    log.warning(
+                        "partition %d: offsets %d..%d were not delivered; fetching them again",
+                        p,
+                        start,
+                        rec.offset - 1,
+                    )
+                    self.observer.refetched(p, start, rec.offset)
+                    await self.source.seek(p, st.rewind(self.clock.monotonic()))
+                    blocked.add(p)
+                    continue
+                # A hole without records: a transactional producer's commit markers.
+            if not self.handler.admit(rec):
+                st.parked = True
+                st.waiting.append(rec)
+                continue
+            st.accept(rec)
+            out.append(rec)
+        for p, n in again.items():
+            self.observer.redelivered(p, n)
+        return out
+
+    def _decide(self, records: Sequence[Record]) -> None:
+        """Hand ``records`` (accepted into their partitions' open transactions) to the handler
+        and write what it returns."""
+        handled = self.handler.step(records)
+        self.fence()  # the last moment before anything of this batch is written
+        for send in handled.sends:
+            self.writers.send(send.partition, send.topic, send.key, send.value, send.headers)
+            self.partitions[send.partition].wrote()
+        for rec, result in zip(records, handled.results, strict=True):
+            if not rec.from_log:
+                self.partitions[rec.partition].answers[id(rec)] = result
+
+    # --- committing -------------------------------------------------------------------------
+
+    async def commit_due(self) -> None:
+        """Timer: commit the transactions open for the interval; look at parked records again."""
+        async with self.lock:
+            await self._wake_parked()
+            self._start_due()
+
+    async def commit_all(self) -> None:
+        """Commit every open transaction, waiting records included (before the consumer
+        commits, rebalances or stops)."""
+        while True:
+            running = {st.committing for st in self.partitions.values() if st.committing}
+            if running:
+                await asyncio.wait(running)
+            async with self.lock:
+                if any(st.committing for st in self.partitions.values()):
+                    continue  # started while this waited for the lock: wait for it too
+                states = list(self.partitions.values())
+                await self._drain(states)
+                await asyncio.gather(*(self._commit(g) for g in self._groups(states)))
+                return
+
+    def _group(self, st: PartitionState) -> list[PartitionState]:
+        return list(self.partitions.values()) if self.writers.shared else [st]
+
+    def _groups(self, states: Sequence[PartitionState]) -> list[list[PartitionState]]:
+        """The partitions with work, as they commit together."""
+        busy = [st for st in states if st.has_work()]
+        if self.writers.shared:
+            return [list(self.partitions.values())] if busy else []
+        return [[st] for st in busy]
+
+    def _start_due(self) -> None:
+        now = self.clock.monotonic()
+        due = [st for st in self.partitions.values() if st.due(now, self.interval_s)]
+        if not due:
+            return
+        for group in [self._group(due[0])] if self.writers.shared else [[st] for st in due]:
+            self._start_commit(group)
+
+    def _start_commit(self, group: list[PartitionState]) -> asyncio.Task[None]:
+        numbers = ",".join(str(st.number) for st in group)
+        task = self.spawn(self._commit_in_background(group), name=f"commit-{numbers}")
+        for st in group:
+            st.committing = task
+        return task
+
+    async def _commit_in_background(self, group: list[PartitionState]) -> None:
+        me = asyncio.current_task()
+        try:
+            await self._commit(group)
+        finally:
+            for st in group:
+                if st.committing is me:
+                    st.committing = None
+        waiting = [st for st in group if st.waiting and self.partitions.get(st.number) is st]
+        if waiting:
+            # A task of its own: it takes the lock, which a caller waiting for this commit
+            # (a rebalance) may hold.
+            self.spawn(self._resume(waiting), name="resume")
+
+    async def _resume(self, states: list[PartitionState]) -> None:
+        async with self.lock:
+            await self._drain([st for st in states if self.partitions.get(st.number) is st])
+            self._start_due()
+
+    async def _commit(self, group: list[PartitionState]) -> None:
+        numbers = [st.number for st in group]
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            for st in group:
+                for key, value in self.handler.changes(st.number):
+                    self.writers.keep(st.number, key, value)
+            events = sum(len(st.inflight) for st in group)
+            t0 = self.clock.monotonic()
+            try:
+                await self.writers.commit({st.number: st.position() for st in group})
+            except errors.Fenced:
+                if any(self.source.assigned(p) for p in numbers):
+                    raise  # a zombie: the group gave these partitions away meanwhile
+                # Revoked, and the new owner has opened them already: their records are theirs.
+                for st in group:
+                    await self._let_go(st, abort=False)
+                return
+            except errors.TransactionAborted as exc:
+                self.observer.aborted(numbers)
+                log.warning("%s (attempt %d)", exc, attempt)
+                try:
+                    await self.writers.abort(numbers)
+                except errors.Fenced:
+                    raise
+                except errors.BrokerError as failed:
+                    raise errors.TransactionLost(
+                        f"partitions {numbers}: the aborted transaction could not be undone "
+                        f"({failed}); a restarted worker fences it and decides its records "
+                        "again from the committed offsets"
+                    ) from failed
+                for st in group:
+                    self.handler.aborted(st.number)
+                redo = [rec for st in group for rec in st.inflight]
+                if redo:
+                    self._decide(redo)  # from the state the records first saw
+                await asyncio.sleep(min(5.0, 0.2 * attempt))  # Kafka may be restarting
+                continue
+            now = self.clock.monotonic()
+            for st in group:
+                self.handler.committed(st.number)
+                st.committed(now)
+            self.observer.committed(numbers, events, now - t0)
+            return
+        raise errors.TransactionLost(
+            f"partitions {numbers}: Kafka aborted {COMMIT_ATTEMPTS} transactions in a row"
+        )
