@@ -1,10 +1,10 @@
 """The synchronous scoring API on the worker's Faust web server: ``POST /v1/score`` and the
 OpenAPI document at ``GET /openapi.json`` (the file ``fraudstream/app/openapi.json``, served as is).
 
-A request is decided by the stream's own handler (``TransactionHandler.decide_now``): same per-card
-record, routing, models, thresholds, reasons and dedup, and the Decision and Scores go to
-``fraud.decisions`` / ``fraud.scores`` like the stream's. Per-card state lives on the worker that
-owns the card's partition of the transactions topic, so:
+A request is decided by the stream's own path (``Coordinator.request`` with the scoring handler):
+same per-card record, routing, models, thresholds, reasons and dedup, and the Decision and Scores
+go to ``fraud.decisions`` / ``fraud.scores`` like the stream's, in the partition's transaction.
+Per-card state lives on the worker that owns the card's partition of the transactions topic, so:
 
 - the partition is computed as the producers compute it (Kafka's murmur2 of the ``card_id``
   bytes, made positive, modulo the topic's partition count);
@@ -39,10 +39,13 @@ from faust.types import TP
 from faust.web import View
 from prometheus_client import Counter, Gauge, Histogram
 
-from fraudstream.app.app import FraudApp
+from fraudstream.app.serving import ServingManager
+from fraudstream.coordinator.coordinator import Coordinator
 from fraudstream.core import engine
 from fraudstream.core.messages import decode_transaction, encode_decision
+from fraudstream.core.records import NO_OFFSET, Record
 from fraudstream.errors import BrokerError, InvalidMessage
+from fraudstream.settings import Settings
 
 log = logging.getLogger("fraudstream.api")
 
@@ -113,10 +116,17 @@ async def read_body(request: Any, max_bytes: int) -> bytes:
 
 
 class ScoringAPI:
-    def __init__(self, fa: FraudApp) -> None:
-        self.fa = fa
-        self.app = fa.app
-        self.s = fa.settings
+    def __init__(
+        self,
+        app: Any,
+        settings: Settings,
+        serving: ServingManager,
+        coordinator: Coordinator[engine.Verdict] | None,
+    ) -> None:
+        self.app = app
+        self.s = settings
+        self.serving = serving
+        self.coordinator = coordinator
         self.max_bytes = self.s.max_message_bytes
         self.limiter = InflightLimiter(int(getattr(self.s, "api_max_inflight", 256)))
         self.openapi = OPENAPI_PATH.read_bytes()
@@ -192,13 +202,16 @@ class ScoringAPI:
                 self.limiter.release()
 
     async def _decide_here(self, web: Any, tx: Any, raw: bytes, partition: int) -> Any:
-        decide_now = getattr(self.fa.tx_handler, "decide_now", None)
-        if decide_now is None:
+        coordinator = self.coordinator
+        if coordinator is None:
             self.limiter.release()
             return self._error(web, 503, "unavailable", "local scoring is not available", True)
-        # Shielded: once the handler has started, it writes its outputs and the card record even
-        # if the client goes away; the in-flight slot is freed when it is really done.
-        task = asyncio.ensure_future(decide_now(tx, raw, partition))
+        record = Record(
+            self.s.topic_transactions, partition, NO_OFFSET, tx.card_id.encode(), raw, time.time()
+        )
+        # Shielded: once the coordinator has started, it writes its outputs and the card record
+        # even if the client goes away; the in-flight slot is freed when it is really done.
+        task = asyncio.ensure_future(coordinator.request(record))
         task.add_done_callback(lambda _t: self.limiter.release())
         try:
             result = await asyncio.shield(task)
@@ -223,9 +236,7 @@ class ScoringAPI:
                 ),
                 headers,
             )
-        return self._answer(
-            web, 422, error_body(result.error.reason, result.error.message), headers
-        )
+        return self._answer(web, 422, error_body(result.reason, result.message), headers)
 
     async def _forward(self, web: Any, raw: bytes, partition: int) -> Any:
         own = str(self.app.conf.canonical_url)
@@ -276,7 +287,7 @@ class ScoringAPI:
 
     # ---------------------------------------------------------------- ownership
     def _not_ready(self) -> str | None:
-        if self.fa.serving.current is None:
+        if self.serving.current is None:
             return "no model is loaded yet"
         if self.app.rebalancing:
             return "partitions are being rebalanced"
@@ -330,9 +341,13 @@ API_LATENCY = Histogram(
 )
 
 
-def install(fa: FraudApp) -> ScoringAPI:
-    api = ScoringAPI(fa)
-    app = fa.app
+def install(
+    app: Any,
+    settings: Settings,
+    serving: ServingManager,
+    coordinator: Coordinator[engine.Verdict] | None,
+) -> ScoringAPI:
+    api = ScoringAPI(app, settings, serving, coordinator)
 
     class Score(View):
         async def post(self, request: Any) -> Any:

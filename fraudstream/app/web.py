@@ -1,19 +1,20 @@
 """HTTP endpoints on the worker's Faust web server (loopback unless FRAUD_WEB_HOST says otherwise):
 /metrics (Prometheus), /healthz, /readyz, /v1/models; the scoring API (POST /v1/score,
-/openapi.json) is in ``fraudstream.app.api``."""
+/openapi.json) is ``fraudstream.app.api``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from fraudstream.app import api
-from fraudstream.app.app import FraudApp
+from fraudstream.app.serving import ServingManager
+from fraudstream.settings import Settings
 
 
-def models_view(fa: FraudApp) -> dict[str, Any]:
-    serving = fa.serving.current
+def models_view(manager: ServingManager) -> dict[str, Any]:
+    serving = manager.current
     if serving is None:
         return {"loaded": [], "routing": None}
     r = serving.routing
@@ -32,18 +33,24 @@ def models_view(fa: FraudApp) -> dict[str, Any]:
                 "role": "champion" if v == r.champion else "challenger",
                 "sha256": m.model.meta.sha256,
                 "thresholds": {"review": m.thresholds.review, "decline": m.thresholds.decline},
-                "loaded_at": fa.serving.loaded_at.get(v),
+                "loaded_at": manager.loaded_at.get(v),
             }
             for v, m in serving.models.items()
         ],
         "refused": [
-            {"version": f.version, "error": f.error, "at": f.at} for f in fa.serving.failures[-10:]
+            {"version": f.version, "error": f.error, "at": f.at} for f in manager.failures[-10:]
         ],
     }
 
 
-def install(fa: FraudApp) -> None:
-    app = fa.app
+def install(
+    app: Any,
+    settings: Settings,
+    serving: ServingManager,
+    partitions_open: Callable[[], bool],
+) -> None:
+    """``partitions_open``: every assigned scoring partition has its transaction open (earlier
+    owners fenced, card records restored); until then its first transactions would wait."""
 
     @app.page("/metrics")
     async def prometheus(web: Any, request: Any) -> Any:
@@ -55,17 +62,9 @@ def install(fa: FraudApp) -> None:
 
     @app.page("/readyz")
     async def readyz(web: Any, request: Any) -> Any:
-        models_ok = fa.serving.current is not None
-        assignment = app.consumer.assignment() if app.consumer else set()
-        assigned = bool(assignment)
-        # A scoring partition can decide once its transaction is open (earlier owners fenced,
-        # card records restored); until then its first transactions would wait.
-        handler = fa.tx_handler
-        opened = handler is None or all(
-            handler.store.owns(tp.partition)
-            for tp in assignment
-            if tp.topic == fa.settings.topic_transactions
-        )
+        models_ok = serving.current is not None
+        assigned = bool(app.consumer.assignment() if app.consumer else set())
+        opened = partitions_open()
         ready = models_ok and assigned and opened and not app.rebalancing
         body = {
             "ready": ready,
@@ -77,6 +76,4 @@ def install(fa: FraudApp) -> None:
 
     @app.page("/v1/models")
     async def models(web: Any, request: Any) -> Any:
-        return web.json(models_view(fa))
-
-    api.install(fa)
+        return web.json(models_view(serving))

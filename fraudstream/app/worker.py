@@ -1,4 +1,4 @@
-"""Run one stream worker: load models, read the latest routing, start Faust."""
+"""Run one stream worker: load models, read the latest routing, assemble, start Faust."""
 
 from __future__ import annotations
 
@@ -7,16 +7,21 @@ import logging
 
 import faust
 
-from fraudstream.app.app import create_app
 from fraudstream.app.control import ControlFollower
 from fraudstream.app.localstate import ensure_local_state_matches
 from fraudstream.app.logs import setup_logging
 from fraudstream.app.serving import ServingManager
+from fraudstream.app.supervisor import Supervisor
+from fraudstream.app.wiring import assemble
 from fraudstream.kafka.admin import create_topics
 from fraudstream.kafka.control import latest_routing, startup_routing
 from fraudstream.settings import Settings
 
 log = logging.getLogger("fraudstream.worker")
+
+# The pause fence refuses writes once the process was frozen for this share of the consumer
+# session timeout (Faust's broker_session_timeout; its BROKER_SESSION_TIMEOUT variable sets it).
+PAUSE_SHARE = 0.8
 
 
 def run_worker(settings: Settings) -> None:
@@ -33,21 +38,24 @@ def run_worker(settings: Settings) -> None:
     # The latest routing on the control topic wins over the start-up settings.
     routing = latest_routing(settings) or startup_routing(settings)
     serving.start_sync(routing)
-    fa = create_app(settings, serving)
+    supervisor = Supervisor(pause_limit_s=float("inf"))  # the limit is known once Faust is
+    worker = assemble(settings, serving, supervisor)
+    app = worker.faust.app
+    supervisor.pause_limit_s = float(app.conf.broker_session_timeout) * PAUSE_SHARE
     follower = ControlFollower(settings, serving)
 
-    @fa.app.task
+    @app.task
     async def follow_control() -> None:
         follower.start(asyncio.get_running_loop())
 
-    worker = faust.Worker(
-        fa.app,
+    faust_worker = faust.Worker(
+        app,
         loglevel=settings.log_level,
         quiet=True,
         redirect_stdouts=False,
         override_logging=False,
     )
     try:
-        worker.execute_from_commandline()
+        faust_worker.execute_from_commandline()
     finally:
         follower.stop()

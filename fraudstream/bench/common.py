@@ -261,7 +261,7 @@ def read_topic(
                 err = m.error()
                 if err is not None:
                     # The end (a transactional topic ends in a commit marker, not a record).
-                    if err.code() == KafkaError._PARTITION_EOF:
+                    if err.code() == KafkaError._PARTITION_EOF:  # noqa: SLF001 - a public code
                         todo.discard(int(m.partition() or 0))
                     continue
                 out.append((m.key(), m.value(), m.timestamp()[1]))

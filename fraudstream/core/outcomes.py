@@ -1,14 +1,14 @@
 """Decisions joined with fraud labels: outcomes, confusion counts, and the per-transaction join.
 
-Everything here is pure. The wiring keeps one ``JoinRecord`` per transaction in a table and one
-``ConfusionBook`` per worker (both storable through ``to_dict``/``from_dict``); each function
-returns the outcomes to *revert* and the outcomes to *add*, so a label reversal moves one count
-from one cell to another and a repeated message changes nothing.
+Everything here is pure. The wiring keeps one ``JoinRecord`` per transaction and one
+``Confusion`` per partition, version and variant in tables (both storable through
+``to_dict``/``from_dict``); each function returns the outcomes to *revert* and the outcomes to
+*add*, so a label reversal moves one count from one cell to another and a repeated message
+changes nothing. Shadow scores arrive inside their Decision.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar
 
@@ -18,8 +18,6 @@ from fraudstream.core.messages import (
     Feedback,
     Outcome,
     OutcomeKind,
-    Role,
-    Score,
     Variant,
 )
 from fraudstream.errors import FraudStreamError
@@ -135,48 +133,6 @@ class Confusion:
         return Confusion(
             **{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)}
         )
-
-
-class ConfusionBook:
-    """One Confusion per (model_version, variant)."""
-
-    def __init__(self, entries: dict[tuple[str, Role], Confusion] | None = None) -> None:
-        self._by_key: dict[tuple[str, Role], Confusion] = dict(entries or {})
-
-    def get(self, model_version: str, variant: Role) -> Confusion:
-        return self._by_key.get((model_version, variant)) or Confusion()
-
-    def __iter__(self) -> Iterator[tuple[tuple[str, Role], Confusion]]:
-        return iter(sorted(self._by_key.items()))
-
-    def __len__(self) -> int:
-        return len(self._by_key)
-
-    def apply(self, reverted: Iterable[Outcome], new: Iterable[Outcome]) -> None:
-        """Revert then add. All or nothing: a failing revert leaves the book unchanged."""
-        reverted, new = list(reverted), list(new)
-        touched: dict[tuple[str, Role], Confusion] = {}
-        for o in (*reverted, *new):
-            key = (o.model_version, o.variant)
-            if key not in touched:
-                touched[key] = Confusion.from_dict(self.get(*key).to_dict())
-        for o in reverted:
-            touched[(o.model_version, o.variant)].revert(o.outcome, o.amount)
-        for o in new:
-            touched[(o.model_version, o.variant)].update(o.outcome, o.amount)
-        self._by_key.update(touched)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "entries": [{"model_version": v, "variant": r, **c.to_dict()} for (v, r), c in self]
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ConfusionBook:
-        entries: dict[tuple[str, Role], Confusion] = {}
-        for e in data.get("entries", []):
-            entries[(e["model_version"], e["variant"])] = Confusion.from_dict(e)
-        return cls(entries)
 
 
 # --------------------------------------------------------------------------------------------
@@ -328,16 +284,6 @@ def record_decision(rec: JoinRecord | None, decision: Decision) -> JoinRecord:
     return replace(base, shadows=(*others, entry))
 
 
-def record_score(rec: JoinRecord | None, score: Score) -> JoinRecord:
-    """Store a shadow score; champion/challenger scores repeat the decision and are ignored."""
-    base = rec or _empty(score.transaction_id)
-    if score.role != "shadow":
-        return base
-    entry = ShadowScore(score.model_version, float(score.score), score.decision)
-    others = tuple(s for s in base.shadows if s.model_version != score.model_version)
-    return replace(base, shadows=(*others, entry))
-
-
 def apply_label(
     rec: JoinRecord | None, feedback: Feedback, labelled_at: str
 ) -> tuple[JoinRecord, list[Outcome], list[Outcome]]:
@@ -376,18 +322,8 @@ def apply_decision_after_label(
     return new_rec, reverted, added
 
 
-def apply_score_after_label(
-    rec: JoinRecord | None, score: Score
-) -> tuple[JoinRecord, list[Outcome], list[Outcome]]:
-    """record_score, plus the shadow outcome when decision and label are both known already."""
-    new_rec = record_score(rec, score)
-    reverted, added = _diff(outcomes_of(rec), outcomes_of(new_rec))
-    return new_rec, reverted, added
-
-
 __all__ = [
     "Confusion",
-    "ConfusionBook",
     "Decided",
     "JoinRecord",
     "Label",
@@ -395,10 +331,8 @@ __all__ = [
     "ShadowScore",
     "apply_decision_after_label",
     "apply_label",
-    "apply_score_after_label",
     "classify",
     "hold_label",
     "outcomes_of",
     "record_decision",
-    "record_score",
 ]

@@ -1,5 +1,5 @@
-"""Fault scenarios on real processes: `python -m stream worker` children, a real broker, and the
-simulator's publisher (which records what the broker acknowledged) as load.
+"""Fault scenarios on real processes: `python -m fraudstream worker` children, a real broker, and
+the simulator's publisher (which records what the broker acknowledged) as load.
 
 Each scenario takes Settings (topics, app id, bootstrap) and a scratch folder, runs its faults
 while the load is being published, waits until the verdict is clean (or a deadline), and returns
@@ -98,7 +98,7 @@ def worker_env(settings: Settings, **extra: Any) -> dict[str, str]:
 
 
 class WorkerProc:
-    """One `python -m stream worker`. A restart reuses the name, so the same state folder."""
+    """One `python -m fraudstream worker`. A restart reuses the name, so the same state folder."""
 
     def __init__(self, settings: Settings, name: str, tmp: Path) -> None:
         self.name = name

@@ -220,9 +220,9 @@ def group_lag(
 def _records_between(settings: Settings, topic: str, partition: int, start: int) -> int:
     """Records a read_committed reader still gets from ``start`` to the end: a transactional
     topic's commit markers take offsets too, and are not lag."""
-    from confluent_kafka import KafkaError, TopicPartition
+    from confluent_kafka import TopicPartition
 
-    from fraudstream.kafka.clients import make_consumer
+    from fraudstream.kafka.clients import PARTITION_EOF, make_consumer
 
     consumer = make_consumer(
         settings, group_id=f"{settings.app_id}-lag-probe", **{"enable.partition.eof": True}
@@ -236,7 +236,7 @@ def _records_between(settings: Settings, topic: str, partition: int, start: int)
                 err = msg.error()
                 if err is None:
                     n += 1
-                elif err.code() == KafkaError._PARTITION_EOF:
+                elif err.code() == PARTITION_EOF:
                     return n
         return n
     finally:

@@ -11,6 +11,10 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from fraudstream.errors import BrokerError
 from fraudstream.settings import Settings
 
+#: "end of partition" (enable.partition.eof). confluent-kafka names its client-side error codes
+#: with a leading underscore; they are its public API all the same.
+PARTITION_EOF: int = KafkaError._PARTITION_EOF  # noqa: SLF001
+
 
 def make_producer(settings: Settings, **overrides: Any) -> Producer:
     conf: dict[str, Any] = {
@@ -112,6 +116,22 @@ def read_all(
         return out
     finally:
         consumer.close()
+
+
+def log_start_offset(settings: Settings, topic: str, partition: int) -> int:
+    """The first offset still in the partition's log: where a group without a committed offset
+    starts reading (the worker's consumers reset to the earliest offset)."""
+    probe = make_consumer(settings, group_id=f"{settings.app_id}-probe")
+    try:
+        low, _high = probe.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+    except KafkaException as exc:
+        raise BrokerError(
+            f"reading where {topic!r} [{partition}] starts failed: {exc}; check that the broker "
+            "is reachable"
+        ) from exc
+    finally:
+        probe.close()
+    return int(low)
 
 
 def has_committed_records(

@@ -20,15 +20,18 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
+from fraudstream.coordinator.ports import Restored
 from fraudstream.errors import BrokerError, Fenced, TransactionAborted
 from fraudstream.kafka.clients import (
+    PARTITION_EOF,
     group_committed_offsets,
-    has_committed_records,
+    log_start_offset,
     make_consumer,
     make_producer,
 )
@@ -51,8 +54,8 @@ def _settle(fut: asyncio.Future[None], exc: BaseException | None) -> None:
         fut.set_exception(exc)
 
 
-def transactional_id(settings: Settings, partition: int) -> str:
-    return f"{settings.app_id}-score-{partition}"
+def transactional_id(settings: Settings, partition: int, role: str = "score") -> str:
+    return f"{settings.app_id}-{role}-{partition}"
 
 
 def _classify(exc: KafkaException, what: str, partition: int) -> BrokerError:
@@ -71,13 +74,13 @@ def _classify(exc: KafkaException, what: str, partition: int) -> BrokerError:
 class PartitionWriter:
     """One input partition's transactional producer. Blocking calls; run them off the loop."""
 
-    def __init__(self, settings: Settings, partition: int) -> None:
+    def __init__(self, settings: Settings, partition: int, txn_id: str) -> None:
         self.partition = partition
         self.timeout_s = settings.transaction_timeout_ms / 1000.0
         self.producer: Producer = make_producer(
             settings,
             **{
-                "transactional.id": transactional_id(settings, partition),
+                "transactional.id": txn_id,
                 "transaction.timeout.ms": settings.transaction_timeout_ms,
                 # A record not delivered in time fails its transaction (abort + retry), never
                 # disappears on its own.
@@ -108,13 +111,15 @@ class PartitionWriter:
         topic: str,
         key: bytes | None,
         value: bytes | None,
-        headers: Any = None,
+        headers: list[tuple[str, bytes]] | None = None,
         partition: int | None = None,
     ) -> None:
         extra: dict[str, Any] = {} if partition is None else {"partition": partition}
         while True:
             try:
-                self.producer.produce(topic, value=value, key=key, headers=headers, **extra)
+                self.producer.produce(
+                    topic, value=value, key=key, headers=cast("Any", headers), **extra
+                )
                 return
             except BufferError:
                 self.producer.poll(0.05)
@@ -169,7 +174,7 @@ class PartitionWriter:
 
 def restore_partition(
     settings: Settings, topic: str, partition: int, *, timeout: float = 300.0
-) -> list[tuple[str, bytes | None]]:
+) -> list[tuple[bytes, bytes | None]]:
     """Every committed (key, value) of one changelog partition, in log order."""
     consumer = make_consumer(
         settings,
@@ -194,18 +199,18 @@ def restore_partition(
         if high <= low:
             return []
         consumer.assign([TopicPartition(topic, partition, low)])
-        out: list[tuple[str, bytes | None]] = []
+        out: list[tuple[bytes, bytes | None]] = []
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for msg in consumer.consume(10_000, 0.5):
                 err = msg.error()
                 if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
+                    if err.code() == PARTITION_EOF:
                         return out
                     raise BrokerError(f"restoring {topic!r} [{partition}] failed: {err.str()}")
                 key = msg.key()
                 if key is not None:
-                    out.append((key.decode("utf-8", "replace"), msg.value()))
+                    out.append((key, msg.value()))
         raise BrokerError(
             f"restoring {topic!r} [{partition}] did not finish in {timeout:.0f}s "
             f"({len(out)} records read): check the broker's health"
@@ -216,16 +221,32 @@ def restore_partition(
 
 class TransactionalWriters:
     """The worker's transactional producers, one per owned input partition, driven from
-    asyncio: blocking librdkafka calls run on a small thread pool."""
+    asyncio: blocking librdkafka calls run on a small thread pool. The coordinator's
+    ``ports.Writers``: each partition commits on its own (``shared = False``)."""
 
-    def __init__(self, settings: Settings, changelog_topic: str) -> None:
+    shared = False
+
+    def __init__(
+        self,
+        settings: Settings,
+        changelog_topic: str,
+        *,
+        input_topic: str | None = None,
+        role: str = "score",
+    ) -> None:
         self.s = settings
         self.changelog_topic = changelog_topic
+        self.input_topic = input_topic or settings.topic_transactions
+        self.role = role
         self._writers: dict[int, PartitionWriter] = {}
+        self._positions: dict[int, int | None] = {}  # the last input offset committed
         self._pool = ThreadPoolExecutor(
             max_workers=min(16, max(2, settings.partitions)), thread_name_prefix="fraudstream-txn"
         )
         self._group_metadata: Any = None
+
+    def _new_writer(self, partition: int) -> PartitionWriter:
+        return PartitionWriter(self.s, partition, transactional_id(self.s, partition, self.role))
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
@@ -235,8 +256,9 @@ class TransactionalWriters:
 
         librdkafka's transactional calls take a timeout, but after the broker died in the
         middle of one, the next call was seen to block for good. A stuck call is left behind
-        on its thread; a new producer with the same transactional id fences the stuck one
-        (the coordinator aborts its transaction), and the caller decides its events again."""
+        on its thread and its producer replaced: a new producer with the same transactional id
+        fences the stuck one, so that its transaction is either committed or aborted by the
+        coordinator by the time this raises ``Stuck``."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
 
@@ -258,13 +280,10 @@ class TransactionalWriters:
                 STUCK_S,
             )
             self._writers.pop(partition, None)
-            writer = PartitionWriter(self.s, partition)
+            writer = self._new_writer(partition)
             await self._run(writer.begin)
             self._writers[partition] = writer
-            raise TransactionAborted(
-                f"partition {partition}'s transaction call got stuck; a new producer fenced it, "
-                "and its events are decided again"
-            ) from None
+            raise _Stuck from None
 
     def _metadata(self) -> Any:
         if self._group_metadata is None:
@@ -276,33 +295,33 @@ class TransactionalWriters:
                 probe.close()
         return self._group_metadata
 
-    async def open(self, partition: int) -> tuple[list[tuple[str, bytes | None]], int | None]:
+    async def open(self, partition: int) -> Restored:
         """Fence earlier owners of ``partition``, begin its transaction, and return its
-        committed card records and the group's committed offset (read after the fencing, so
-        no earlier owner's transaction can still move it)."""
+        committed state records and the group's committed offset (read after the fencing, so
+        no earlier owner's transaction can still move it), or the log's start without one."""
         old = self._writers.pop(partition, None)
         if old is not None:
             await self._run(old.close)
-        writer = PartitionWriter(self.s, partition)
+        writer = self._new_writer(partition)
         await self._run(writer.begin)
         self._writers[partition] = writer
-        records: list[tuple[str, bytes | None]] = await self._run(
+        state: list[tuple[bytes, bytes | None]] = await self._run(
             restore_partition, self.s, self.changelog_topic, partition
         )
         committed: int | None = await self._run(self._committed_offset, partition)
-        return records, committed
+        self._positions[partition] = committed
+        if committed is None:
+            # Never committed: the group reads it from its start (auto.offset.reset=earliest).
+            # Saying so lets the coordinator see a hole before the first record delivered:
+            # records fetched while Faust's flow was stopped are dropped, and only partitions
+            # with a committed offset are sought back to it.
+            committed = await self._run(log_start_offset, self.s, self.input_topic, partition)
+        return Restored(state, committed)
 
     def _committed_offset(self, partition: int) -> int | None:
-        topic = self.s.topic_transactions
+        topic = self.input_topic
         got = group_committed_offsets(self.s, self.s.app_id, [(topic, partition)])
         return got.get((topic, partition))
-
-    async def has_records(self, partition: int, start: int, end: int) -> bool:
-        found: bool = await self._run(self._has_records, partition, start, end)
-        return found
-
-    def _has_records(self, partition: int, start: int, end: int) -> bool:
-        return has_committed_records(self.s, self.s.topic_transactions, partition, start, end)
 
     def send(
         self,
@@ -310,28 +329,51 @@ class TransactionalWriters:
         topic: str,
         key: bytes | None,
         value: bytes | None,
-        headers: Any = None,
-        to_partition: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
-        self._writers[partition].send(topic, key, value, headers, to_partition)
+        self._writers[partition].send(topic, key, value, headers)
 
-    async def commit(self, partition: int, next_offset: int | None) -> None:
+    def keep(self, partition: int, key: bytes, value: bytes | None) -> None:
+        # The state of input partition p lives in partition p of its changelog.
+        self._writers[partition].send(self.changelog_topic, key, value, None, partition)
+
+    async def commit(self, positions: Mapping[int, int | None]) -> None:
+        if len(positions) != 1:
+            raise ValueError(f"one partition per transaction here, got {sorted(positions)}")
+        [(partition, next_offset)] = positions.items()
         writer = self._writers[partition]
         offsets = (
             []
             if next_offset is None
-            else [TopicPartition(self.s.topic_transactions, partition, next_offset)]
+            else [TopicPartition(self.input_topic, partition, next_offset)]
         )
         metadata = await self._run(self._metadata) if offsets else None
-        await self._run_bounded(partition, writer.commit, offsets, metadata)
+        try:
+            await self._run_bounded(partition, writer.commit, offsets, metadata)
+        except _Stuck:
+            # The stuck commit may have gone through before its producer was fenced: the
+            # group's offset says (read with require_stable, after the fencing). Deciding its
+            # records again would then decide them twice.
+            before = self._positions.get(partition)
+            now = await self._run(self._committed_offset, partition)
+            if next_offset is not None and next_offset != before and now == next_offset:
+                log.warning("partition %d: the stuck commit went through", partition)
+            else:
+                raise TransactionAborted(
+                    f"partition {partition}'s commit got stuck; a new producer fenced it and "
+                    "Kafka aborted it: its records are decided again"
+                ) from None
+        if next_offset is not None:
+            self._positions[partition] = next_offset
 
-    async def abort(self, partition: int) -> None:
-        # If the abort gets stuck, the producer is replaced; the new one aborted the old
-        # transaction by fencing it.
-        with contextlib.suppress(TransactionAborted):
-            await self._run_bounded(partition, self._writers[partition].abort)
+    async def abort(self, partitions: Sequence[int]) -> None:
+        for partition in partitions:
+            # A stuck abort's producer is replaced; the new one aborted it by fencing it.
+            with contextlib.suppress(_Stuck):
+                await self._run_bounded(partition, self._writers[partition].abort)
 
     async def close(self, partition: int) -> None:
+        self._positions.pop(partition, None)
         writer = self._writers.pop(partition, None)
         if writer is not None:
             await self._run(writer.close)
@@ -341,3 +383,7 @@ class TransactionalWriters:
             writer.close()
         self._writers.clear()
         self._pool.shutdown(wait=False)
+
+
+class _Stuck(Exception):
+    """A transactional call did not return in time; its producer was replaced."""

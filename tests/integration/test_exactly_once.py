@@ -9,7 +9,7 @@ import asyncio
 import pytest
 from confluent_kafka import TopicPartition
 
-from fraudstream.app.agents import card_changelog_topic
+from fraudstream.app.wiring import card_changelog_topic
 from fraudstream.errors import Fenced
 from fraudstream.kafka.admin import create_topics
 from fraudstream.kafka.clients import make_consumer, read_all
@@ -41,35 +41,35 @@ def test_a_new_owner_fences_the_old_and_sees_only_what_it_committed(
         old = TransactionalWriters(s, changelog)
         new = TransactionalWriters(s, changelog)
         try:
-            assert await old.open(0) == ([], None)
+            assert await old.open(0) == ([], 0)  # never committed: from the log's start
             old.send(0, s.topic_decisions, b"tx-1", b"committed")
-            old.send(0, changelog, b"card-a", b"state-1", None, 0)
-            await old.commit(0, 7)
+            old.keep(0, b"card-a", b"state-1")
+            await old.commit({0: 7})
             assert _committed_offset(s, 0) == 7
 
             # The old owner carries on, then freezes with its transaction open.
             old.send(0, s.topic_decisions, b"tx-2", b"zombie")
-            old.send(0, changelog, b"card-a", b"state-2-uncommitted", None, 0)
+            old.keep(0, b"card-a", b"state-2-uncommitted")
             await asyncio.sleep(0.5)  # let the records reach the broker
 
             # The new owner opens the partition: the old transaction is aborted, and only the
             # committed state comes back.
             restored = await new.open(0)
-            assert restored == ([("card-a", b"state-1")], 7)
+            assert restored == ([(b"card-a", b"state-1")], 7)
 
             # The frozen owner wakes up and tries to commit: refused.
             with pytest.raises(Fenced, match="Another worker now owns this partition"):
-                await old.commit(0, 9)
+                await old.commit({0: 9})
             assert _committed_offset(s, 0) == 7
 
             new.send(0, s.topic_decisions, b"tx-2", b"new-owner")
-            new.send(0, changelog, b"card-a", b"state-2", None, 0)
-            await new.commit(0, 9)
+            new.keep(0, b"card-a", b"state-2")
+            await new.commit({0: 9})
             assert _committed_offset(s, 0) == 9
 
             # An aborted transaction leaves nothing either.
             new.send(0, s.topic_decisions, b"tx-3", b"aborted")
-            await new.abort(0)
+            await new.abort([0])
         finally:
             new.close_all()
             old.close_all()

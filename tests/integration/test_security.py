@@ -93,7 +93,7 @@ def test_a_wrong_password_is_refused(
         finally:
             consumer.close()
         assert consumed == []
-        assert any(e.code() == KafkaError._AUTHENTICATION for e in errors), errors
+        assert any(e.code() == KafkaError._AUTHENTICATION for e in errors), errors  # noqa: SLF001
         assert any("Authentication failed" in e.str() for e in errors), errors
 
     # A worker with the wrong password stops with an error instead of running blind.

@@ -3,30 +3,28 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
-from fraudstream.core.messages import Decision, Feedback, Score
+from fraudstream.core.messages import Decision, Feedback, Shadow
 from fraudstream.core.outcomes import (
     Confusion,
-    ConfusionBook,
     JoinRecord,
     NoDecision,
     apply_decision_after_label,
     apply_label,
-    apply_score_after_label,
     classify,
     hold_label,
     outcomes_of,
     record_decision,
-    record_score,
 )
 from fraudstream.errors import FraudStreamError
 
 DECISION = Decision(
     "tx-1", "card-1", "review", 0.7, "v1", "champion", (), "2024-05-01T00:00:00Z", 80.0, "EUR"
 )
-SHADOW = Score("tx-1", "v2", "shadow", 0.2, "2024-05-01T00:00:00Z", "approve")
+SHADOWED = replace(DECISION, shadow=Shadow("v2", 0.2, "approve"))
 FRAUD = Feedback("tx-1", True, "chargeback", "2024-05-10T00:00:00Z")
 GENUINE = Feedback("tx-1", False, "analyst", "2024-05-11T00:00:00Z")
 
@@ -89,7 +87,7 @@ def test_confusion_storage_and_merge() -> None:
 
 
 def test_first_label_counts_decider_and_shadow() -> None:
-    rec = record_score(record_decision(None, DECISION), SHADOW)
+    rec = record_decision(None, SHADOWED)
     rec, reverted, new = apply_label(rec, FRAUD, "2024-05-10T00:00:01Z")
     assert reverted == []
     assert [(o.model_version, o.variant, o.outcome) for o in new] == [
@@ -101,19 +99,22 @@ def test_first_label_counts_decider_and_shadow() -> None:
 
 
 def test_label_reversal_moves_one_count_per_model_and_nothing_else() -> None:
-    book = ConfusionBook()
+    counts = Confusion()
     rec = record_decision(None, DECISION)
     rec, reverted, new = apply_label(rec, FRAUD, "t1")
-    book.apply(reverted, new)
-    before = book.get("v1", "champion")
-    assert before == Confusion(tp=1, fraud_amount_caught=80.0)
+    assert reverted == []
+    for o in new:
+        counts.update(o.outcome, o.amount)
+    assert counts == Confusion(tp=1, fraud_amount_caught=80.0)
 
     rec, reverted, new = apply_label(rec, GENUINE, "t2")
-    assert [o.outcome for o in reverted] == ["TP"]
-    assert [o.outcome for o in new] == ["FP"]
-    book.apply(reverted, new)
-    assert book.get("v1", "champion") == Confusion(fp=1, good_amount_flagged=80.0)
-    assert len(book) == 1
+    assert [(o.model_version, o.outcome) for o in reverted] == [("v1", "TP")]
+    assert [(o.model_version, o.outcome) for o in new] == [("v1", "FP")]
+    for o in reverted:
+        counts.revert(o.outcome, o.amount)
+    for o in new:
+        counts.update(o.outcome, o.amount)
+    assert counts == Confusion(fp=1, good_amount_flagged=80.0)
     assert rec.label is not None
     assert rec.label.is_fraud is False
 
@@ -133,7 +134,7 @@ def test_label_without_decision_raises_no_decision() -> None:
     assert isinstance(info.value, FraudStreamError)
     assert info.value.transaction_id == "tx-1"
     with pytest.raises(NoDecision):
-        apply_label(record_score(None, SHADOW), FRAUD, "t1")
+        apply_label(hold_label(None, GENUINE, "t0"), FRAUD, "t1")
 
 
 def test_label_raced_ahead_of_decision() -> None:
@@ -154,39 +155,8 @@ def test_decision_without_label_emits_nothing() -> None:
     assert rec.decided is not None
 
 
-def test_shadow_score_arriving_after_label_and_decision() -> None:
-    rec, _, _ = apply_label(record_decision(None, DECISION), GENUINE, "t1")
-    rec, reverted, new = apply_score_after_label(rec, SHADOW)
-    assert reverted == []
-    assert [(o.model_version, o.variant, o.outcome) for o in new] == [("v2", "shadow", "TN")]
-    assert apply_score_after_label(rec, SHADOW)[1:] == ([], [])
-
-
-def test_non_shadow_scores_are_not_stored() -> None:
-    rec = record_score(None, Score("tx-1", "v1", "champion", 0.7, "t", "review"))
-    assert rec == JoinRecord("tx-1")
-
-
 def test_record_roundtrips_through_its_compact_dict() -> None:
-    rec = record_score(record_decision(None, DECISION), SHADOW)
-    rec, _, _ = apply_label(rec, FRAUD, "t1")
+    rec, _, _ = apply_label(record_decision(None, SHADOWED), FRAUD, "t1")
     stored = json.loads(json.dumps(rec.to_dict()))
     assert JoinRecord.from_dict(stored) == rec
     assert JoinRecord.from_dict(JoinRecord("tx-9").to_dict()) == JoinRecord("tx-9")
-
-
-def test_book_apply_is_all_or_nothing_and_storable() -> None:
-    rec, reverted, new = apply_label(
-        record_score(record_decision(None, DECISION), SHADOW), FRAUD, "t1"
-    )
-    book = ConfusionBook()
-    book.apply(reverted, new)
-    snapshot = book.to_dict()
-    _, reverted2, new2 = apply_label(rec, GENUINE, "t2")
-    fresh = ConfusionBook()
-    with pytest.raises(ValueError, match="already 0"):
-        fresh.apply(reverted2, new2)
-    assert len(fresh) == 0
-    restored = ConfusionBook.from_dict(json.loads(json.dumps(snapshot)))
-    assert list(restored) == list(book)
-    assert restored.get("v2", "shadow") == Confusion(fn=1, fraud_amount_missed=80.0)

@@ -1,0 +1,342 @@
+"""The feedback join: decisions and labels by transaction_id, outcomes out, with its timers.
+
+At-least-once with an idempotent join record: a batch's outcomes are flushed before its records
+are written back and before its offsets may be committed, and a replayed label or decision finds
+its join record and changes no count twice. The join commits its own position per partition (one
+past the last record it handled: ``InOrderOffsets``), because Faust's ack counting stalls on the
+offsets commit markers take in a transactional topic; the first hole after an assignment or a
+seek is checked (``check_heads``) before any commit passes it.
+
+Its state lives in three tables (``JoinTable``: Faust's changelog-backed tables in the worker,
+dicts in tests): one join record per transaction, the confusion counts per
+``partition|version|variant``, and labels held for a decision not seen yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol
+
+import orjson
+from aiokafka.partitioner import murmur2
+
+from fraudstream.app import metrics
+from fraudstream.app.outputs import Output
+from fraudstream.core import outcomes
+from fraudstream.core.messages import (
+    Outcome,
+    decode_decision,
+    decode_feedback,
+    encode_outcome,
+    utc_now_iso,
+)
+from fraudstream.core.offsets import InOrderOffsets
+from fraudstream.core.records import Record
+from fraudstream.errors import BrokerError, InvalidMessage
+from fraudstream.kafka.clients import (
+    group_committed_offsets,
+    has_committed_records,
+    log_start_offset,
+)
+from fraudstream.settings import Settings
+
+log = logging.getLogger("fraudstream.join")
+
+TopicPartition = tuple[str, int]
+
+
+class JoinTable(Protocol):
+    """A table whose entries live in a partition (its changelog's, next to its records)."""
+
+    def get(self, partition: int, key: bytes) -> bytes | None: ...
+
+    def put(self, partition: int, key: bytes, value: bytes) -> None: ...
+
+    def delete(self, partition: int, key: bytes) -> None: ...
+
+    def items(self) -> list[tuple[bytes, bytes]]: ...
+
+
+class JoinSource(Protocol):
+    """The join's input topics as the consumer reads them."""
+
+    def partitions(self, topic: str) -> int | None: ...
+
+    def assigned(self, tp: TopicPartition) -> bool: ...
+
+    async def seek(self, tp: TopicPartition, offset: int) -> None: ...
+
+
+class Join:
+    def __init__(
+        self,
+        settings: Settings,
+        out: Output,
+        *,
+        records: JoinTable,
+        counts: JoinTable,
+        held: JoinTable,
+        source: JoinSource,
+    ) -> None:
+        self.s = settings
+        self.out = out
+        self.records, self.counts, self.held_labels = records, counts, held
+        self.source = source
+        self.retention_s = settings.decision_retention_days * 86400.0
+        self.offsets: InOrderOffsets[TopicPartition] = InOrderOffsets()
+        # Per batch: what was read or changed, by key, with its partition; written back once
+        # at the end of the batch, after the batch's outcomes are acknowledged.
+        self._records: dict[bytes, tuple[outcomes.JoinRecord | None, int]] = {}
+        self._counts: dict[bytes, tuple[outcomes.Confusion, int]] = {}
+        self._dirty: set[bytes] = set()
+        self._dirty_counts: set[bytes] = set()
+        self._sent = 0
+
+    # --- the agent ------------------------------------------------------------------------------
+
+    async def handle(self, batch: Sequence[Record]) -> None:
+        s = self.s
+        self._sent = 0
+        for rec in batch:
+            try:
+                if rec.topic == s.topic_decisions:
+                    self._on_decision(rec)
+                else:
+                    self._on_feedback(rec)
+            except InvalidMessage as exc:
+                source = "feedback" if rec.topic == s.topic_feedback else "join"
+                self.out.dead_letter(s.topic_feedback_dlq, rec, exc.reason, exc.message, source)
+                self._sent += 1
+            except Exception as exc:  # noqa: BLE001 - dead-lettered with its reason
+                self.out.dead_letter(s.topic_feedback_dlq, rec, "join_error", repr(exc), "join")
+                self._sent += 1
+        if self._sent:
+            await self.out.flush()  # a stored label must never get ahead of its outcome
+        self._write_back()
+        for rec in batch:
+            self.offsets.handled((rec.topic, rec.partition), rec.offset)
+
+    def _write_back(self) -> None:
+        for key in self._dirty:
+            rec, p = self._records[key]
+            if rec is None:
+                self.records.delete(p, key)
+            else:
+                self.records.put(p, key, orjson.dumps(rec.to_dict()))
+        for key in self._dirty_counts:
+            conf, p = self._counts[key]
+            self.counts.put(p, key, orjson.dumps(conf.to_dict()))
+        self._records.clear()
+        self._counts.clear()
+        self._dirty.clear()
+        self._dirty_counts.clear()
+
+    def _load(self, key: bytes, partition: int) -> outcomes.JoinRecord | None:
+        if key in self._records:
+            return self._records[key][0]
+        raw = self.records.get(partition, key)
+        rec = outcomes.JoinRecord.from_dict(orjson.loads(raw)) if raw else None
+        self._records[key] = (rec, partition)
+        return rec
+
+    def _store(self, key: bytes, rec: outcomes.JoinRecord, partition: int) -> None:
+        self._records[key] = (rec, partition)
+        self._dirty.add(key)
+
+    def _on_decision(self, rec: Record) -> None:
+        d = decode_decision(rec.value)
+        key = d.transaction_id.encode()
+        self.held_labels.delete(rec.partition, key)
+        joined, reverted, new = outcomes.apply_decision_after_label(
+            self._load(key, rec.partition), d
+        )
+        self._store(key, joined, rec.partition)
+        if reverted or new:
+            self._emit(rec.partition, reverted, new)
+
+    def _on_feedback(self, rec: Record) -> None:
+        n = self.source.partitions(rec.topic) or self.s.partitions
+        want = None if rec.key is None else (murmur2(rec.key) & 0x7FFFFFFF) % n
+        if want is not None and want != rec.partition:
+            # The join finds a decision only in the partition its transaction_id hashes to.
+            raise InvalidMessage(
+                "wrong_partition",
+                f"this label is in partition {rec.partition}, but its transaction_id hashes to "
+                f"{want}: publish feedback with Kafka's default (murmur2) partitioner, as the "
+                "Java client does (librdkafka: partitioner=murmur2_random)",
+            )
+        fb = decode_feedback(rec.value)
+        key = fb.transaction_id.encode()
+        joined = self._load(key, rec.partition)
+        if joined is None or joined.decided is None:
+            # The label may have raced ahead of its decision (a worker catching up reads both
+            # topics side by side): hold it; the sweep dead-letters it after a grace period.
+            held = outcomes.hold_label(joined, fb, labelled_at=utc_now_iso())
+            self._store(key, held, rec.partition)
+            value = base64.b64encode(rec.value or b"").decode()
+            entry = orjson.dumps([rec.partition, rec.offset, time.time(), value])
+            self.held_labels.put(rec.partition, key, entry)
+            return
+        self.held_labels.delete(rec.partition, key)
+        if _age_s(joined.decided.decided_at, fb.reported_at) > self.retention_s:
+            metrics.FEEDBACK_UNKNOWN.inc()
+            raise InvalidMessage(
+                "past_retention",
+                "the decision is older than FRAUD_DECISION_RETENTION_DAYS; the label is kept "
+                "here only",
+            )
+        joined, reverted, new = outcomes.apply_label(joined, fb, labelled_at=utc_now_iso())
+        self._store(key, joined, rec.partition)
+        if reverted or new:
+            self._emit(rec.partition, reverted, new)
+
+    def _emit(self, part: int, reverted: list[Outcome], new: list[Outcome]) -> None:
+        s = self.s
+        touched: dict[bytes, outcomes.Confusion] = {}
+        for o, sign in [*((o, -1) for o in reverted), *((o, 1) for o in new)]:
+            mkey = f"{part}|{o.model_version}|{o.variant}".encode()
+            if mkey not in touched:
+                if mkey in self._counts:
+                    base = self._counts[mkey][0]
+                else:
+                    raw = self.counts.get(part, mkey)
+                    base = (
+                        outcomes.Confusion.from_dict(orjson.loads(raw))
+                        if raw
+                        else outcomes.Confusion()
+                    )
+                touched[mkey] = outcomes.Confusion().merge(base)  # a copy: all or nothing
+            if sign < 0:
+                touched[mkey].revert(o.outcome, o.amount)
+            else:
+                touched[mkey].update(o.outcome, o.amount)
+        for mkey, conf in touched.items():
+            self._counts[mkey] = (conf, part)
+            self._dirty_counts.add(mkey)
+        self._sent += len(new)
+        for o in new:
+            payload = encode_outcome(o)
+            key = o.transaction_id.encode()
+            self.out.send(s.topic_outcomes, key, payload)
+            if o.outcome == "FP":
+                self.out.send(s.topic_false_positives, key, payload)
+            elif o.outcome == "FN":
+                self.out.send(s.topic_false_negatives, key, payload)
+            metrics.FEEDBACK_OUTCOMES.labels(
+                model_version=o.model_version, variant=o.variant, outcome=o.outcome
+            ).inc()
+
+    # --- timers -------------------------------------------------------------------------------
+
+    def held(self) -> dict[bytes, tuple[int, int, float, bytes]]:
+        """Labels held for a decision not seen yet: key -> (partition, offset, held since
+        (POSIX s), original value)."""
+        out = {}
+        for key, raw in self.held_labels.items():
+            p, o, t, v = orjson.loads(raw)
+            out[bytes(key)] = (int(p), int(o), float(t), base64.b64decode(v))
+        return out
+
+    def sweep(self, grace_s: float) -> int:
+        """Dead-letter labels whose decision has not arrived within ``grace_s``."""
+        now = time.time()
+        expired = [(k, v) for k, v in self.held().items() if now - v[2] >= grace_s]
+        for key, (partition, offset, _, raw) in expired:
+            self.held_labels.delete(partition, key)
+            got = self.records.get(partition, key)
+            joined = outcomes.JoinRecord.from_dict(orjson.loads(got)) if got else None
+            if joined is not None and joined.decided is not None:
+                continue
+            self.records.delete(partition, key)
+            metrics.FEEDBACK_UNKNOWN.inc()
+            self.out.dead_letter(
+                self.s.topic_feedback_dlq,
+                Record(self.s.topic_feedback, partition, offset, key, raw),
+                "unknown_transaction",
+                f"no decision for this transaction_id arrived within {grace_s:.0f}s of its label "
+                "(never decided by this deployment, or past retention); check the id and topic",
+                "feedback",
+            )
+        return len(expired)
+
+    async def sweep_held_labels(self) -> None:
+        if self.sweep(self.s.feedback_grace_seconds):
+            await self.out.flush()
+
+    async def publish_metrics(self) -> None:
+        """Per-version counts to the compacted metrics topic and the confusion gauge."""
+        book: dict[tuple[str, str], outcomes.Confusion] = {}
+        for raw_key, raw in self.counts.items():
+            key = raw_key.decode()
+            _part, version, variant = key.split("|", 2)
+            self.out.send(self.s.topic_metrics, raw_key, raw)
+            conf = outcomes.Confusion.from_dict(orjson.loads(raw))
+            book[(version, variant)] = book.get((version, variant), outcomes.Confusion()).merge(
+                conf
+            )
+        for (version, variant), conf in book.items():
+            for cell in ("tp", "fp", "tn", "fn"):
+                metrics.CONFUSION.labels(
+                    model_version=version, variant=variant, cell=cell.upper()
+                ).set(getattr(conf, cell))
+        await self.out.flush()
+
+    async def check_heads(self) -> None:
+        """Before the join commits past the first record it got after an assignment or a
+        seek, check the offsets between the group's committed offset and that record: commit
+        markers only, or records Faust fetched and never delivered (it clears stream buffers
+        when the flow resumes after a rebalance). Those are fetched again (the join is
+        idempotent); the join's commits wait until then."""
+        heads = self.offsets.to_verify()
+        if not heads:
+            return
+        s = self.s
+        run = asyncio.get_running_loop().run_in_executor
+        tps = list(heads)
+        try:
+            committed = await run(None, group_committed_offsets, s, s.app_id, tps)
+        except BrokerError as exc:  # the broker may be away; the next tick tries again
+            log.warning("%s", exc)
+            return
+        for tp in tps:
+            first, start = heads[tp], committed.get(tp)
+            if start is None:  # never committed: the group reads the partition from its start
+                try:
+                    start = await run(None, log_start_offset, s, tp[0], tp[1])
+                except BrokerError as exc:
+                    log.warning("%s", exc)
+                    continue
+            if first <= start:
+                self.offsets.verified(tp, first)
+                continue
+            if not await run(None, has_committed_records, s, tp[0], tp[1], start, first):
+                self.offsets.verified(tp, first)
+                continue
+            log.warning(
+                "%s[%d]: offsets %d..%d were never delivered; fetching them again",
+                *tp,
+                start,
+                first - 1,
+            )
+            metrics.REFETCHES.inc()
+            self.offsets.reset(tp)
+            if self.source.assigned(tp):
+                await self.source.seek(tp, start)
+
+    def committable(self, tp: TopicPartition, committed: int | None) -> int | None:
+        """The offset the consumer may commit for ``tp`` now (None: nothing to commit)."""
+        return self.offsets.committable(tp, committed)
+
+
+def _age_s(decided_at: str, reported_at: str) -> float:
+    try:
+        a = datetime.fromisoformat(decided_at.replace("Z", "+00:00"))
+        b = datetime.fromisoformat(reported_at.replace("Z", "+00:00"))
+    except ValueError:
+        return 0.0
+    return (b - a).total_seconds()

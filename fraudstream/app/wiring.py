@@ -1,0 +1,361 @@
+"""The worker put together: the Faust app, the scoring coordinator and the join, their timers,
+the web pages and the API, all reporting failures to one supervisor.
+
+The path of one transaction: Faust's consumer fetches it; the boundary hands the fetch to the
+feed (``Hooks.divert_topic``); ``decide_batches`` takes batches off the feed to
+``Coordinator.handle``; the coordinator checks offsets and hands the batch to
+``ScoringHandler.step``, which runs ``engine.step`` once and returns what to send; the
+coordinator writes it into the partition's Kafka transaction (``TransactionalWriters``) and
+commits that with the changed card records and the next offset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from faust.types import TP
+
+from fraudstream.app import api, faust_boundary, metrics, web
+from fraudstream.app.app import FaustApp, create_app
+from fraudstream.app.join import Join, TopicPartition
+from fraudstream.app.outputs import Output
+from fraudstream.app.scoring import ScoringHandler
+from fraudstream.app.serving import ServingManager
+from fraudstream.app.supervisor import Supervisor
+from fraudstream.coordinator.coordinator import Coordinator
+from fraudstream.coordinator.ports import Writers
+from fraudstream.core.engine import Verdict
+from fraudstream.core.records import Record
+from fraudstream.errors import BrokerError
+from fraudstream.kafka.admin import changelog_topic
+from fraudstream.kafka.clients import has_committed_records
+from fraudstream.settings import Settings
+
+log = logging.getLogger("fraudstream.wiring")
+
+
+def card_changelog_topic(settings: Settings) -> str:
+    return changelog_topic(settings, "card-state")
+
+
+@dataclass
+class Worker:
+    faust: FaustApp
+    settings: Settings
+    serving: ServingManager
+    supervisor: Supervisor
+    coordinator: Coordinator[Verdict] | None
+    join: Join | None
+
+
+class KafkaSource:
+    """The coordinator's input (``ports.Source``) over Faust's consumer."""
+
+    def __init__(self, app: Any, topic: str, settings: Settings) -> None:
+        self.app, self.topic, self.s = app, topic, settings
+
+    def assigned(self, partition: int) -> bool:
+        return TP(self.topic, partition) in self.app.consumer.assignment()
+
+    async def seek(self, partition: int, offset: int) -> None:
+        await self.app.consumer.seek(TP(self.topic, partition), offset)
+
+    async def has_records(self, partition: int, start: int, end: int) -> bool:
+        found: bool = await asyncio.get_running_loop().run_in_executor(
+            None, has_committed_records, self.s, self.topic, partition, start, end
+        )
+        return found
+
+
+class MetricsObserver:
+    """The coordinator's work as metrics and log lines (``ports.Observer``)."""
+
+    def opened(self, partition: int, restored: int, seconds: float) -> None:
+        log.info(
+            "partition %d opened: earlier owners fenced, %d card records restored in %.2fs",
+            partition,
+            restored,
+            seconds,
+        )
+
+    def let_go(self, partition: int) -> None:
+        pass  # the coordinator logs it; the card-record gauge goes with the handler's drop
+
+    def committed(self, partitions: Sequence[int], events: int, seconds: float) -> None:
+        metrics.TXN_COMMIT_SECONDS.observe(seconds)
+        metrics.TXN_COMMITS.inc(len(partitions))
+        log.debug("partitions %s committed: %d events", list(partitions), events)
+
+    def aborted(self, partitions: Sequence[int]) -> None:
+        metrics.TXN_ABORTS.inc(len(partitions))
+
+    def refetched(self, partition: int, start: int, end: int) -> None:
+        metrics.REFETCHES.inc()
+
+    def skipped(self, partition: int, offsets: Sequence[int]) -> None:
+        metrics.REVOKED_SKIPPED.inc(len(offsets))
+        log.info(
+            "partition %d is not held here: left offsets %d..%d to its owner",
+            partition,
+            min(offsets),
+            max(offsets),
+        )
+
+    def redelivered(self, partition: int, count: int) -> None:
+        log.info("partition %d: %d records delivered again were decided already", partition, count)
+
+
+class Clock:
+    monotonic = staticmethod(time.monotonic)
+
+
+class FaustTable:
+    """A Faust table as the join's ``JoinTable``: each access names its partition."""
+
+    def __init__(self, table: Any, topic: str) -> None:
+        self.table, self.topic = table, topic
+
+    def get(self, partition: int, key: bytes) -> bytes | None:
+        with faust_boundary.table_partition(self.topic, partition):
+            got: bytes | None = self.table.get(key)
+            return got
+
+    def put(self, partition: int, key: bytes, value: bytes) -> None:
+        with faust_boundary.table_partition(self.topic, partition):
+            self.table[key] = value
+
+    def delete(self, partition: int, key: bytes) -> None:
+        with faust_boundary.table_partition(self.topic, partition):
+            self.table.pop(key, None)
+
+    def items(self) -> list[tuple[bytes, bytes]]:
+        return [(bytes(k), bytes(v)) for k, v in list(self.table.items())]
+
+
+class JoinInputs:
+    """The join's input topics on Faust's consumer (``join.JoinSource``)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def partitions(self, topic: str) -> int | None:
+        n: int | None = self.app.consumer.topic_partitions(topic)
+        return n
+
+    def assigned(self, tp: TopicPartition) -> bool:
+        return TP(*tp) in self.app.consumer.assignment()
+
+    async def seek(self, tp: TopicPartition, offset: int) -> None:
+        await self.app.consumer.seek(TP(*tp), offset)
+
+
+def as_record(message: Any) -> Record:
+    return Record(
+        message.topic,
+        message.partition,
+        message.offset,
+        message.key,
+        message.value,
+        message.timestamp,
+    )
+
+
+async def decide_batches(
+    feed: asyncio.Queue[list[Record]], coordinator: Coordinator[Verdict], batch_size: int
+) -> None:
+    """Decide what the boundary feeds, in batches of at most ``batch_size``. A failure here is
+    a bug, not bad input (that is dead-lettered): it goes to the supervisor."""
+    pending: list[Record] = []
+    while True:
+        if not pending:
+            pending = await feed.get()
+        while len(pending) < batch_size and not feed.empty():
+            pending.extend(feed.get_nowait())
+        batch, pending = pending[:batch_size], pending[batch_size:]
+        await coordinator.handle(batch)
+
+
+def assemble(
+    settings: Settings,
+    serving: ServingManager,
+    supervisor: Supervisor,
+    *,
+    writers: Writers | None = None,
+    output: Output | None = None,
+) -> Worker:
+    """Build the worker. ``writers`` and ``output`` replace the Kafka producers (tests)."""
+    fa = create_app(settings)
+    app, s = fa.app, settings
+    coordinator = (
+        _install_scoring(fa, s, serving, supervisor, writers) if "score" in s.role_set else None
+    )
+    join = _install_join(fa, s, supervisor, output) if "join" in s.role_set else None
+
+    async def before_flush() -> None:
+        # Faust flushes its producer before it commits offsets (timer, rebalance, shutdown):
+        # the scoring transactions and the join's outputs go first.
+        if coordinator is not None:
+            await supervisor.guard(coordinator.commit_all())
+        if join is not None:
+            await supervisor.guard(join.out.flush())
+
+    fa.hooks.before_flush = before_flush
+
+    async def refresh_producer_metadata(_sender: Any, _assigned: Any, **_kw: Any) -> None:
+        # After partitions were added, Faust's producer can still hold the old count and
+        # refuse a table's changelog record for a new partition ("Unrecognized partition").
+        # A rebalance follows every partition change: refresh there.
+        try:
+            await faust_boundary.refresh_producer_metadata(app)
+        except Exception:  # best effort; the next rebalance tries again
+            log.warning("could not refresh the producer's metadata", exc_info=True)
+
+    _on_assignment(app, refresh_producer_metadata)
+    app.timer(interval=0.25)(_async(supervisor.tick))
+    app.timer(interval=1.0)(_lag_meter(app, s, coordinator))
+
+    def ready_partitions() -> bool:
+        assignment = app.consumer.assignment() if app.consumer else set()
+        return coordinator is None or all(
+            coordinator.owns(tp.partition) for tp in assignment if tp.topic == s.topic_transactions
+        )
+
+    web.install(app, s, serving, ready_partitions)
+    api.install(app, s, serving, coordinator)
+    return Worker(fa, s, serving, supervisor, coordinator, join)
+
+
+def _on_assignment(app: Any, receiver: Callable[..., Awaitable[None]]) -> None:
+    """Run ``receiver(sender, assigned)`` after every rebalance (Faust's signal)."""
+    app.on_partitions_assigned.connect(cast("Any", receiver))
+
+
+def _async(fn: Any) -> Any:
+    async def tick() -> None:
+        fn()
+
+    return tick
+
+
+def _install_scoring(
+    fa: FaustApp,
+    s: Settings,
+    serving: ServingManager,
+    supervisor: Supervisor,
+    writers: Writers | None,
+) -> Coordinator[Verdict]:
+    app = fa.app
+    if writers is None:
+        from fraudstream.kafka.txn import TransactionalWriters
+
+        writers = TransactionalWriters(s, card_changelog_topic(s))
+    coordinator: Coordinator[Verdict] = Coordinator(
+        handler=ScoringHandler(s, serving),
+        writers=writers,
+        source=KafkaSource(app, s.topic_transactions, s),
+        observer=MetricsObserver(),
+        spawn=supervisor.spawn,
+        fence=supervisor.check,
+        clock=Clock(),
+        commit_interval_s=s.commit_interval_ms / 1000.0,
+    )
+    fa.hooks.divert_topic = s.topic_transactions
+
+    async def score_transactions(stream: Any) -> None:
+        # Subscribes the topic. Its records reach the coordinator through the boundary's feed,
+        # a fetch at a time, not through this stream (Faust's per-event delivery cost as much
+        # CPU as deciding them: docs/benchmark.md).
+        async for events in stream.take_events(s.batch_size, 0.005):
+            await supervisor.guard(coordinator.handle([as_record(e.message) for e in events]))
+
+    async def start_deciding() -> None:
+        supervisor.spawn(decide_batches(fa.hooks.feed, coordinator, s.batch_size), name="decide")
+
+    async def on_assigned(_sender: Any, assigned: Any, **_kw: Any) -> None:
+        mine = {tp.partition for tp in assigned if tp.topic == s.topic_transactions}
+        await supervisor.guard(coordinator.on_assigned(mine))
+
+    async def commit_due() -> None:
+        await supervisor.guard(coordinator.commit_due())
+
+    app.agent(fa.transactions, name="score-transactions")(score_transactions)
+    app.task(start_deciding)
+    app.timer(interval=max(0.1, coordinator.interval_s))(commit_due)
+    _on_assignment(app, on_assigned)
+    return coordinator
+
+
+def _install_join(fa: FaustApp, s: Settings, supervisor: Supervisor, output: Output | None) -> Join:
+    app = fa.app
+    join = Join(
+        s,
+        output or Output(s),
+        records=FaustTable(fa.join_records, s.topic_decisions),
+        counts=FaustTable(fa.join_counts, s.topic_decisions),
+        held=FaustTable(fa.held_labels, s.topic_decisions),
+        source=JoinInputs(app),
+    )
+    fa.hooks.join_topics = frozenset({s.topic_decisions, s.topic_feedback})
+    fa.hooks.join_offset = lambda tp, committed: join.committable(
+        (tp.topic, tp.partition), committed
+    )
+
+    async def join_feedback(stream: Any) -> None:
+        async for events in stream.take_events(s.batch_size, 0.05):
+            await supervisor.guard(join.handle([as_record(e.message) for e in events]))
+
+    async def publish_metrics() -> None:
+        try:
+            await join.publish_metrics()
+        except BrokerError:
+            log.exception("publishing per-version metrics failed")
+
+    async def sweep_held_labels() -> None:
+        await supervisor.guard(join.sweep_held_labels())
+
+    async def restart_offsets(_sender: Any, _assigned: Any, **_kw: Any) -> None:
+        # Faust seeks every assigned partition to its committed offset: first records again.
+        join.offsets.clear()
+
+    app.agent(fa.join_inputs, name="join-feedback")(join_feedback)
+    app.timer(interval=s.metrics_publish_seconds)(publish_metrics)
+    app.timer(interval=max(1.0, s.feedback_grace_seconds / 10))(sweep_held_labels)
+    app.timer(interval=1.0)(join.check_heads)
+    _on_assignment(app, restart_offsets)
+    return join
+
+
+def _lag_meter(app: Any, s: Settings, coordinator: Coordinator[Verdict] | None) -> Any:
+    shown: set[tuple[str, str]] = set()
+
+    async def measure_lag() -> None:
+        consumer = app.consumer
+        assigned = consumer.assignment()
+        owned = {(tp.topic, str(tp.partition)) for tp in assigned}
+        for labels in shown - owned:
+            with contextlib.suppress(KeyError):
+                metrics.CONSUMER_LAG.remove(*labels)
+        shown.intersection_update(owned)
+        for tp in assigned:
+            try:
+                high = consumer.highwater(tp)
+            except Exception:  # noqa: BLE001, S112 - not yet known after a rebalance
+                continue
+            if tp.topic == s.topic_transactions:
+                # The scoring path keeps its own position: the next offset to decide.
+                nxt = None if coordinator is None else coordinator.position(tp.partition)
+                pos = None if nxt is None else nxt - 1
+            else:
+                pos = faust_boundary.read_position(consumer, tp)
+            if high is not None and pos is not None:
+                labels = (tp.topic, str(tp.partition))
+                metrics.CONSUMER_LAG.labels(*labels).set(max(0, high - pos - 1))
+                shown.add(labels)
+
+    return measure_lag

@@ -1,0 +1,294 @@
+"""The feedback join on dict tables and a recording producer: outcomes, reversals, held labels,
+labels before their decision, labels in the wrong partition, its own commit positions."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka.partitioner import murmur2
+from prometheus_client import REGISTRY
+
+from fraudstream.app.join import Join, TopicPartition
+from fraudstream.app.outputs import Barrier, Output
+from fraudstream.core.messages import (
+    Decision,
+    Feedback,
+    Shadow,
+    decode_outcome,
+    encode_decision,
+    encode_feedback,
+)
+from fraudstream.core.outcomes import Confusion, classify
+from fraudstream.core.records import Record
+from fraudstream.settings import Settings
+from tests.app.conftest import CHALLENGER, CHAMPION
+
+
+@dataclass(frozen=True)
+class Sent:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, str]
+
+
+class RecordingOutput(Output):
+    """``Output`` without Kafka: what would be produced is recorded, in order."""
+
+    def __init__(self) -> None:  # no producer, no poller
+        self.records: list[Sent] = []
+        self.flushes = 0
+
+    def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        hdrs = {k: v.decode() for k, v in headers or ()}
+        assert len(hdrs) == len(headers or ()), "a header name repeats"
+        self.records.append(Sent(topic, key, value, hdrs))
+
+    def checkpoint(self) -> Barrier:
+        return Barrier().close(asyncio.get_running_loop())  # nothing is in flight
+
+    async def flush(self) -> None:
+        self.flushes += 1
+
+    def on(self, topic: str) -> list[Sent]:
+        return [r for r in self.records if r.topic == topic]
+
+
+class DictTable:
+    def __init__(self) -> None:
+        self.data: dict[bytes, tuple[int, bytes]] = {}
+
+    def get(self, partition: int, key: bytes) -> bytes | None:
+        got = self.data.get(key)
+        return None if got is None else got[1]
+
+    def put(self, partition: int, key: bytes, value: bytes) -> None:
+        self.data[key] = (partition, value)
+
+    def delete(self, partition: int, key: bytes) -> None:
+        self.data.pop(key, None)
+
+    def items(self) -> list[tuple[bytes, bytes]]:
+        return [(k, v) for k, (_, v) in self.data.items()]
+
+
+class Inputs:
+    def __init__(self) -> None:
+        self.seeks: list[tuple[TopicPartition, int]] = []
+
+    def partitions(self, topic: str) -> int | None:
+        return 2
+
+    def assigned(self, tp: TopicPartition) -> bool:
+        return True
+
+    async def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.seeks.append((tp, offset))
+
+
+class Rig:
+    def __init__(self, settings: Settings) -> None:
+        self.s = settings
+        self.out = RecordingOutput()
+        self.records, self.counts, self.held = DictTable(), DictTable(), DictTable()
+        self.join = Join(
+            settings,
+            self.out,
+            records=self.records,
+            counts=self.counts,
+            held=self.held,
+            source=Inputs(),
+        )
+        self.offset = 0
+
+    async def deliver(
+        self, topic: str, value: bytes, key: bytes, partition: int | None = None
+    ) -> Record:
+        if partition is None:
+            partition = (murmur2(key) & 0x7FFFFFFF) % 2
+        rec = Record(topic, partition, self.offset, key, value, time.time())
+        self.offset += 1
+        await self.join.handle([rec])
+        return rec
+
+    async def label(self, tid: str, is_fraud: bool, partition: int | None = None) -> Record:
+        fb = Feedback(tid, is_fraud, "chargeback", "2024-05-03T09:00:00+00:00")
+        return await self.deliver(
+            self.s.topic_feedback, encode_feedback(fb), tid.encode(), partition
+        )
+
+    def outcomes(self, topic: str | None = None) -> list[Any]:
+        return [decode_outcome(r.value) for r in self.out.on(topic or self.s.topic_outcomes)]
+
+    def confusion(self, partition: int, version: str, variant: str) -> Confusion:
+        raw = self.counts.get(partition, f"{partition}|{version}|{variant}".encode())
+        return Confusion.from_dict(orjson.loads(raw)) if raw else Confusion()
+
+
+def run(settings: Settings, body: Callable[[Rig], Coroutine[Any, Any, None]]) -> None:
+    asyncio.run(asyncio.wait_for(body(Rig(settings)), timeout=30))
+
+
+def decision(tid: str, kind: str, *, shadow: Shadow | None = None, amount: float = 310.0) -> bytes:
+    return encode_decision(
+        Decision(
+            transaction_id=tid,
+            card_id=f"card-{tid}",
+            decision=kind,  # type: ignore[arg-type]
+            score=0.99 if kind != "approve" else 0.01,
+            model_version=CHAMPION,
+            variant="champion",
+            reasons=(),
+            decided_at="2024-05-01T12:00:01.000+00:00",
+            amount=amount,
+            currency="EUR",
+            shadow=shadow,
+        )
+    )
+
+
+def cell(outcome: str, amount: float) -> Confusion:
+    conf = Confusion()
+    conf.update(outcome, amount)  # type: ignore[arg-type]
+    return conf
+
+
+def test_outcomes_per_version_and_a_reversal_moves_one_count(settings: Settings) -> None:
+    shadow = Shadow(CHALLENGER, 0.9, "decline")
+
+    async def body(r: Rig) -> None:
+        s = r.s
+        await r.deliver(s.topic_decisions, decision("tx-j", "approve", shadow=shadow), b"tx-j", 0)
+        await r.deliver(s.topic_decisions, decision("tx-k", "decline"), b"tx-k", 1)
+        assert r.out.on(s.topic_outcomes) == []  # nothing to say without a label
+
+        await r.label("tx-j", True, 0)
+        await r.label("tx-k", False, 1)
+        got = {(o.transaction_id, o.variant): o.outcome for o in r.outcomes()}
+        assert got == {
+            ("tx-j", "champion"): "FN",
+            ("tx-j", "shadow"): "TP",
+            ("tx-k", "champion"): "FP",
+        }
+        assert [o.transaction_id for o in r.outcomes(s.topic_false_positives)] == ["tx-k"]
+        assert [o.transaction_id for o in r.outcomes(s.topic_false_negatives)] == ["tx-j"]
+        assert r.confusion(0, CHAMPION, "champion") == cell("FN", 310.0)
+        assert r.confusion(0, CHALLENGER, "shadow") == cell("TP", 310.0)
+        assert r.confusion(1, CHAMPION, "champion") == cell("FP", 310.0)
+
+        n = len(r.outcomes())
+        await r.label("tx-j", False, 0)
+        await r.label("tx-k", True, 1)
+        got2 = {(o.transaction_id, o.variant): o.outcome for o in r.outcomes()[n:]}
+        assert got2 == {
+            ("tx-j", "champion"): classify("approve", False),
+            ("tx-j", "shadow"): classify("decline", False),
+            ("tx-k", "champion"): "TP",
+        }
+        assert r.confusion(0, CHAMPION, "champion") == cell("TN", 310.0)
+        assert r.confusion(1, CHAMPION, "champion") == cell("TP", 310.0)
+
+        n = len(r.outcomes())
+        await r.label("tx-k", True, 1)  # the same label again changes nothing
+        assert len(r.outcomes()) == n
+        assert r.confusion(1, CHAMPION, "champion") == cell("TP", 310.0)
+        assert r.out.on(s.topic_feedback_dlq) == []
+
+    run(settings, body)
+
+
+def test_a_label_without_decision_is_held_then_dead_lettered(settings: Settings) -> None:
+    async def body(r: Rig) -> None:
+        s = r.s
+        rec = await r.label("tx-ghost", True)
+        assert r.out.on(s.topic_outcomes) == []
+        assert set(r.join.held()) == {b"tx-ghost"}
+        assert orjson.loads(r.records.get(rec.partition, b"tx-ghost") or b"")["d"] is None
+        assert r.join.sweep(s.feedback_grace_seconds) == 0  # not yet past a real grace period
+        before = REGISTRY.get_sample_value("fraudstream_feedback_unknown_total") or 0.0
+        assert r.join.sweep(0) == 1
+        [dl] = r.out.on(s.topic_feedback_dlq)
+        assert (dl.key, dl.value) == (b"tx-ghost", rec.value)
+        assert dl.headers["error.class"] == "unknown_transaction"
+        assert dl.headers["origin.topic"] == s.topic_feedback
+        assert dl.headers["origin.partition"] == str(rec.partition)
+        assert dl.headers["origin.offset"] == str(rec.offset)
+        assert (
+            REGISTRY.get_sample_value("fraudstream_feedback_unknown_total") or 0.0
+        ) - before == 1
+        assert r.join.held() == {}
+        assert r.records.get(rec.partition, b"tx-ghost") is None
+        assert r.join.sweep(0) == 0
+
+    run(settings, body)
+
+
+def test_a_label_before_its_decision_counts_when_the_decision_arrives(settings: Settings) -> None:
+    async def body(r: Rig) -> None:
+        s = r.s
+        await r.label("tx-late", False)
+        await r.deliver(s.topic_decisions, decision("tx-late", "review", amount=55.0), b"tx-late")
+        [o] = r.outcomes()
+        assert (o.transaction_id, o.outcome, o.decision) == ("tx-late", "FP", "review")
+        assert r.join.held() == {}
+        assert r.join.sweep(0) == 0
+
+    run(settings, body)
+
+
+def test_a_label_in_a_partition_its_id_does_not_hash_to_is_dead_lettered(
+    settings: Settings,
+) -> None:
+    async def body(r: Rig) -> None:
+        right = (murmur2(b"tx-p") & 0x7FFFFFFF) % 2
+        await r.label("tx-p", True, 1 - right)
+        [dead] = r.out.on(r.s.topic_feedback_dlq)
+        assert dead.headers["error.class"] == "wrong_partition"
+        assert "murmur2" in dead.headers["error.message"]
+        assert r.outcomes() == []
+
+    run(settings, body)
+
+
+def test_the_join_commits_one_past_the_last_record_once_the_first_hole_is_checked(
+    settings: Settings,
+) -> None:
+    async def body(r: Rig) -> None:
+        s = r.s
+        tp = (s.topic_decisions, 0)
+        r.offset = 7  # the group's committed offset was 5: offsets 5..6 are a hole
+        await r.deliver(s.topic_decisions, decision("tx-1", "approve"), b"tx-1", 0)
+        await r.deliver(s.topic_decisions, decision("tx-2", "approve"), b"tx-2", 0)
+        assert r.join.committable(tp, 5) is None  # the hole before 7 is not checked yet
+        assert r.join.offsets.to_verify() == {tp: 7}
+        r.join.offsets.verified(tp, 7)
+        assert r.join.committable(tp, 5) == 9
+        assert r.join.committable(tp, 9) is None
+
+    run(settings, body)
+
+
+@pytest.mark.parametrize("bad", [b"{", b""])
+def test_an_undecodable_decision_is_dead_lettered_as_the_join_s(
+    settings: Settings, bad: bytes
+) -> None:
+    async def body(r: Rig) -> None:
+        await r.deliver(r.s.topic_decisions, bad, b"tx-x", 0)
+        [dead] = r.out.on(r.s.topic_feedback_dlq)
+        assert dead.value == bad
+        assert dead.headers["origin.topic"] == r.s.topic_decisions
+        assert r.out.flushes == 1  # flushed before the batch's offsets may be committed
+
+    run(settings, body)
