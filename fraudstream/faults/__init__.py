@@ -1,9 +1,11 @@
 """The fault suite's library: the verifier, the scenarios, and the results table.
 
 Every scenario run by ``tests/faults`` records its row in a JSON file (``$FRAUD_FAULTS_RESULTS``,
-default ``.fraudstream/faults/results.json``; a later run of a scenario replaces its row).
-``python -m fraudstream.faults --write-docs`` renders those rows into docs/faults.md, between the
-``<!-- faults:table -->`` markers. ``make faults`` does both.
+default ``.fraudstream/faults/results.json``). A scenario run several times keeps its *worst*
+run (``worse``: most lost + duplicated + phantom + final lag, then the longest recovery) and
+counts its runs, so the table never shows a lucky run. ``python -m fraudstream.faults --reset``
+starts afresh; ``--write-docs`` renders the rows into docs/faults.md, between the
+``<!-- faults:table -->`` markers. ``make faults`` does all three.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ CI = {
 }
 
 HOT_SWAP_ROW = (
-    "| model hot swap to a bit-flipped / truncated / sha-mismatched / pickled file | "
+    "| model hot swap to a bit-flipped / truncated / sha-mismatched / pickled file | | "
     "see `tests/integration/test_hot_swap.py` (CI): refused, the old version keeps deciding, "
     "no gap | | | | | | | CI |"
 )
@@ -61,15 +63,36 @@ def load_results(path: Path | None = None) -> dict[str, dict[str, Any]]:
     return data if isinstance(data, dict) else {}
 
 
+def _badness(row: Mapping[str, Any]) -> tuple[float, ...]:
+    wrong = sum(int(row.get(k) or 0) for k in ("lost", "duplicated", "phantom", "final_lag"))
+    return (wrong, float(row.get("recovery_s") or 0.0), float(row.get("converge_s") or 0.0))
+
+
+def worse(a: Mapping[str, Any], b: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The worse of two runs of one scenario."""
+    return b if _badness(b) > _badness(a) else a
+
+
 def record(row: Mapping[str, Any], path: Path | None = None) -> None:
-    """Add or replace ``row`` (by its ``scenario``) in the results file."""
+    """Add ``row`` (a run of its ``scenario``) to the results file: the scenario keeps its worst
+    run so far, and how many runs there were."""
     path = path or results_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     data = load_results(path)
-    data[str(row["scenario"])] = dict(row)
+    name = str(row["scenario"])
+    earlier = data.get(name)
+    runs = 1 + int(earlier.get("runs") or 1) if earlier else 1
+    kept = dict(worse(earlier, row) if earlier else row)
+    kept["runs"] = runs
+    data[name] = kept
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False))
     tmp.replace(path)
+
+
+def reset(path: Path | None = None) -> None:
+    """Forget every recorded run (``make faults`` starts with this)."""
+    (path or results_path()).unlink(missing_ok=True)
 
 
 def _cell(value: Any) -> str:
@@ -83,9 +106,9 @@ def _cell(value: Any) -> str:
 def render_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
     names = sorted(rows, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
     lines = [
-        "| scenario | events | lost | duplicated | phantom | dead-lettered | final lag | "
+        "| scenario | runs | events | lost | duplicated | phantom | dead-lettered | final lag | "
         "recovery (s) | converge (s) | runs in |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for name in names:
         r = rows[name]
@@ -94,6 +117,7 @@ def render_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
             + " | ".join(
                 [
                     name,
+                    _cell(r.get("runs") or 1),
                     _cell(r.get("events")),
                     _cell(r.get("lost")),
                     _cell(r.get("duplicated")),
@@ -109,7 +133,10 @@ def render_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
         )
     lines.append(HOT_SWAP_ROW)
     lines.append("")
-    lines.append("Faults injected and notes, as measured:")
+    lines.append(
+        "Each row is the scenario's worst run of its `runs` (most lost + duplicated + phantom + "
+        "final lag, then the longest recovery). Faults injected and notes of that run:"
+    )
     lines.append("")
     for name in names:
         r = rows[name]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import orjson
 
-from fraudstream.faults import render_table
+from fraudstream.faults import load_results, record, render_table, reset
 from fraudstream.faults.verifier import (
     DeadLetter,
     Sent,
@@ -93,5 +95,31 @@ def test_table_renders_rows_in_order_with_the_hot_swap_reference() -> None:
     }
     table = render_table(rows)
     assert table.index("SIGTERM + restart") < table.index("SIGKILL x3")
-    assert "| SIGKILL x3 | 10 | 0 | 2 | 0 | – | 0 | 3.2 |" in table
+    assert "| SIGKILL x3 | 1 | 10 | 0 | 2 | 0 | – | 0 | 3.2 |" in table
     assert "test_hot_swap.py" in table
+
+
+def test_a_scenario_run_several_times_keeps_its_worst_run(tmp_path: Path) -> None:
+    path = tmp_path / "results.json"
+
+    def run(duplicated: int, recovery: float) -> dict[str, object]:
+        return {
+            "scenario": "SIGKILL x3",
+            "events": 6000,
+            "lost": 0,
+            "duplicated": duplicated,
+            "phantom": 0,
+            "final_lag": 0,
+            "recovery_s": recovery,
+            "notes": f"run with {duplicated} duplicated, recovery {recovery}",
+        }
+
+    for duplicated, recovery in [(0, 11.0), (42, 11.5), (0, 30.0), (0, 12.0)]:
+        record(run(duplicated, recovery), path)
+    [kept] = load_results(path).values()
+    assert (kept["runs"], kept["duplicated"], kept["recovery_s"]) == (4, 42, 11.5)
+    record(run(0, 1.0), path)
+    assert load_results(path)["SIGKILL x3"]["runs"] == 5
+    assert "| SIGKILL x3 | 5 | 6000 | 0 | 42 |" in render_table(load_results(path))
+    reset(path)
+    assert load_results(path) == {}
