@@ -274,8 +274,9 @@ def _install_scoring(
         async for events in stream.take_events(s.batch_size, 0.005):
             await supervisor.guard(coordinator.handle([as_record(e.message) for e in events]))
 
-    async def start_deciding() -> None:
-        supervisor.spawn(decide_batches(fa.hooks.feed, coordinator, s.batch_size), name="decide")
+    async def decide() -> None:
+        # A Faust task: cancelled when the worker stops, after its last commit.
+        await supervisor.guard(decide_batches(fa.hooks.feed, coordinator, s.batch_size))
 
     async def on_assigned(_sender: Any, assigned: Any, **_kw: Any) -> None:
         mine = {tp.partition for tp in assigned if tp.topic == s.topic_transactions}
@@ -285,7 +286,7 @@ def _install_scoring(
         await supervisor.guard(coordinator.commit_due())
 
     app.agent(fa.transactions, name="score-transactions")(score_transactions)
-    app.task(start_deciding)
+    app.task(decide)
     app.timer(interval=max(0.1, coordinator.interval_s))(commit_due)
     _on_assignment(app, on_assigned)
     return coordinator
