@@ -77,6 +77,7 @@ class FakeWriters:
             raise Fenced("test: a newer owner fenced this transaction")
         if self.fail_commits:
             self.fail_commits -= 1
+            await self.abort(list(positions))  # the writers undo it before they say so
             raise TransactionAborted("test: the broker aborted this transaction")
         for p, offset in positions.items():
             self.visible.extend(self.open_sends[p])

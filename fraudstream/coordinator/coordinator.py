@@ -368,18 +368,9 @@ class Coordinator(Generic[R]):
                     await self._let_go(st, abort=False)
                 return
             except errors.TransactionAborted as exc:
+                # The writers undid it and began the next transaction.
                 self.observer.aborted(numbers)
                 log.warning("%s (attempt %d)", exc, attempt)
-                try:
-                    await self.writers.abort(numbers)
-                except errors.Fenced:
-                    raise
-                except errors.BrokerError as failed:
-                    raise errors.TransactionLost(
-                        f"partitions {numbers}: the aborted transaction could not be undone "
-                        f"({failed}); a restarted worker fences it and decides its records "
-                        "again from the committed offsets"
-                    ) from failed
                 for st in group:
                     self.handler.aborted(st.number)
                 redo = [rec for st in group for rec in st.inflight]

@@ -96,7 +96,8 @@ class Writers(Protocol):
     async def commit(self, positions: Mapping[int, int | None]) -> None:
         """Commit these partitions' transactions with these input positions (the next offset to
         read; None: leave the position). Raises ``TransactionAborted`` (everything in them is
-        undone: decide again) or ``Fenced`` (a newer owner took over)."""
+        undone and new transactions begun: decide again) or ``Fenced`` (a newer owner took
+        over); anything else is fatal."""
         ...
 
     async def abort(self, partitions: Sequence[int]) -> None:

@@ -84,6 +84,9 @@ def record(row: Mapping[str, Any], path: Path | None = None) -> None:
     runs = 1 + int(earlier.get("runs") or 1) if earlier else 1
     kept = dict(worse(earlier, row) if earlier else row)
     kept["runs"] = runs
+    # Every run's outcome in brief: lost/duplicated/phantom/final lag and recovery (s).
+    brief = f"{row.get('lost')}/{row.get('duplicated')}/{row.get('phantom')}/{row.get('final_lag')}"
+    kept["each_run"] = [*(earlier or {}).get("each_run", []), f"{brief} {row.get('recovery_s')}s"]
     data[name] = kept
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False))
@@ -144,6 +147,11 @@ def render_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
         note = r.get("notes") or ""
         when = r.get("measured_at") or "?"
         lines.append(f"- **{name}** ({when} UTC): {faults}. {note}".rstrip())
+        if len(r.get("each_run") or []) > 1:
+            lines.append(
+                "  Every run (lost/duplicated/phantom/final lag, recovery): "
+                + "; ".join(r["each_run"])
+            )
     return "\n".join(lines)
 
 

@@ -14,6 +14,10 @@ from fraudstream.settings import Settings
 #: "end of partition" (enable.partition.eof). confluent-kafka names its client-side error codes
 #: with a leading underscore; they are its public API all the same.
 PARTITION_EOF: int = KafkaError._PARTITION_EOF  # noqa: SLF001
+#: A transactional producer was fenced: another producer took its transactional id.
+FENCED_CODES = frozenset(
+    {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}  # noqa: SLF001
+)
 
 
 def make_producer(settings: Settings, **overrides: Any) -> Producer:

@@ -16,19 +16,19 @@ per-partition transactional id, not from the group generation.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from fraudstream.coordinator.ports import Restored
 from fraudstream.errors import BrokerError, Fenced, TransactionAborted
 from fraudstream.kafka.clients import (
+    FENCED_CODES,
     PARTITION_EOF,
     group_committed_offsets,
     log_start_offset,
@@ -39,7 +39,6 @@ from fraudstream.settings import Settings
 
 log = logging.getLogger("fraudstream.txn")
 
-T = TypeVar("T")
 
 # How long a transactional call may take before its producer is given up (see _run_bounded).
 STUCK_S = 20.0
@@ -61,11 +60,15 @@ def transactional_id(settings: Settings, partition: int, role: str = "score") ->
 def _classify(exc: KafkaException, what: str, partition: int) -> BrokerError:
     err: KafkaError = exc.args[0]
     text = f"{what} of partition {partition}'s transaction failed: {err.str()}"
-    if err.fatal():
+    if err.code() in FENCED_CODES:
         return Fenced(
             f"{text}. Another worker now owns this partition (this one was frozen, cut off or "
             "replaced); this worker stops so that only the new owner writes."
         )
+    if err.fatal():
+        # Not fenced, but this producer can do nothing more (seen: INVALID_TXN_STATE when
+        # aborting after the broker was killed and restarted mid-commit): replace it.
+        return _Broken(f"{text}; the producer is replaced")
     if err.txn_requires_abort():
         return TransactionAborted(f"{text}; the transaction is aborted and its events retried")
     return BrokerError(f"{text}; check that the broker is reachable")
@@ -279,11 +282,14 @@ class TransactionalWriters:
                 partition,
                 STUCK_S,
             )
-            self._writers.pop(partition, None)
-            writer = self._new_writer(partition)
-            await self._run(writer.begin)
-            self._writers[partition] = writer
+            await self._replace(partition)
             raise _Stuck from None
+
+    async def _replace(self, partition: int) -> None:
+        self._writers.pop(partition, None)
+        writer = self._new_writer(partition)
+        await self._run(writer.begin)
+        self._writers[partition] = writer
 
     def _metadata(self) -> Any:
         if self._group_metadata is None:
@@ -338,6 +344,10 @@ class TransactionalWriters:
         self._writers[partition].send(self.changelog_topic, key, value, None, partition)
 
     async def commit(self, positions: Mapping[int, int | None]) -> None:
+        """Commit one partition's transaction. If it fails (other than fenced), the transaction
+        is brought to an end (aborted, or its producer replaced, which fences it) and the
+        group's committed offset says whether it went through after all; if not, this raises
+        ``TransactionAborted`` with a new transaction begun."""
         if len(positions) != 1:
             raise ValueError(f"one partition per transaction here, got {sorted(positions)}")
         [(partition, next_offset)] = positions.items()
@@ -350,27 +360,37 @@ class TransactionalWriters:
         metadata = await self._run(self._metadata) if offsets else None
         try:
             await self._run_bounded(partition, writer.commit, offsets, metadata)
-        except _Stuck:
-            # The stuck commit may have gone through before its producer was fenced: the
-            # group's offset says (read with require_stable, after the fencing). Deciding its
-            # records again would then decide them twice.
+        except (TransactionAborted, _Stuck, _Broken) as exc:
+            await self._finish(partition)
+            # A commit whose answer was lost (the broker died mid-call, the call got stuck)
+            # may have gone through: deciding its records again would decide them twice.
             before = self._positions.get(partition)
             now = await self._run(self._committed_offset, partition)
-            if next_offset is not None and next_offset != before and now == next_offset:
-                log.warning("partition %d: the stuck commit went through", partition)
-            else:
+            if next_offset is None or next_offset == before or now != next_offset:
                 raise TransactionAborted(
-                    f"partition {partition}'s commit got stuck; a new producer fenced it and "
-                    "Kafka aborted it: its records are decided again"
-                ) from None
+                    f"partition {partition}'s commit failed ({exc}); it is aborted and its "
+                    "records are decided again"
+                ) from exc
+            log.warning("partition %d: the commit went through after all (%s)", partition, exc)
         if next_offset is not None:
             self._positions[partition] = next_offset
 
     async def abort(self, partitions: Sequence[int]) -> None:
         for partition in partitions:
-            # A stuck abort's producer is replaced; the new one aborted it by fencing it.
-            with contextlib.suppress(_Stuck):
-                await self._run_bounded(partition, self._writers[partition].abort)
+            await self._finish(partition)
+
+    async def _finish(self, partition: int) -> None:
+        """Abort the open transaction and begin the next; a producer that cannot is replaced
+        (the new one's init_transactions fences it and aborts what it left open)."""
+        try:
+            await self._run_bounded(partition, self._writers[partition].abort)
+        except _Stuck:
+            pass  # replaced already
+        except Fenced:
+            raise
+        except BrokerError as exc:  # broken, or in a state that cannot abort
+            log.warning("partition %d: %s; replacing its producer", partition, exc)
+            await self._replace(partition)
 
     async def close(self, partition: int) -> None:
         self._positions.pop(partition, None)
@@ -387,3 +407,7 @@ class TransactionalWriters:
 
 class _Stuck(Exception):
     """A transactional call did not return in time; its producer was replaced."""
+
+
+class _Broken(BrokerError):
+    """A producer hit a fatal error other than being fenced: it must be replaced."""
