@@ -146,18 +146,14 @@ class PartitionWriter:
         self._begin_next()
 
     def abort(self) -> None:
-        deadline = time.monotonic() + self.timeout_s
-        while True:
-            try:
-                self.producer.abort_transaction(10.0)
-                break
-            except KafkaException as exc:
-                err: KafkaError = exc.args[0]
-                if err.retriable() and not err.fatal() and time.monotonic() < deadline:
-                    log.warning("abort of partition %d: %s; retrying", self.partition, err.str())
-                    time.sleep(1.0)
-                    continue
-                raise _classify(exc, "aborting", self.partition) from exc
+        # One call, never resumed: calling abort_transaction again after it timed out while the
+        # broker was away, then the broker coming back, crashed librdkafka 2.12 (SIGSEGV in
+        # rdk:main, seen twice in the broker fault scenario; confluent-kafka-python #1393).
+        # A producer that cannot abort is replaced instead (TransactionalWriters._finish).
+        try:
+            self.producer.abort_transaction(self.timeout_s)
+        except KafkaException as exc:
+            raise _classify(exc, "aborting", self.partition) from exc
         self._begin_next()
 
     def _begin_next(self) -> None:
@@ -243,6 +239,7 @@ class TransactionalWriters:
         self.role = role
         self._writers: dict[int, PartitionWriter] = {}
         self._positions: dict[int, int | None] = {}  # the last input offset committed
+        self._retired: list[PartitionWriter] = []  # replaced producers, never called again
         self._pool = ThreadPoolExecutor(
             max_workers=min(16, max(2, settings.partitions)), thread_name_prefix="fraudstream-txn"
         )
@@ -282,11 +279,19 @@ class TransactionalWriters:
                 partition,
                 STUCK_S,
             )
+            # The call may still end, late: nobody waits for its outcome any more.
+            done.add_done_callback(lambda f: f.cancelled() or f.exception())
             await self._replace(partition)
-            raise _Stuck from None
+            raise _Stuck(f"a transaction call did not return in {STUCK_S:.0f}s") from None
 
     async def _replace(self, partition: int) -> None:
-        self._writers.pop(partition, None)
+        """A new producer for the partition; its init_transactions fences the old one (whose
+        open transaction the transaction coordinator then aborts) and waits for the broker.
+        The old one is never called again, nor destroyed on the event loop (destroying a
+        producer waits for its broker threads): it stays in ``_retired``."""
+        old = self._writers.pop(partition, None)
+        if old is not None:
+            self._retired.append(old)
         writer = self._new_writer(partition)
         await self._run(writer.begin)
         self._writers[partition] = writer
@@ -361,7 +366,10 @@ class TransactionalWriters:
         try:
             await self._run_bounded(partition, writer.commit, offsets, metadata)
         except (TransactionAborted, _Stuck, _Broken) as exc:
-            await self._finish(partition)
+            # No abort on a producer whose commit failed (see PartitionWriter.abort): a new one
+            # fences it, and the coordinator aborts what it left open.
+            if not isinstance(exc, _Stuck):
+                await self._replace(partition)
             # A commit whose answer was lost (the broker died mid-call, the call got stuck)
             # may have gone through: deciding its records again would decide them twice.
             before = self._positions.get(partition)
