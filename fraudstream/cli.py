@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from fraudstream import __version__
 from fraudstream.errors import FraudStreamError
 from fraudstream.settings import Settings, get_settings
 
@@ -45,6 +46,9 @@ class FriendlyGroup(click.Group):
 
 
 @click.group(cls=FriendlyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(
+    __version__, "--version", "-V", prog_name="fraudstream", message="%(prog)s %(version)s"
+)
 def main() -> None:
     """fraudstream: real-time card-fraud scoring on Kafka.
 
@@ -232,9 +236,9 @@ def models() -> None:
 @models.command("list")
 def models_list() -> None:
     """Show registered versions with their metrics and thresholds."""
-    from fraudstream.core.registry import list_versions
+    from fraudstream.core.registry import list_versions, require_registry
 
-    for m in list_versions(settings().models_dir):
+    for m in list_versions(require_registry(settings().models_dir)):
         click.echo(
             f"{m.version:16s} trees={m.n_trees:<4d} "
             f"auc={m.metrics.get('auc_roc', float('nan')):.4f} "
@@ -248,10 +252,10 @@ def models_list() -> None:
 @click.argument("versions", nargs=-1)
 def models_verify(versions: tuple[str, ...]) -> None:
     """Check sha256, format and feature names of VERSIONS (default: all). Exit 1 on a problem."""
-    from fraudstream.core.registry import list_versions, verify
+    from fraudstream.core.registry import list_versions, require_registry, verify
 
     s = settings()
-    names = list(versions) or [m.version for m in list_versions(s.models_dir)]
+    names = list(versions) or [m.version for m in list_versions(require_registry(s.models_dir))]
     bad = 0
     for v in names:
         problems = verify(s.models_dir, v)
@@ -389,6 +393,34 @@ def rollback() -> None:
     )
     publish_routing(settings(), new)
     click.echo(f"rolled back: {new.champion} is champion again")
+
+
+@main.command()
+@click.argument("source", type=click.File("rb"), default="-")
+def score(source: Any) -> None:
+    """Decide transactions (JSON lines; - for stdin) in this process, without Kafka.
+
+    The worker's own engine, models, thresholds and start-up routing (FRAUD_CHAMPION,
+    FRAUD_CHALLENGER, ...); per-card state starts empty and builds up in file order. Decisions
+    go to stdout as JSON lines; lines that cannot be decided are reported on stderr with their
+    dead-letter reason code, and the exit code is then 1.
+
+    \b
+      fraudstream score transactions.jsonl
+      head -n 3 transactions.jsonl | fraudstream score
+    """
+    from fraudstream.offline import score_lines
+
+    run = score_lines(
+        settings(),
+        source,
+        emit=lambda raw: click.echo(raw.decode()),
+        report=lambda text: click.echo(f"not decided: {text}", err=True),
+    )
+    click.echo(
+        f"{run.decided} decided, {run.duplicates} duplicates, {run.rejected} not decided", err=True
+    )
+    sys.exit(1 if run.rejected else 0)
 
 
 # --- simulate, train, report ------------------------------------------------------------------

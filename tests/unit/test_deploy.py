@@ -203,19 +203,23 @@ def test_dockerfile_base_user_port_and_web_host() -> None:
     assert not unknown, f"Dockerfile sets FRAUD_* variables that are not settings: {unknown}"
 
 
-def test_dockerfile_keeps_schemas_next_to_the_package() -> None:
-    # messages.py finds schemas/ at parents[2] of its own file: the source tree must stay in
-    # one directory (editable install), not be copied into site-packages.
-    instructions = dockerfile_instructions()
-    workdirs = [args for word, args in instructions if word == "WORKDIR"]
-    assert workdirs, "no WORKDIR"
-    copies = [args.split() for word, args in instructions if word == "COPY"]
-    dests = {tuple(a for a in c if not a.startswith("--")) for c in copies}
-    for needed in ("fraudstream", "schemas", "models"):
-        assert (needed, f"./{needed}") in dests or (needed, f"{workdirs[-1]}/{needed}") in dests
-    assert any(
-        "pip install" in args and " -e " in f" {args} " for w, args in instructions if w == "RUN"
-    )
+def test_dockerfile_installs_the_package_not_the_source_tree() -> None:
+    # The image runs what a user installs: dependencies from the hashed runtime lock, then a
+    # normal (non-editable) install of the package, whose data (schemas) travels inside it.
+    runs = [args for word, args in dockerfile_instructions() if word == "RUN"]
+    assert any("--require-hashes -r" in r and "requirements/runtime.txt" in r for r in runs)
+    installs = [r for r in runs if "pip install --no-deps" in r]
+    assert installs, "the project is not installed"
+    assert all(" -e " not in f" {r} " and "--editable" not in r for r in runs)
+    assert "fraudstream --version" in installs[-1]
+    copies = [args.split() for word, args in dockerfile_instructions() if word == "COPY"]
+    copied = {a for c in copies for a in c[:-1] if not a.startswith("--")}
+    assert {"fraudstream", "pyproject.toml", "LICENSE", "requirements/runtime.txt"} <= copied
+    assert not any(c[-2:] == ["schemas", "./schemas"] for c in copies), "schemas are package data"
+    models_dir = dockerfile_env()["FRAUD_MODELS_DIR"]
+    workdir = [args for word, args in dockerfile_instructions() if word == "WORKDIR"][-1]
+    assert any(c[-2] == "models" and f"{workdir}/{c[-1].removeprefix('./')}" == models_dir
+               for c in copies)  # fmt: skip
 
 
 def test_dockerfile_copy_sources_exist_and_are_not_ignored() -> None:
