@@ -68,9 +68,13 @@ def main() -> None:
 def broker() -> None:
     """A local single-node Apache Kafka (KRaft) for development, demos and tests.
 
+    Its data (topics, records, committed offsets) is kept across stop and start, on the same
+    ports; `start --fresh` formats new storage instead.
+
     \b
       fraudstream broker start            # port 9092 if free, else a free port
       fraudstream broker start --port 19092
+      fraudstream broker start --fresh    # delete every topic and start empty
       fraudstream broker status
       fraudstream broker stop
     """
@@ -84,21 +88,36 @@ def broker() -> None:
     is_flag=True,
     help="Also open a SASL_SSL listener (generated CA; PLAIN and SCRAM-SHA-512).",
 )
-def broker_start(port: int | None, home: Path, secure: bool) -> None:
+@click.option(
+    "--fresh",
+    is_flag=True,
+    help="Format new storage: every topic and record of this broker is deleted.",
+)
+def broker_start(port: int | None, home: Path, secure: bool, fresh: bool) -> None:
     """Start the broker (downloads the jars with Maven once) and print its bootstrap address.
+
+    A broker started before resumes on its stored data and ports (topics and records kept);
+    --fresh formats new storage. Workers whose local tables belong to the old data notice
+    and rebuild them from the new cluster's changelogs.
 
     With --secure it also prints the settings for the SASL_SSL listener; the generated
     password is never printed: it is in HOME/sasl-credentials.json (mode 0600).
 
     \b
       fraudstream broker start
+      fraudstream broker start --fresh
       fraudstream broker start --secure
     """
     from fraudstream.kafka.broker import LocalBroker
 
     home.mkdir(parents=True, exist_ok=True)
     b = LocalBroker(home, secure=secure)
-    info = b.start(port=port)
+    if b.is_running() and not fresh:
+        state = "already running"
+    else:
+        state = "resumed on its stored data" if not fresh and b.stored() else "new storage"
+    info = b.start(port=port, fresh=fresh)
+    click.echo(state, err=True)
     click.echo(info.bootstrap)
     if info.bootstrap != settings().kafka_bootstrap.replace("localhost", "127.0.0.1"):
         click.echo(f"export FRAUD_KAFKA_BOOTSTRAP={info.bootstrap}", err=True)
@@ -131,7 +150,14 @@ def broker_status(home: Path) -> None:
     if info is not None and b.is_running():
         click.echo(f"running pid={info.pid} bootstrap={info.bootstrap}")
         return
-    click.echo("not running")
+    stored = b.stored()
+    if stored is None:
+        click.echo("not running (no stored data: `broker start` formats new storage)")
+    else:
+        click.echo(
+            f"not running (data kept for 127.0.0.1:{stored.port}: `broker start` resumes it, "
+            "`broker start --fresh` deletes it)"
+        )
     sys.exit(1)
 
 
