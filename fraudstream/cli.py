@@ -164,11 +164,12 @@ def broker_status(home: Path) -> None:
 # --- topics ----------------------------------------------------------------------------------
 @main.group()
 def topics() -> None:
-    """Create, describe and scale the contract's topics.
+    """Create, describe, upgrade and scale the contract's topics.
 
     \b
       fraudstream topics create
       fraudstream topics describe
+      fraudstream topics upgrade
       fraudstream topics scale --partitions 8
     """
 
@@ -187,6 +188,29 @@ def topics_create() -> None:
     click.echo("\n".join(f"created {t}" for t in created) or "all topics exist")
 
 
+@topics.command("upgrade")
+def topics_upgrade() -> None:
+    """Bring existing topics up to this release: create missing ones, alter settings that differ.
+
+    The outcome topics (outcomes, false positives/negatives, the feedback dead letters) keep
+    their records for FRAUD_DECISION_RETENTION_DAYS, as long as labels can still change them;
+    clusters made by earlier releases have the broker default (7 days). Safe to run again.
+
+    \b
+      fraudstream topics upgrade
+      FRAUD_DECISION_RETENTION_DAYS=120 fraudstream topics upgrade
+    """
+    from fraudstream.kafka.admin import upgrade_topics
+
+    created, changes = upgrade_topics(settings())
+    for name in created:
+        click.echo(f"created {name}")
+    for c in changes:
+        click.echo(f"{c.topic}: {c.key} {c.before} -> {c.after}")
+    if not created and not changes:
+        click.echo("topics are up to date")
+
+
 @topics.command("describe")
 def topics_describe() -> None:
     """Show each topic's partitions (and whether it is missing).
@@ -195,13 +219,19 @@ def topics_describe() -> None:
       fraudstream topics describe
       FRAUD_KAFKA_BOOTSTRAP=kafka:9092 fraudstream topics describe
     """
-    from fraudstream.kafka.admin import describe_topics
+    from fraudstream.kafka.admin import config_drift, describe_topics
 
-    for name, have, want in describe_topics(settings()):
+    s = settings()
+    for name, have, want in describe_topics(s):
         state = "MISSING" if have is None else f"{have} partitions"
         click.echo(
             f"{name:45s} {state}" + ("" if have in (None, want) else f" (configured {want})")
         )
+    drift = config_drift(s)
+    for c in drift:
+        click.echo(f"{c.topic}: {c.key} is {c.before}, this release sets {c.after}", err=True)
+    if drift:
+        click.echo("run `fraudstream topics upgrade` to apply them", err=True)
 
 
 @topics.command("scale")

@@ -8,7 +8,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from fraudstream.errors import BrokerError
+from fraudstream.errors import BrokerError, ReadIncomplete
 from fraudstream.settings import Settings
 
 
@@ -66,7 +66,11 @@ def read_all(
     timeout: float = 30.0,
     idle: float = 2.0,
 ) -> list[Message]:
-    """Read every committed record of ``topics`` from the beginning, up to their current end."""
+    """Read every committed record of ``topics`` from the beginning, up to their current end.
+
+    Whole or not at all: if a partition has not reached its end offset by ``timeout`` seconds,
+    ``ReadIncomplete`` says which and what to do, instead of returning part of it.
+    """
     import time
 
     consumer = make_consumer(settings, group_id="fraudstream-reader")
@@ -81,7 +85,7 @@ def read_all(
                     "`fraudstream topics create`."
                 )
             for p in md.topics[topic].partitions:
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                low, high = _watermarks(consumer, TopicPartition(topic, p))
                 if high > low:
                     tps.append(TopicPartition(topic, p, low))
                     ends[(topic, p)] = high
@@ -109,9 +113,40 @@ def read_all(
                 key = (str(msg.topic()), int(msg.partition() or 0))
                 if int(msg.offset() or 0) >= ends[key] - 1:
                     done.add(key)
+        if len(done) < len(ends):
+            behind = {
+                (tp.topic, tp.partition): (tp.offset, ends[(tp.topic, tp.partition)])
+                for tp in consumer.position([TopicPartition(t, p) for t, p in ends])
+                if (tp.topic, tp.partition) not in done
+            }
+            shown = ", ".join(f"{t}[{p}] at {at} of {end}" for (t, p), (at, end) in behind.items())
+            raise ReadIncomplete(
+                f"Read {len(out)} records of {', '.join(topics)} in {timeout:.0f} s, but not "
+                f"to the end of every partition ({shown}); nothing is shown rather than part "
+                "of it. The broker did not deliver them in time (slow, overloaded or "
+                "unreachable): try again; if it persists, check the broker's health and the "
+                "network to it.",
+                behind,
+            )
         return out
     finally:
         consumer.close()
+
+
+def _watermarks(consumer: Consumer, tp: TopicPartition, timeout: float = 10.0) -> tuple[int, int]:
+    """(low, high) of one partition; retriable errors (a leader still being elected for a new
+    topic, a leader moving) are retried until ``timeout``."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=timeout)
+            return int(low), int(high)
+        except KafkaException as exc:
+            if not exc.args[0].retriable() or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def has_committed_records(
