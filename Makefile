@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 LOCK   := requirements/dev.txt
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | cksum | cut -d' ' -f1)
 
-.PHONY: install lock demo test lint unit faults bench broker-fetch clean
+.PHONY: install lock tools demo test lint unit faults bench broker-fetch clean
 
 # Dependencies from the lock (exact versions and hashes: every install is the same), then the
 # project itself without dependencies; `pip check` proves the lock satisfies pyproject.toml.
@@ -37,8 +37,12 @@ lint: install
 	$(BIN)/ruff format --check fraudstream tests
 	$(BIN)/mypy
 
+## prometheus + promtool (Debian's package) and helm (its Go module), once, into the cache.
+tools: install
+	deploy/install-tools.sh "$$($(BIN)/python -c 'from fraudstream.kafka.broker import cache_root; print(cache_root() / "tools")')"
+
 ## The whole test suite, against a real Kafka broker started for the run.
-test: lint broker-fetch
+test: lint broker-fetch tools
 	$(BIN)/pytest -m "not slow" -q
 
 unit: install

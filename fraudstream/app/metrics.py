@@ -107,6 +107,11 @@ CONSUMER_LAG = Gauge(
     ["topic", "partition"],
 )
 ROUTING_SHARE = Gauge("fraudstream_challenger_share", "Challenger share of card keys in force.")
+READY = Gauge(
+    "fraudstream_ready",
+    "1 when the worker is ready (the answer of /readyz: models loaded, partitions assigned and "
+    "open, no rebalance in progress), else 0.",
+)
 
 for _source, _reasons in DEAD_LETTER_REASONS.items():
     for _reason in _reasons:

@@ -32,7 +32,8 @@ DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 DEPLOY = REPO / "deploy"
 NGINX_CONF = DEPLOY / "nginx.conf"
-PROMETHEUS_YML = DEPLOY / "prometheus.yml"
+PROMETHEUS_YML = DEPLOY / "prometheus" / "prometheus.yml"
+ALERTS_YML = DEPLOY / "prometheus" / "alerts.yml"
 GRAFANA = DEPLOY / "grafana"
 DATASOURCES_YML = GRAFANA / "provisioning" / "datasources" / "prometheus.yml"
 DASHBOARDS_YML = GRAFANA / "provisioning" / "dashboards" / "dashboards.yml"
@@ -420,9 +421,26 @@ def test_prometheus_scrapes_every_worker(services: dict[str, dict[str, Any]]) ->
     assert metrics_path in web_routes()
     targets = {t for sc in job["static_configs"] for t in sc["targets"]}
     assert targets == {f"{w}:{Settings().web_port}" for w in WORKERS}
-    assert ("./deploy/prometheus.yml", "/etc/prometheus/prometheus.yml") in mounts(
-        services["prometheus"]
-    )
+    prom_mounts = mounts(services["prometheus"])
+    assert ("./deploy/prometheus/prometheus.yml", "/etc/prometheus/prometheus.yml") in prom_mounts
+    for rule_file in prom["rule_files"]:
+        assert (f"./deploy/prometheus/{Path(rule_file).name}", rule_file) in prom_mounts
+
+
+def test_alert_rules_use_exposed_metrics_and_labels() -> None:
+    exposed = exposed_metrics()
+    every_label = set().union(*exposed.values()) | TARGET_LABELS
+    rules = [r for g in yaml.safe_load(ALERTS_YML.read_text())["groups"] for r in g["rules"]]
+    assert len(rules) >= 8
+    for rule in rules:
+        expr = rule["expr"]
+        for name in re.findall(r"\bfraudstream_[a-z0-9_]+", expr):
+            assert name in exposed, f"{rule['alert']}: {name} is not exposed"
+        for clause in re.findall(r"\b(?:by|without|on|ignoring)\s*\(([^)]*)\)", expr):
+            for label in filter(None, (x.strip() for x in clause.split(","))):
+                assert label in every_label, f"{rule['alert']}: no metric has label {label!r}"
+        assert rule["labels"]["severity"] in {"warning", "critical"}
+        assert {"summary", "description"} <= set(rule["annotations"])
 
 
 # --- Grafana ---------------------------------------------------------------------------------
