@@ -289,8 +289,10 @@ def test_compose_fraudstream_commands_exist(services: dict[str, dict[str, Any]])
             continue
         assert entrypoint[:2] == ["sh", "-c"], f"{name}: unexpected entrypoint {entrypoint}"
         script = " ".join(command)
-        for part in re.split(r"\|\||&&|;", script):
+        for part in re.split(r"\|\||&&|;|[()]", script):
             argv = shlex.split(part)
+            if not argv:
+                continue
             assert argv[0] == "fraudstream", f"{name}: {part!r}"
             invocations.append((name, argv[1:]))
     assert invocations
@@ -332,6 +334,26 @@ def test_workers(services: dict[str, dict[str, Any]]) -> None:
     assert len(data_dirs) == len(WORKERS), "workers must not share FRAUD_DATA_DIR"
     assert len(volumes) == len(WORKERS), "workers must not share a state volume"
     assert "/healthz" in web_routes()
+
+
+def test_workers_run_a_challenger_and_shadow_the_models_service_registers(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """The dashboard's champion/challenger panels need both versions deciding or scoring."""
+    from fraudstream.core.registry import list_versions
+
+    shipped = {m.version for m in list_versions(REPO / "models")}
+    registered = " ".join(as_argv(services["models"]["command"]))
+    for name in WORKERS:
+        env = {**dockerfile_env(), **env_of(services[name])}
+        s = Settings(**{k.removeprefix("FRAUD_").lower(): v for k, v in env.items()
+                        if k.startswith("FRAUD_")})  # fmt: skip
+        assert s.challenger is not None
+        assert 0 < s.challenger_share < 1
+        assert s.shadow
+        for version in (s.champion, s.challenger):
+            assert version in shipped
+            assert f"models verify {version} || fraudstream train --version {version}" in registered
 
 
 def test_simulator_publishes_with_feedback(services: dict[str, dict[str, Any]]) -> None:
