@@ -57,7 +57,7 @@ faults: install broker-fetch
 	$(BIN)/pytest tests/faults -q; status=$$?; $(BIN)/python -m fraudstream.faults --write-docs; exit $$status
 
 bench: install broker-fetch
-	$(BIN)/pip install -q -c $(LOCK) -e '.[bench]'
+	$(BIN)/pip install -q -e '.[bench]'
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 		apt-get update -qq && apt-get install -y -qq wrk; } || \
 		echo "wrk is not installed: the API section falls back to an aiohttp loop (apt-get install wrk)"

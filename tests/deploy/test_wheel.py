@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -44,8 +45,16 @@ def run(
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # From a copy of what the repository tracks: a build/ left in the tree by an earlier build
+    # could smuggle stale modules into the wheel.
+    src = tmp_path_factory.mktemp("src")
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True)
+    for name in files.stdout.decode().split("\0"):
+        if name and (REPO / name).is_file():
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, src / name)
     dist = tmp_path_factory.mktemp("dist")
-    proc = run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", dist, REPO], REPO)
+    proc = run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", dist, src], src)
     assert proc.returncode == 0, proc.stderr
     (built,) = dist.glob("fraudstream-*.whl")
     return built
