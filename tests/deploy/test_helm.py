@@ -247,3 +247,22 @@ def test_without_autoscaling_the_chart_sets_replicas_and_makes_the_secret() -> N
         env["FRAUD_KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"]
         == (secret["metadata"]["name"])
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "complaint"),
+    [
+        ("kafka.securityProtocol=SASL_SLL", "/kafka/securityProtocol"),
+        ("routing.challengerShare=1.5", "/routing/challengerShare"),
+        ("config.DECISION_RETENTION_DAYS=120", "propertyName"),
+        ("partitions=0", "/partitions"),
+    ],
+)
+def test_wrong_values_are_refused_with_where(value: str, complaint: str) -> None:
+    proc = subprocess.run(
+        [str(tool("helm")), "template", "fraud", str(CHART), "--kube-version", KUBE_VERSIONS[0],
+         "--set", value],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert complaint in proc.stderr, proc.stderr
