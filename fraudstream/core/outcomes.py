@@ -194,6 +194,7 @@ class Decided:
     amount: float
     currency: str
     decided_at: str
+    card_id: str = ""  # last, so records stored before it existed still load
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +235,7 @@ class JoinRecord:
                 d.amount,
                 d.currency,
                 d.decided_at,
+                d.card_id,
             ],
             "s": [[s.model_version, s.score, s.decision] for s in self.shadows],
             "l": None
@@ -270,6 +272,8 @@ def outcomes_of(rec: JoinRecord | None) -> list[Outcome]:
             amount=d.amount,
             currency=d.currency,
             labelled_at=lab.labelled_at,
+            card_id=d.card_id,
+            decided_at=d.decided_at,
         )
     ]
     out.extend(
@@ -284,6 +288,8 @@ def outcomes_of(rec: JoinRecord | None) -> list[Outcome]:
             amount=d.amount,
             currency=d.currency,
             labelled_at=lab.labelled_at,
+            card_id=d.card_id,
+            decided_at=d.decided_at,
         )
         for s in rec.shadows
         if s.model_version != d.model_version
@@ -318,6 +324,7 @@ def record_decision(rec: JoinRecord | None, decision: Decision) -> JoinRecord:
         amount=float(decision.amount),
         currency=decision.currency,
         decided_at=decision.decided_at,
+        card_id=decision.card_id,
     )
     base = replace(rec or _empty(decision.transaction_id), decided=decided)
     if decision.shadow is None:
