@@ -1,0 +1,84 @@
+"""What the report and the export read: the latest outcomes, then the decisions of a window.
+
+``fraud.outcomes`` is read whole (labelled transactions only, kept without a time limit).
+``fraud.decisions`` is read from ``since`` (by broker timestamp, a few minutes early to be safe)
+to its current end; it keeps a week by default, so the reader also works out from when it holds
+*every* decision (``complete_from``): rates over all decisions use only that part.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from fraudstream.core.ledger import OutcomeKey, Row, join_rows, latest_outcomes, parse_ts
+from fraudstream.core.messages import Decision, Outcome, decode_decision, decode_outcome
+from fraudstream.errors import InvalidMessage
+from fraudstream.kafka.clients import ReadPlan, iter_committed
+from fraudstream.settings import Settings
+
+SEEK_SLACK_S = 300.0  # broker timestamps trail decided_at by the commit interval, not minutes
+
+
+def load_latest_outcomes(settings: Settings) -> dict[OutcomeKey, Outcome]:
+    def decoded() -> Iterator[Outcome]:
+        for msg in iter_committed(settings, [settings.topic_outcomes], timeout=None, strict=True):
+            try:
+                yield decode_outcome(msg.value())
+            except InvalidMessage:
+                continue  # the worker writes valid outcomes; anything else is not ours to count
+
+    return latest_outcomes(decoded())
+
+
+class DecisionReader:
+    """Decisions from ``since`` (POSIX s; None: all retained); ``complete_from`` after reading."""
+
+    def __init__(self, settings: Settings, since: float | None) -> None:
+        self.settings = settings
+        self.since = since
+        self.plan: ReadPlan = {}
+        self._first: dict[int, float] = {}
+        self.skipped = 0
+
+    def __iter__(self) -> Iterator[Decision]:
+        since_ms = None if self.since is None else int((self.since - SEEK_SLACK_S) * 1000)
+        topic = self.settings.topic_decisions
+        for msg in iter_committed(
+            self.settings, [topic], timeout=None, strict=True, since_ms=since_ms, plan=self.plan
+        ):
+            try:
+                d = decode_decision(msg.value())
+            except InvalidMessage:
+                self.skipped += 1
+                continue
+            p = int(msg.partition() or 0)
+            if p not in self._first:
+                self._first[p] = parse_ts(d.decided_at) or 0.0
+            yield d
+
+    @property
+    def complete_from(self) -> float | None:
+        """From when every decision was read (None: since the topic began).
+
+        Per partition: from its start if nothing was ever deleted (low watermark 0); from
+        ``since`` if the seek landed inside what is retained; else (retention has deleted the
+        records before the first one read) from that first record's decision time.
+        """
+        bounds: list[float] = []
+        for (_, p), (low, start, high) in self.plan.items():
+            if low == 0 and start == 0:
+                continue
+            if start > low and self.since is not None:
+                bounds.append(self.since)
+            elif p in self._first and high > low:
+                bounds.append(self._first[p])
+        return max(bounds) if bounds else None
+
+
+def read_rows(settings: Settings, since: float | None) -> tuple[Iterator[Row], DecisionReader]:
+    """Rows of every decision from ``since`` and of every outcome whose decision was not read.
+
+    Iterate the rows first; the reader's ``complete_from`` is known once they are consumed."""
+    outcomes = load_latest_outcomes(settings)
+    reader = DecisionReader(settings, since)
+    return join_rows(reader, outcomes), reader
