@@ -13,7 +13,6 @@ from typing import Any
 
 from fraudstream.core.evaluation import Options, summarise
 from fraudstream.core.ledger import Ledger, human_duration, make_window, parse_when
-from fraudstream.core.money import fmt_money
 from fraudstream.settings import Settings
 
 
@@ -111,24 +110,45 @@ def _tables(versions: list[dict[str, Any]]) -> list[str]:
 
 
 def _money_lines(versions: list[dict[str, Any]]) -> list[str]:
-    lines = ["", "Money (labelled outcomes; each currency on its own):"]
+    """One line per currency and version, the largest fraud volume first; never a cross-currency
+    total (with --rates, an "all in <base>" block follows)."""
+    blocks: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {}
     for v in versions:
-        blocks = list(v["money"].items())
+        for cur, m in v["money"].items():
+            blocks.setdefault(cur, []).append((v, m))
         if "money_converted" in v:
             conv = v["money_converted"]
-            blocks.append((f"all in {conv['currency']}", conv))
-        for cur, m in blocks:
-            code = cur.removeprefix("all in ")
-            share = m["fraud_caught_share"]
-            share_txt = "" if share["value"] is None else f" = {_ci(share).strip()}"
+            blocks.setdefault(f"all in {conv['currency']}", []).append((v, conv))
+
+    def volume(item: tuple[str, list[tuple[dict[str, Any], dict[str, Any]]]]) -> tuple[int, float]:
+        cur, entries = item
+        total = sum(m["fraud_caught"] + m["fraud_missed"] + m["good_flagged"] for _, m in entries)
+        return (cur.startswith("all in"), -total)
+
+    lines = [
+        "",
+        "Money of labelled outcomes, each currency on its own (declined: all decisions):",
+        f"{'currency':10s} {'version':16s} {'variant':10s} {'fraud caught':>14s} "
+        f"{'of fraud':>14s}  {'share caught':22s} {'genuine flagged':>15s} {'declined':>14s}",
+    ]
+    for cur, entries in sorted(blocks.items(), key=volume):
+        for v, m in entries:
             lines.append(
-                f"  {v['model_version']} ({v['variant']}) {cur}: fraud caught "
-                f"{fmt_money(m['fraud_caught'], code)} of "
-                f"{fmt_money(m['fraud_caught'] + m['fraud_missed'], code)}{share_txt}; "
-                f"genuine flagged {fmt_money(m['good_flagged'], code)}; "
-                f"declined (all decisions) {fmt_money(m['declined'], code)}"
+                f"{cur:10s} {v['model_version']:16s} {v['variant']:10s} "
+                f"{m['fraud_caught']:14,.2f} {m['fraud_caught'] + m['fraud_missed']:14,.2f}  "
+                f"{_ci(m['fraud_caught_share'])} {m['good_flagged']:15,.2f} "
+                f"{m['declined']:14,.2f}"
             )
     return lines
+
+
+def _per(days: float) -> tuple[str, float]:
+    """A time unit the observed span supports: rates of a short run are not 'a day'."""
+    if days >= 2:
+        return "a day", 1.0
+    if days * 24 >= 2:
+        return "an hour", 1 / 24
+    return "a minute", 1 / 1440
 
 
 def _power_line(t: dict[str, Any], names: tuple[str, str]) -> str | None:
@@ -138,10 +158,11 @@ def _power_line(t: dict[str, Any], names: tuple[str, str]) -> str | None:
     text = f"detectable now: {_pp(pw['detectable_now']).lstrip('+')} at {pw['power']:.0%} power"
     if pw["days_for_target"] is not None:
         share = pw["second_share"]
+        per, per_days = _per(pw["days_observed"])
         text += (
             f"; {_pp(pw['target']).lstrip('+')} ({pw['target_rule'].replace('first', names[0])})"
             f" in about {human_duration(pw['days_for_target'] * 86400)} at "
-            f"{pw['cards_per_day']:,.0f} {pw['unit']} a day"
+            f"{pw['cards_per_day'] * per_days:,.0f} {pw['unit']} {per}"
             + ("" if share is None else f" ({share:.0%} {names[1]})")
         )
     return text
@@ -181,8 +202,8 @@ def _comparison_lines(summary: dict[str, Any]) -> list[str]:
                 lines.append(f"  {'':24s} {power}")
         if money_tests:
             lines.append(
-                f"  (fraud money caught is compared per currency in --json, {money_tests} "
-                "currencies; give --rates FILE to compare it in one currency)"
+                f"  (fraud money caught is compared per currency in --json ({money_tests}); "
+                "give --rates FILE to compare it in one currency)"
             )
     return lines
 

@@ -220,7 +220,9 @@ def _few_note(names: tuple[str, str], ya: Floats, xa: Floats, yb: Floats, xb: Fl
         cards = int((x > 0).sum())
         k, n = float(y.sum()), float(x.sum())
         if cards < MIN_CARDS:
-            problems.append(f"{name} has {cards} cards (fewer than {MIN_CARDS})")
+            problems.append(
+                f"{name} has {cards} card{'' if cards == 1 else 's'} (fewer than {MIN_CARDS})"
+            )
         elif min(k, n - k) < MIN_EVENTS:
             problems.append(f"{name} has only {min(k, n - k):g} in one cell (fewer than 5)")
     return "too few to say: " + "; ".join(problems) if problems else None

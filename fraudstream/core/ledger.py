@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+from array import array
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -258,43 +259,44 @@ class Ledger:
     @classmethod
     def of(cls, rows: Iterable[Row]) -> Ledger:
         groups, cards, txs, currencies = _Codes(), _Codes(), _Codes(), _Codes()
-        cols: dict[str, list[float]] = {k: [] for k in _COLUMNS}
+        # Typed arrays, not lists of Python numbers: a week of decisions is millions of rows.
+        group, card, tx, currency = array("i"), array("i"), array("i"), array("i")
+        decision, label, from_decisions = array("b"), array("b"), array("B")
+        amount, decided, labelled = array("d"), array("d"), array("d")
+        last_text, last_ts = "", math.nan  # a shadow row repeats its decider's decision time
         for r in rows:
-            cols["group"].append(groups.code((r.model_version, r.variant)))
-            cols["card"].append(cards.code(r.card_id or ("?", r.transaction_id)))
-            cols["tx"].append(txs.code(r.transaction_id))
-            cols["decision"].append(DECISION_CODES[r.decision])
-            cols["label"].append(-1 if r.is_fraud is None else int(r.is_fraud))
-            cols["amount"].append(r.amount)
-            cols["currency"].append(currencies.code(r.currency))
-            decided = parse_ts(r.decided_at)
-            cols["decided"].append(math.nan if decided is None else decided)
-            labelled = parse_ts(r.labelled_at)
-            cols["labelled"].append(math.nan if labelled is None else labelled)
-            cols["from_decisions"].append(r.source == "decisions")
+            group.append(groups.code((r.model_version, r.variant)))
+            card.append(cards.code(r.card_id or ("?", r.transaction_id)))
+            tx.append(txs.code(r.transaction_id))
+            decision.append(DECISION_CODES[r.decision])
+            label.append(-1 if r.is_fraud is None else int(r.is_fraud))
+            amount.append(r.amount)
+            currency.append(currencies.code(r.currency))
+            if r.decided_at != last_text:
+                last_text, ts = r.decided_at, parse_ts(r.decided_at)
+                last_ts = math.nan if ts is None else ts
+            decided.append(last_ts)
+            lab = parse_ts(r.labelled_at)
+            labelled.append(math.nan if lab is None else lab)
+            from_decisions.append(r.source == "decisions")
         return cls(
             groups=tuple(groups.values),  # type: ignore[arg-type]
             cards=len(cards.values),
             currencies=tuple(str(c) for c in currencies.values),
-            **{k: np.asarray(v, dtype=_COLUMNS[k]) for k, v in cols.items()},
+            group=np.frombuffer(group, dtype=np.int32).copy(),
+            card=np.frombuffer(card, dtype=np.int32).copy(),
+            tx=np.frombuffer(tx, dtype=np.int32).copy(),
+            decision=np.frombuffer(decision, dtype=np.int8).copy(),
+            label=np.frombuffer(label, dtype=np.int8).copy(),
+            amount=np.frombuffer(amount, dtype=np.float64).copy(),
+            currency=np.frombuffer(currency, dtype=np.int32).copy(),
+            decided=np.frombuffer(decided, dtype=np.float64).copy(),
+            labelled=np.frombuffer(labelled, dtype=np.float64).copy(),
+            from_decisions=np.frombuffer(from_decisions, dtype=np.bool_).copy(),
         )
 
     def __len__(self) -> int:
         return int(self.group.size)
-
-
-_COLUMNS: dict[str, type] = {
-    "group": np.int32,
-    "card": np.int32,
-    "tx": np.int32,
-    "decision": np.int8,
-    "label": np.int8,
-    "amount": np.float64,
-    "currency": np.int32,
-    "decided": np.float64,
-    "labelled": np.float64,
-    "from_decisions": np.bool_,
-}
 
 
 # --------------------------------------------------------------------------------------------

@@ -211,9 +211,9 @@ def cluster_difference(
         pa, pb = (ga * ra + 1) / (ga + 2), (gb * rb + 1) / (gb + 2)
         se = math.sqrt(pa * (1 - pa) / (ga + 2) + pb * (1 - pb) / (gb + 2))
     z = diff / se
-    return ClusterDifference(
-        ra, rb, diff, se, (diff - Z95 * se, diff + Z95 * se), z, _normal_two_sided_p(z), g
-    )
+    # Both rates lie in [0, 1], so their difference in [-1, 1]; a wider Wald bound says nothing.
+    ci = (max(-1.0, diff - Z95 * se), min(1.0, diff + Z95 * se))
+    return ClusterDifference(ra, rb, diff, se, ci, z, _normal_two_sided_p(z), g)
 
 
 # --------------------------------------------------------------------------------------------
