@@ -15,6 +15,7 @@ import os
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any, Literal
 
@@ -79,17 +80,6 @@ def _columns(rows: list[Row]) -> dict[str, list[Any]]:
     }
 
 
-def _batches(rows: Iterable[Row]) -> Iterator[list[Row]]:
-    batch: list[Row] = []
-    for r in rows:
-        batch.append(r)
-        if len(batch) >= BATCH_ROWS:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 def write_rows(rows: Iterable[Row], fmt: Format, out: Path) -> int:
     """Write ``rows`` to ``out`` (complete or not at all); returns how many were written."""
     import pyarrow as pa
@@ -106,7 +96,8 @@ def write_rows(rows: Iterable[Row], fmt: Format, out: Path) -> int:
             else pacsv.CSVWriter(tmp, schema)
         )
         with writer:
-            for batch in _batches(rows):
+            it = iter(rows)
+            while batch := list(islice(it, BATCH_ROWS)):
                 writer.write_table(pa.Table.from_pydict(_columns(batch), schema=schema))
                 n += len(batch)
         tmp.replace(out)

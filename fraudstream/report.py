@@ -8,6 +8,7 @@ the arithmetic is ``core.evaluation.summarise`` (pure), the text layout is ``ren
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,31 +83,43 @@ def _head(summary: dict[str, Any]) -> list[str]:
     ]
 
 
-def _tables(versions: list[dict[str, Any]]) -> list[str]:
-    lines = [
-        "",
-        f"{'version':16s} {'variant':10s} {'TP':>6s} {'FP':>6s} {'TN':>8s} {'FN':>6s}  "
-        f"{'recall':22s} {'FPR':22s} {'precision':22s}",
-    ]
+# (header, width, cell) per column after version and variant; a negative width left-aligns.
+_Column = tuple[str, int, Callable[[dict[str, Any]], Any]]
+_OUTCOME_COLUMNS: list[_Column] = [
+    ("TP", 6, lambda v: v["counts"]["TP"]),
+    ("FP", 6, lambda v: v["counts"]["FP"]),
+    ("TN", 8, lambda v: v["counts"]["TN"]),
+    ("FN", 6, lambda v: v["counts"]["FN"]),
+    (" recall", -23, lambda v: " " + _ci(v["rates"]["recall"])),
+    ("FPR", -22, lambda v: _ci(v["rates"]["fpr"])),
+    ("precision", -22, lambda v: _ci(v["rates"]["precision"])),
+]
+_DECISION_COLUMNS: list[_Column] = [
+    ("cards", 7, lambda v: v["cards"]),
+    ("decisions", 9, lambda v: v["counts"]["decisions"]),
+    ("unlabelled", 10, lambda v: v["counts"]["unlabelled"]),
+    ("review", 7, lambda v: v["counts"]["review"]),
+    ("decline", 7, lambda v: v["counts"]["decline"]),
+    (" decline rate", -23, lambda v: " " + _ci(v["rates"]["decline_rate"])),
+    ("flag rate", -22, lambda v: _ci(v["rates"]["flag_rate"])),
+]
+
+
+def _table(versions: list[dict[str, Any]], columns: list[_Column]) -> list[str]:
+    def line(first: str, second: str, cells: list[Any]) -> str:
+        parts = [f"{first:16s}", f"{second:10s}"]
+        for cell, (_, width, _) in zip(cells, columns, strict=True):
+            parts.append(f"{cell!s:>{width}}" if width > 0 else f"{cell!s:<{-width}}")
+        return " ".join(parts).rstrip()
+
+    lines = ["", line("version", "variant", [h for h, _, _ in columns])]
     for v in versions:
-        c, r = v["counts"], v["rates"]
-        lines.append(
-            f"{v['model_version']:16s} {v['variant']:10s} {c['TP']:6d} {c['FP']:6d} {c['TN']:8d} "
-            f"{c['FN']:6d}  {_ci(r['recall'])} {_ci(r['fpr'])} {_ci(r['precision'])}"
-        )
-    lines += [
-        "",
-        f"{'version':16s} {'variant':10s} {'cards':>7s} {'decisions':>9s} {'unlabelled':>10s} "
-        f"{'review':>7s} {'decline':>7s}  {'decline rate':22s} {'flag rate':22s}",
-    ]
-    for v in versions:
-        c, r = v["counts"], v["rates"]
-        lines.append(
-            f"{v['model_version']:16s} {v['variant']:10s} {v['cards']:7d} {c['decisions']:9d} "
-            f"{c['unlabelled']:10d} {c['review']:7d} {c['decline']:7d}  "
-            f"{_ci(r['decline_rate'])} {_ci(r['flag_rate'])}"
-        )
+        lines.append(line(v["model_version"], v["variant"], [f(v) for _, _, f in columns]))
     return lines
+
+
+def _tables(versions: list[dict[str, Any]]) -> list[str]:
+    return _table(versions, _OUTCOME_COLUMNS) + _table(versions, _DECISION_COLUMNS)
 
 
 def _money_lines(versions: list[dict[str, Any]]) -> list[str]:

@@ -84,49 +84,19 @@ def _label(o: Outcome | None) -> tuple[bool | None, OutcomeKind | None, str | No
 
 def rows_for_decision(d: Decision, outcomes: Mapping[OutcomeKey, Outcome]) -> list[Row]:
     """The deciding model's row and, in shadow mode, the shadow's; labelled where known."""
-    rows = []
-    own = outcomes.get((d.transaction_id, d.model_version, d.variant))
-    is_fraud, kind, labelled_at = _label(own)
-    rows.append(
-        Row(
-            d.transaction_id,
-            d.card_id,
-            d.model_version,
-            d.variant,
-            d.model_version,
-            d.decision,
-            float(d.score),
-            float(d.amount),
-            d.currency,
-            d.decided_at,
-            is_fraud,
-            kind,
-            labelled_at,
-            "decisions",
-        )
-    )
+
+    def row(version: str, variant: Role, decision: DecisionKind, score: float) -> Row:
+        is_fraud, kind, labelled_at = _label(outcomes.get((d.transaction_id, version, variant)))
+        return Row(
+            d.transaction_id, d.card_id, version, variant, d.model_version, decision,
+            float(score), float(d.amount), d.currency, d.decided_at, is_fraud, kind,
+            labelled_at, "decisions",
+        )  # fmt: skip
+
+    rows = [row(d.model_version, d.variant, d.decision, d.score)]
     sh = d.shadow
     if sh is not None and sh.model_version != d.model_version:
-        o = outcomes.get((d.transaction_id, sh.model_version, "shadow"))
-        is_fraud, kind, labelled_at = _label(o)
-        rows.append(
-            Row(
-                d.transaction_id,
-                d.card_id,
-                sh.model_version,
-                "shadow",
-                d.model_version,
-                sh.decision,
-                float(sh.score),
-                float(d.amount),
-                d.currency,
-                d.decided_at,
-                is_fraud,
-                kind,
-                labelled_at,
-                "decisions",
-            )
-        )
+        rows.append(row(sh.model_version, "shadow", sh.decision, sh.score))
     return rows
 
 
