@@ -73,13 +73,27 @@ def _pp(x: float) -> str:
 
 
 def _head(summary: dict[str, Any]) -> list[str]:
-    w = summary["window"]
+    w, rows = summary["window"], summary["rows"]
     since = w["since"] or "the first decision read"
+    notes = []
+    if w["decisions_complete_from"]:
+        notes.append(
+            f"fraud.decisions holds every decision only from {w['decisions_complete_from']} "
+            "(retention): decision rates count from there"
+        )
+    if rows["undated"]:
+        notes.append(
+            f"{rows['undated']} outcomes written before outcomes carried their decision time "
+            "are not counted"
+        )
+    if rows.get("undecodable_decisions"):
+        notes.append(f"{rows['undecodable_decisions']} undecodable decision records skipped")
     return [
         f"Decisions from {since} to {w['end']} — mature: decided more than "
         f"{human_duration(w['maturity_days'] * 86400)} ago ({w['maturity_source']}).",
         f"Counting: {summary['label_rule_means']}. Intervals: 95 %, card level (whole cards "
         "are routed; docs/CONTRACT.md, 'Reading the report').",
+        *(f"Note: {n}." for n in notes),
     ]
 
 

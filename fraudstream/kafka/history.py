@@ -58,20 +58,18 @@ class DecisionReader:
 
     @property
     def complete_from(self) -> float | None:
-        """From when every decision was read (None: since the topic began).
+        """From when every decision was read (None: nothing is missing).
 
-        Per partition: from its start if nothing was ever deleted (low watermark 0); from
-        ``since`` if the seek landed inside what is retained; else (retention has deleted the
-        records before the first one read) from that first record's decision time.
+        A partition misses nothing when nothing was ever deleted from it (low watermark 0) or
+        when the seek to ``since`` landed past its first retained record. Otherwise retention
+        has deleted what came before the first record read: complete from that one's decision
+        time. The latest such time over the partitions holds for the topic.
         """
-        bounds: list[float] = []
-        for (_, p), (low, start, high) in self.plan.items():
-            if low == 0 and start == 0:
-                continue
-            if start > low and self.since is not None:
-                bounds.append(self.since)
-            elif p in self._first and high > low:
-                bounds.append(self._first[p])
+        bounds = [
+            self._first[p]
+            for (_, p), (low, start, high) in self.plan.items()
+            if low > 0 and start == low and high > low and p in self._first
+        ]
         return max(bounds) if bounds else None
 
 

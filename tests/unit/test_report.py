@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from fraudstream.core.evaluation import Options, summarise
 from fraudstream.core.ledger import Ledger, join_rows, latest_outcomes, make_window
 from fraudstream.core.money import parse_rates
@@ -59,3 +61,13 @@ def test_an_empty_window_says_what_to_try() -> None:
     text = _text(([], []))
     assert "no mature decisions or labelled outcomes in this window yet" in text
     assert "only 0 fraud labels" in text
+
+
+def test_notes_say_what_was_left_out() -> None:
+    decisions, outs = _small()
+    undated = dataclasses.replace(outs[0], transaction_id="t-old", decided_at="", card_id="")
+    led = Ledger.of(join_rows(decisions, latest_outcomes([*outs, undated])))
+    window = make_window(led, now=NOW, maturity_days=1, decisions_from=NOW - 5 * 86400)
+    text = render(summarise(led, window))
+    assert "Note: fraud.decisions holds every decision only from 2027-01-10" in text
+    assert "Note: 1 outcomes written before outcomes carried their decision time" in text
