@@ -129,11 +129,11 @@ def in_window(rows: Iterable[Row], since: float | None, until: float | None) -> 
 def export(
     settings: Settings, since: str | None, until: str | None, fmt: Format, out: Path
 ) -> Exported:
-    from fraudstream.kafka.history import read_rows
+    from fraudstream.kafka.history import load_latest_outcomes, read_rows
 
     now = time.time()
     t0 = None if since is None else parse_when(since, now)
     t1 = None if until is None else parse_when(until, now)
-    rows, _ = read_rows(settings, t0)
+    rows, _ = read_rows(settings, load_latest_outcomes(settings), t0, t1)
     n = write_rows(in_window(rows, t0, t1), fmt, out)
     return Exported(n, out, t0, t1)

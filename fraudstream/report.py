@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from fraudstream.core.evaluation import Options, summarise
-from fraudstream.core.ledger import Ledger, human_duration, make_window, parse_when
+from fraudstream.core.ledger import (
+    Ledger,
+    human_duration,
+    label_delays,
+    make_window,
+    parse_when,
+)
 from fraudstream.settings import Settings
 
 
@@ -27,21 +33,23 @@ class Query:
 
 
 def build(settings: Settings, query: Query, options: Options | None = None) -> dict[str, Any]:
-    from fraudstream.kafka.history import read_rows
+    from fraudstream.kafka.history import load_latest_outcomes, read_rows
 
     now = time.time()
     since = None if query.since is None else parse_when(query.since, now)
     until = None if query.until is None else parse_when(query.until, now)
-    rows, reader = read_rows(settings, since)
-    ledger = Ledger.of(rows)
+    outcomes = load_latest_outcomes(settings)
+    # The window first (its maturity comes from the outcomes): only its decisions are read.
     window = make_window(
-        ledger,
+        label_delays(outcomes.values()),
         now=now,
         since=since,
         until=until,
         maturity_days=query.maturity_days,
-        decisions_from=reader.complete_from,
     )
+    rows, reader = read_rows(settings, outcomes, window.since, window.end)
+    ledger = Ledger.of(rows)
+    window = replace(window, decisions_from=reader.complete_from)
     summary = summarise(ledger, window, options)
     summary["rows"]["undecodable_decisions"] = reader.skipped
     return summary

@@ -318,16 +318,19 @@ class Window:
         }
 
 
-def observed_label_delays(ledger: Ledger) -> Floats:
-    """Seconds from decision to its fraud label, once per transaction (deciding rows)."""
-    deciding = np.array([v != "shadow" for _, v in ledger.groups], dtype=bool)
-    use = deciding[ledger.group] & (ledger.label == 1)
-    delays = ledger.labelled[use] - ledger.decided[use]
-    return delays[np.isfinite(delays)]
+def label_delays(outcomes: Iterable[Outcome]) -> Floats:
+    """Seconds from decision to fraud label, once per transaction (the deciding model's outcome;
+    those written before outcomes carried their decision time are left out)."""
+    delays = []
+    for o in outcomes:
+        decided, labelled = parse_ts(o.decided_at), parse_ts(o.labelled_at)
+        if o.is_fraud and o.variant != "shadow" and decided is not None and labelled is not None:
+            delays.append(labelled - decided)
+    return np.asarray(delays, dtype=np.float64)
 
 
 def make_window(
-    ledger: Ledger,
+    delays: npt.ArrayLike,
     *,
     now: float,
     since: float | None = None,
@@ -337,23 +340,25 @@ def make_window(
 ) -> Window:
     """The window, with the maturity given or measured: the 95th percentile of the observed
     delays from decision to fraud label. Labels still on their way are not observed, so with a
-    short history that percentile is low: give ``maturity_days`` when you know better."""
+    short history that percentile is low: give ``maturity_days`` when you know better.
+    ``delays``: from :func:`label_delays`."""
     if maturity_days is not None:
         if maturity_days < 0:
             raise ConfigError(f"--maturity-days must be 0 or more, got {maturity_days}")
         seconds, source = maturity_days * 86400, "given (--maturity-days)"
     else:
-        delays = observed_label_delays(ledger)
-        if delays.size >= MIN_LABELS_FOR_MATURITY:
-            seconds = float(np.quantile(np.maximum(delays, 0.0), MATURITY_QUANTILE))
+        seen = np.asarray(delays, dtype=np.float64)
+        seen = seen[np.isfinite(seen)]
+        if seen.size >= MIN_LABELS_FOR_MATURITY:
+            seconds = float(np.quantile(np.maximum(seen, 0.0), MATURITY_QUANTILE))
             source = (
-                f"observed: {MATURITY_QUANTILE:.0%} of {delays.size} fraud labels arrived "
+                f"observed: {MATURITY_QUANTILE:.0%} of {seen.size} fraud labels arrived "
                 f"within {human_duration(seconds)} of the decision"
             )
         else:
             seconds = FALLBACK_MATURITY_DAYS * 86400
             source = (
-                f"default {FALLBACK_MATURITY_DAYS:g} days (only {delays.size} fraud labels, "
+                f"default {FALLBACK_MATURITY_DAYS:g} days (only {seen.size} fraud labels, "
                 f"fewer than {MIN_LABELS_FOR_MATURITY} to measure their delay)"
             )
     if since is not None and until is not None and until <= since:

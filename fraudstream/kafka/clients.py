@@ -81,6 +81,7 @@ def iter_committed(
     timeout: float | None = 30.0,
     idle: float = 2.0,
     since_ms: int | None = None,
+    until_ms: int | None = None,
     strict: bool = False,
     plan: ReadPlan | None = None,
     stall: float = 120.0,
@@ -88,7 +89,8 @@ def iter_committed(
     """Yield the committed records of ``topics`` up to their end at the start of the read.
 
     From the beginning, or from the first record stamped at or after ``since_ms`` (broker
-    timestamps, per partition). ``plan``, when given, is filled with where each partition was
+    timestamps, per partition); a partition ends early at its first record stamped after
+    ``until_ms`` (not yielded). ``plan``, when given, is filled with where each partition was
     read from before the first record is yielded. Past ``timeout`` (None: no limit), or after
     ``stall`` seconds without a record, the read stops where it is; with ``strict`` it raises
     BrokerError instead (a report must not silently count a part).
@@ -156,6 +158,12 @@ def iter_committed(
                     continue
                 last = last_record = time.monotonic()
                 key = (str(msg.topic()), int(msg.partition() or 0))
+                if key in done:
+                    continue  # fetched before its partition was paused
+                if until_ms is not None and msg.timestamp()[1] > until_ms:
+                    done.add(key)
+                    consumer.pause([TopicPartition(*key)])
+                    continue
                 if int(msg.offset() or 0) >= ends[key] - 1:
                     done.add(key)
                 yield msg

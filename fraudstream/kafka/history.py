@@ -21,7 +21,8 @@ SEEK_SLACK_S = 300.0  # broker timestamps trail decided_at by the commit interva
 
 def load_latest_outcomes(settings: Settings) -> dict[OutcomeKey, Outcome]:
     def decoded() -> Iterator[Outcome]:
-        for msg in iter_committed(settings, [settings.topic_outcomes], timeout=None, strict=True):
+        topics = [settings.topic_outcomes]
+        for msg in iter_committed(settings, topics, timeout=None, strict=True, idle=0.0):
             try:
                 yield decode_outcome(msg.value())
             except InvalidMessage:
@@ -31,20 +32,29 @@ def load_latest_outcomes(settings: Settings) -> dict[OutcomeKey, Outcome]:
 
 
 class DecisionReader:
-    """Decisions from ``since`` (POSIX s; None: all retained); ``complete_from`` after reading."""
+    """Decisions from ``since`` to ``until`` (POSIX s; None: all retained), by broker timestamp
+    with a few minutes' margin; ``complete_from`` once read."""
 
-    def __init__(self, settings: Settings, since: float | None) -> None:
+    def __init__(self, settings: Settings, since: float | None, until: float | None) -> None:
         self.settings = settings
         self.since = since
+        self.until = until
         self.plan: ReadPlan = {}
         self._first: dict[int, float] = {}
         self.skipped = 0
 
     def __iter__(self) -> Iterator[Decision]:
         since_ms = None if self.since is None else int((self.since - SEEK_SLACK_S) * 1000)
-        topic = self.settings.topic_decisions
+        until_ms = None if self.until is None else int((self.until + SEEK_SLACK_S) * 1000)
         for msg in iter_committed(
-            self.settings, [topic], timeout=None, strict=True, since_ms=since_ms, plan=self.plan
+            self.settings,
+            [self.settings.topic_decisions],
+            timeout=None,
+            strict=True,
+            since_ms=since_ms,
+            until_ms=until_ms,
+            plan=self.plan,
+            idle=0.0,
         ):
             try:
                 d = decode_decision(msg.value())
@@ -73,10 +83,15 @@ class DecisionReader:
         return max(bounds) if bounds else None
 
 
-def read_rows(settings: Settings, since: float | None) -> tuple[Iterator[Row], DecisionReader]:
-    """Rows of every decision from ``since`` and of every outcome whose decision was not read.
+def read_rows(
+    settings: Settings,
+    outcomes: dict[OutcomeKey, Outcome],
+    since: float | None,
+    until: float | None,
+) -> tuple[Iterator[Row], DecisionReader]:
+    """Rows of every decision in [since, until] (and a margin: filter by ``decided_at``) and of
+    every outcome whose decision was not read. ``outcomes``: from load_latest_outcomes.
 
     Iterate the rows first; the reader's ``complete_from`` is known once they are consumed."""
-    outcomes = load_latest_outcomes(settings)
-    reader = DecisionReader(settings, since)
+    reader = DecisionReader(settings, since, until)
     return join_rows(reader, outcomes), reader

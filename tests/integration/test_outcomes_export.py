@@ -198,10 +198,14 @@ def test_report_window_and_maturity(run: Settings, parquet: Path, tmp_path: Path
     measured = json.loads(_cli(s, "report", "--json"))
     assert measured["window"]["maturity_source"].startswith("observed")
     assert 0 < measured["window"]["maturity_days"] * 86400 < 120
-    # A day's maturity: nothing from this run is mature yet, and the text says so.
+    # A day's maturity: nothing from this run is mature yet, and the text says so; not one of
+    # its decisions was read (the reader stops at the window's end, by broker timestamp).
     text = _cli(s, "report", "--maturity-days", "1")
     assert "no mature decisions or labelled outcomes in this window yet" in text
+    rows = json.loads(_cli(s, "report", "--json", "--maturity-days", "1"))["rows"]
+    assert rows["read"] == rows["from_outcomes_only"] > 0
     # The text report prints money, per currency.
     text = _cli(s, "report", "--maturity-days", "0")
-    assert "fraud caught EUR " in text
+    assert "Money of labelled outcomes, each currency on its own" in text
+    assert any(line.startswith("EUR        champion-v1") for line in text.splitlines())
     assert "champion-v1 (champion) vs challenger-v2 (challenger)" in text

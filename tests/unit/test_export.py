@@ -39,7 +39,7 @@ def test_duckdb_reads_the_export_and_counts_what_the_report_counts(
     path = tmp_path / f"outcomes.{fmt}"
     assert write_rows(rows, fmt, path) == len(rows)  # type: ignore[arg-type]
     led = Ledger.of(rows)
-    window = make_window(led, now=NOW, maturity_days=3)
+    window = make_window((), now=NOW, maturity_days=3)
     summary = summarise(led, window)
     kind = "parquet" if fmt == "parquet" else "csv_auto"
     got = duckdb.sql(COUNTS_SQL.format(kind=kind, path=path, end=window.end)).fetchall()

@@ -12,6 +12,7 @@ from fraudstream.core.ledger import (
     FALLBACK_MATURITY_DAYS,
     Ledger,
     join_rows,
+    label_delays,
     latest_outcomes,
     make_window,
     parse_when,
@@ -61,45 +62,50 @@ def test_ledger_columns_and_unknown_cards_are_their_own_cluster() -> None:
     assert math.isnan(led.labelled[0])
 
 
-def _ledger(ages: list[float], delays: list[float]) -> Ledger:
+def _world(ages: list[float], delays: list[float]) -> tuple[Ledger, np.ndarray]:
     decisions = [
-        dec(f"t{i}", f"c{i}", "v1", "champion", "approve", age_days=a) for i, a in enumerate(ages)
+        dec(f"t{i}", f"c{i}", "v1", "champion", "approve", age_days=a, shadow=("v2", "approve"))
+        for i, a in enumerate(ages)
     ]
     outs = [out(d, True, delay_days=x) for d, x in zip(decisions, delays, strict=False)]
-    return Ledger.of(join_rows(decisions, latest_outcomes(outs)))
+    outs += [out(d, True, delay_days=99, shadow=True) for d in decisions]  # not counted twice
+    outs.append(out(dec("g", "c", "v1", "champion", "approve"), False, delay_days=99))  # genuine
+    return Ledger.of(join_rows(decisions, latest_outcomes(outs))), label_delays(outs)
 
 
 def test_maturity_is_measured_from_fraud_label_delays() -> None:
     delays = [0.1 * (i + 1) for i in range(40)]  # 0.1 .. 4.0 days
-    led = _ledger([10.0] * 40, delays)
-    w = make_window(led, now=NOW)
+    _, seen = _world([10.0] * 40, delays)
+    assert seen / DAY == pytest.approx(delays)  # fraud labels of deciding models only
+    w = make_window(seen, now=NOW)
     assert w.maturity_s / DAY == pytest.approx(np.quantile(delays, 0.95))
     assert "95% of 40 fraud labels" in w.maturity_source
     assert w.mature_before == pytest.approx(NOW - w.maturity_s)
 
 
 def test_maturity_falls_back_without_enough_labels_and_can_be_given() -> None:
-    led = _ledger([10.0] * 5, [1.0] * 5)
-    w = make_window(led, now=NOW)
+    _, seen = _world([10.0] * 5, [1.0] * 5)
+    w = make_window(seen, now=NOW)
     assert w.maturity_s == FALLBACK_MATURITY_DAYS * DAY
     assert "only 5 fraud labels" in w.maturity_source
-    w = make_window(led, now=NOW, maturity_days=2.5)
+    w = make_window(seen, now=NOW, maturity_days=2.5)
     assert w.maturity_s == 2.5 * DAY
     assert w.maturity_source == "given (--maturity-days)"
     with pytest.raises(ConfigError, match="0 or more"):
-        make_window(led, now=NOW, maturity_days=-1)
+        make_window(seen, now=NOW, maturity_days=-1)
 
 
 def test_window_mask_since_until_maturity() -> None:
-    led = _ledger([20.0, 9.0, 5.0, 1.0], [0.5] * 4)
-    w = make_window(led, now=NOW, maturity_days=3)
-    assert list(w.mask(led)) == [True, True, True, False]  # 1 day old: not mature
-    w = make_window(led, now=NOW, since=NOW - 10 * DAY, until=NOW - 6 * DAY, maturity_days=0)
-    assert list(w.mask(led)) == [False, True, False, False]
-    w = make_window(led, now=NOW, maturity_days=0, decisions_from=NOW - 6 * DAY)
-    assert list(w.decisions_mask(led)) == [False, False, True, True]
+    led, _ = _world([20.0, 9.0, 5.0, 1.0], [0.5] * 4)
+    deciding = (led.group == 0) & led.from_decisions  # the deciding rows of the decisions
+    w = make_window((), now=NOW, maturity_days=3)
+    assert list(w.mask(led)[deciding]) == [True, True, True, False]  # 1 day old: not mature
+    w = make_window((), now=NOW, since=NOW - 10 * DAY, until=NOW - 6 * DAY, maturity_days=0)
+    assert list(w.mask(led)[deciding]) == [False, True, False, False]
+    w = make_window((), now=NOW, maturity_days=0, decisions_from=NOW - 6 * DAY)
+    assert list(w.decisions_mask(led)[deciding]) == [False, False, True, True]
     with pytest.raises(ConfigError, match="must be after"):
-        make_window(led, now=NOW, since=NOW, until=NOW - DAY)
+        make_window((), now=NOW, since=NOW, until=NOW - DAY)
 
 
 def test_parse_when() -> None:

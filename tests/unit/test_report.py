@@ -15,7 +15,7 @@ from tests.unit.worlds import NOW
 def _text(world: tuple, options: Options | None = None, **window: object) -> str:
     decisions, outs = world
     led = Ledger.of(join_rows(decisions, latest_outcomes(outs)))
-    return render(summarise(led, make_window(led, now=NOW, **window), options))  # type: ignore[arg-type]
+    return render(summarise(led, make_window((), now=NOW, **window), options))  # type: ignore[arg-type]
 
 
 def test_the_text_shows_the_window_counts_money_per_currency_and_verdicts() -> None:
@@ -67,7 +67,7 @@ def test_notes_say_what_was_left_out() -> None:
     decisions, outs = _small()
     undated = dataclasses.replace(outs[0], transaction_id="t-old", decided_at="", card_id="")
     led = Ledger.of(join_rows(decisions, latest_outcomes([*outs, undated])))
-    window = make_window(led, now=NOW, maturity_days=1, decisions_from=NOW - 5 * 86400)
+    window = make_window((), now=NOW, maturity_days=1, decisions_from=NOW - 5 * 86400)
     text = render(summarise(led, window))
     assert "Note: fraud.decisions holds every decision only from 2027-01-10" in text
     assert "Note: 1 outcomes written before outcomes carried their decision time" in text
