@@ -7,7 +7,7 @@ from fraudstream.settings import Settings
 
 
 def _reader(plan: dict, first: dict, since: float | None = None) -> DecisionReader:
-    r = DecisionReader(Settings(_env_file=None), since)  # type: ignore[call-arg]
+    r = DecisionReader(Settings(_env_file=None), since, None)  # type: ignore[call-arg]
     r.plan = plan
     r._first = first
     return r
