@@ -55,7 +55,6 @@ class Options:
 @dataclass(frozen=True, slots=True)
 class Metric:
     name: str
-    title: str
     unit: str  # the cards its denominator counts, for the power line
     scope: Literal["labelled", "decisions"]
     num: Callable[[_Rows], Mask]
@@ -76,15 +75,15 @@ class _Rows:
 
 
 METRICS = (
-    Metric("recall", "recall", "cards with a fraud", "labelled",
+    Metric("recall", "cards with a fraud", "labelled",
            lambda r: r.flagged & r.fraud, lambda r: r.fraud),
-    Metric("fpr", "FPR", "cards with a genuine transaction", "labelled",
+    Metric("fpr", "cards with a genuine transaction", "labelled",
            lambda r: r.flagged & r.genuine, lambda r: r.genuine),
-    Metric("precision", "precision", "cards with a flagged transaction", "labelled",
+    Metric("precision", "cards with a flagged transaction", "labelled",
            lambda r: r.flagged & r.fraud, lambda r: r.flagged & (r.fraud | r.genuine)),
-    Metric("decline_rate", "decline rate", "cards", "decisions",
+    Metric("decline_rate", "cards", "decisions",
            lambda r: r.declined, lambda r: np.ones_like(r.declined)),
-    Metric("flag_rate", "flag rate", "cards", "decisions",
+    Metric("flag_rate", "cards", "decisions",
            lambda r: r.flagged, lambda r: np.ones_like(r.flagged)),
 )  # fmt: skip
 
@@ -121,11 +120,9 @@ class _Eval:
     def scope(self, m: Metric) -> Mask:
         return self.rows.labelled_scope if m.scope == "labelled" else self.rows.decisions_scope
 
-    def arrays(self, m: Metric, rows: Mask, weights: Floats | None = None) -> tuple[Floats, Floats]:
+    def arrays(self, m: Metric, rows: Mask) -> tuple[Floats, Floats]:
         base = rows & self.scope(m)
-        return self.per_card(base & m.num(self.rows), weights), self.per_card(
-            base & m.den(self.rows), weights
-        )
+        return self.per_card(base & m.num(self.rows)), self.per_card(base & m.den(self.rows))
 
     def money_arrays(self, rows: Mask, weights: Floats) -> tuple[Floats, Floats]:
         base = rows & self.rows.labelled_scope & self.rows.fraud

@@ -194,7 +194,7 @@ class Decided:
     amount: float
     currency: str
     decided_at: str
-    card_id: str = ""  # last, so records stored before it existed still load
+    card_id: str = ""  # stored apart ("c"): records stored before it existed still load
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,12 +235,14 @@ class JoinRecord:
                 d.amount,
                 d.currency,
                 d.decided_at,
-                d.card_id,
             ],
             "s": [[s.model_version, s.score, s.decision] for s in self.shadows],
             "l": None
             if lab is None
             else [lab.is_fraud, lab.source, lab.reported_at, lab.labelled_at],
+            # Its own key, not an 8th element of "d": a worker of the previous version, in a
+            # rolling upgrade, still reads these records (and ignores keys it does not know).
+            **({"c": d.card_id} if d is not None and d.card_id else {}),
         }
 
     @classmethod
@@ -249,7 +251,7 @@ class JoinRecord:
         lab = data.get("l")
         return cls(
             transaction_id=data["t"],
-            decided=None if d is None else Decided(*d),
+            decided=None if d is None else replace(Decided(*d), card_id=data.get("c", "")),
             shadows=tuple(ShadowScore(*s) for s in data.get("s", ())),
             label=None if lab is None else Label(*lab),
         )

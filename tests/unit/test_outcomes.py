@@ -178,6 +178,16 @@ def test_record_roundtrips_through_its_compact_dict() -> None:
     assert JoinRecord.from_dict(JoinRecord("tx-9").to_dict()) == JoinRecord("tx-9")
 
 
+def test_records_load_across_versions_of_the_worker() -> None:
+    """card_id is stored under its own key: a previous version's from_dict (positional
+    Decided(*d), ignoring other keys) reads what this version writes."""
+    rec = record_decision(None, DECISION)
+    stored = json.loads(json.dumps(rec.to_dict()))
+    assert len(stored["d"]) == 7
+    assert stored["c"] == "card-1"
+    assert JoinRecord.from_dict(stored) == rec
+
+
 def test_a_record_stored_before_card_id_existed_still_loads() -> None:
     old = {
         "t": "tx-1",
