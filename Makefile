@@ -22,7 +22,8 @@ install: $(STAMP)
 
 ## Re-resolve the locks after changing dependencies in pyproject.toml (every platform, Python 3.11+):
 ## runtime.txt (the image, the wheel test) and dev.txt (what `make install` and CI install).
-lock: install
+lock:
+	@test -x $(BIN)/uv || { $(PYTHON) -m venv $(VENV) && $(BIN)/pip install -q 'uv>=0.9,<1'; }
 	$(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 \
 		--generate-hashes --custom-compile-command "make lock" -o requirements/runtime.txt -q
 	$(BIN)/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 \

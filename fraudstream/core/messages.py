@@ -117,6 +117,9 @@ class Outcome:
     currency: str
     labelled_at: str
     schema_version: int = SCHEMA_VERSION
+    # Added for card-level statistics and maturity windows; "" in records written before.
+    card_id: str = ""
+    decided_at: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -488,6 +491,8 @@ def decode_outcome(raw: bytes | None, max_bytes: int = 1_000_000) -> Outcome:
         currency=obj["currency"],
         labelled_at=obj["labelled_at"],
         schema_version=obj["schema_version"],
+        card_id=obj.get("card_id", ""),
+        decided_at=obj.get("decided_at", ""),
     )
 
 
@@ -594,6 +599,8 @@ def encode_outcome(o: Outcome) -> bytes:
             "currency": o.currency,
             "labelled_at": o.labelled_at,
             "schema_version": o.schema_version,
+            **({"card_id": o.card_id} if o.card_id else {}),
+            **({"decided_at": o.decided_at} if o.decided_at else {}),
         },
         option=_DUMPS_OPTS,
     )
