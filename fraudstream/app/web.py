@@ -8,7 +8,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from fraudstream.app import api
+from fraudstream.app import api, metrics
 from fraudstream.app.app import FraudApp
 
 
@@ -42,6 +42,27 @@ def models_view(fa: FraudApp) -> dict[str, Any]:
     }
 
 
+def readiness(fa: FraudApp) -> dict[str, bool]:
+    app = fa.app
+    models_ok = fa.serving.current is not None
+    assignment = app.consumer.assignment() if app.consumer else set()
+    assigned = bool(assignment)
+    # A scoring partition can decide once its transaction is open (earlier owners fenced,
+    # card records restored); until then its first transactions would wait.
+    handler = fa.tx_handler
+    opened = handler is None or all(
+        handler.store.owns(tp.partition)
+        for tp in assignment
+        if tp.topic == fa.settings.topic_transactions
+    )
+    return {
+        "ready": models_ok and assigned and opened and not app.rebalancing,
+        "models_loaded": models_ok,
+        "partitions_assigned": assigned,
+        "partitions_open": opened,
+    }
+
+
 def install(fa: FraudApp) -> None:
     app = fa.app
 
@@ -55,25 +76,18 @@ def install(fa: FraudApp) -> None:
 
     @app.page("/readyz")
     async def readyz(web: Any, request: Any) -> Any:
-        models_ok = fa.serving.current is not None
-        assignment = app.consumer.assignment() if app.consumer else set()
-        assigned = bool(assignment)
-        # A scoring partition can decide once its transaction is open (earlier owners fenced,
-        # card records restored); until then its first transactions would wait.
-        handler = fa.tx_handler
-        opened = handler is None or all(
-            handler.store.owns(tp.partition)
-            for tp in assignment
-            if tp.topic == fa.settings.topic_transactions
-        )
-        ready = models_ok and assigned and opened and not app.rebalancing
-        body = {
-            "ready": ready,
-            "models_loaded": models_ok,
-            "partitions_assigned": assigned,
-            "partitions_open": opened,
-        }
-        return web.json(body, status=200 if ready else 503)
+        body = readiness(fa)
+        return web.json(body, status=200 if body["ready"] else 503)
+
+    # The same answer as a gauge, read at each scrape: alerts see a worker that is up but not
+    # ready (no partitions, models not loaded, a rebalance that does not end).
+    def ready_now() -> float:
+        try:
+            return float(readiness(fa)["ready"])
+        except Exception:  # noqa: BLE001 - a scrape must never fail over it; not ready
+            return 0.0
+
+    metrics.READY.set_function(ready_now)
 
     @app.page("/v1/models")
     async def models(web: Any, request: Any) -> Any:

@@ -8,7 +8,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from fraudstream.errors import BrokerError
+from fraudstream.errors import BrokerError, ReadIncomplete
 from fraudstream.settings import Settings
 
 
@@ -66,8 +66,12 @@ def read_all(
     timeout: float = 30.0,
     idle: float = 2.0,
 ) -> list[Message]:
-    """Read every committed record of ``topics`` from the beginning, up to their current end."""
-    return list(iter_committed(settings, topics, timeout=timeout, idle=idle))
+    """Read every committed record of ``topics`` from the beginning, up to their current end.
+
+    Whole or not at all: if a partition has not reached its end by ``timeout`` seconds,
+    ``ReadIncomplete`` says which and what to do, instead of returning part of it.
+    """
+    return list(iter_committed(settings, topics, timeout=timeout, idle=idle, strict=True))
 
 
 # (topic, partition) -> (low watermark, first offset read, end offset) of one read
@@ -93,7 +97,7 @@ def iter_committed(
     ``until_ms`` (not yielded). ``plan``, when given, is filled with where each partition was
     read from before the first record is yielded. Past ``timeout`` (None: no limit), or after
     ``stall`` seconds without a record, the read stops where it is; with ``strict`` it raises
-    BrokerError instead (a report must not silently count a part).
+    ReadIncomplete instead, naming the partitions behind (a report must not count a part).
     """
     import time
 
@@ -115,7 +119,7 @@ def iter_committed(
                 for tp in consumer.offsets_for_times(asked, timeout=10):
                     by_time[tp.partition] = tp.offset
             for p in parts:
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                low, high = _watermarks(consumer, TopicPartition(topic, p))
                 start = low
                 if since_ms is not None:
                     # offsets_for_times answers -1 when no record is that recent: nothing to read.
@@ -136,10 +140,21 @@ def iter_committed(
             now = time.monotonic()
             if (deadline is not None and now >= deadline) or now - last_record > stall:
                 if strict:
-                    raise BrokerError(
-                        f"read only {len(done)} of {len(ends)} partitions of "
-                        f"{', '.join(topics)} to their end (stopped after "
-                        f"{now - last_record:.0f} s without a record); is the broker reachable?"
+                    behind = {
+                        (tp.topic, tp.partition): (tp.offset, ends[(tp.topic, tp.partition)])
+                        for tp in consumer.position([TopicPartition(t, p) for t, p in ends])
+                        if (tp.topic, tp.partition) not in done
+                    }
+                    shown = ", ".join(
+                        f"{t}[{p}] at {at} of {e}" for (t, p), (at, e) in behind.items()
+                    )
+                    raise ReadIncomplete(
+                        f"Read {len(done)} of {len(ends)} partitions of {', '.join(topics)} to "
+                        f"their end, not {shown} (stopped after {now - last_record:.0f} s "
+                        "without a record); nothing is shown rather than part of it. The broker "
+                        "did not deliver them in time (slow, overloaded or unreachable): try "
+                        "again; if it persists, check the broker's health and the network to it.",
+                        behind,
                     )
                 return
             batch = consumer.consume(1000, 0.5)
@@ -169,6 +184,22 @@ def iter_committed(
                 yield msg
     finally:
         consumer.close()
+
+
+def _watermarks(consumer: Consumer, tp: TopicPartition, timeout: float = 10.0) -> tuple[int, int]:
+    """(low, high) of one partition; retriable errors (a leader still being elected for a new
+    topic, a leader moving) are retried until ``timeout``."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=timeout)
+            return int(low), int(high)
+        except KafkaException as exc:
+            if not exc.args[0].retriable() or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def has_committed_records(

@@ -1,6 +1,7 @@
 """What the report and the export read: the latest outcomes, then the decisions of a window.
 
-``fraud.outcomes`` is read whole (labelled transactions only, kept without a time limit).
+``fraud.outcomes`` is read whole (labelled transactions only, kept for the decision-retention
+horizon: as long as a label can still change one).
 ``fraud.decisions`` is read from ``since`` (by broker timestamp, a few minutes early to be safe)
 to its current end; it keeps a week by default, so the reader also works out from when it holds
 *every* decision (``complete_from``): rates over all decisions use only that part.
