@@ -5,10 +5,10 @@
 #   docker run --rm fraudstream:local --help
 #   docker compose up        # the whole stack: see docker-compose.yml
 #
-# The package finds its JSON Schemas at <repo root>/schemas, computed from the location of
-# fraudstream/core/messages.py. So the source tree lives in /app (fraudstream/, schemas/, models/ side by
-# side) and is installed in editable mode: imports resolve to /app/fraudstream, and /app/schemas is
-# found. A plain `pip install .` would put `fraudstream` in site-packages, away from schemas/.
+# The image holds the project as a user gets it: a normal (non-editable) install of the package,
+# its JSON Schemas and other data inside it, dependencies from the runtime lock
+# (requirements/runtime.txt: exact versions and hashes). models/ is the registry the image starts
+# with (FRAUD_MODELS_DIR=/app/models; a volume in compose).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -28,29 +28,26 @@ RUN groupadd --system --gid 10001 fraud \
     && mkdir -p /data \
     && chown fraud:fraud /data
 
+# Dependencies first, in their own layer, so that a source change does not reinstall them.
+COPY requirements/runtime.txt /tmp/src/requirements/runtime.txt
+RUN pip install --require-hashes -r /tmp/src/requirements/runtime.txt
+
+# The project itself, without dependencies (the lock has them); the source is removed again so
+# that nothing can import it from anywhere but site-packages. Fail the build here, not at run time,
+# if package data or the entry point is missing.
+COPY pyproject.toml README.md LICENSE /tmp/src/
+COPY fraudstream /tmp/src/fraudstream
+RUN pip install --no-deps /tmp/src \
+    && pip check \
+    && rm -rf /tmp/src \
+    && cd / && fraudstream --version \
+    && python -c "from fraudstream.core.messages import SCHEMA_NAMES, load_schema; \
+[load_schema(n) for n in SCHEMA_NAMES]"
+
 WORKDIR /app
-
-# Dependencies first, in their own layer, so that a source change does not reinstall them:
-# install the project from a skeleton package, then remove the project itself.
-COPY pyproject.toml README.md ./
-RUN mkdir -p fraudstream \
-    && touch fraudstream/__init__.py \
-    && pip install . \
-    && pip uninstall -y fraudstream \
-    && rm -rf fraudstream build ./*.egg-info
-
-COPY fraudstream ./fraudstream
-COPY schemas ./schemas
 # Owned by the runtime user: the compose stack trains the champion into this directory (a volume)
 # when the build context carried none.
 COPY --chown=fraud:fraud models ./models
-
-# Editable install of the real source (no dependency changes); fail the build here, not at run
-# time, if the schemas would not be found or the entry point is missing.
-RUN pip install --no-deps -e . \
-    && python -c "from pathlib import Path; from fraudstream.core.messages import SCHEMA_DIR; \
-assert SCHEMA_DIR == Path('/app/schemas') and SCHEMA_DIR.is_dir(), SCHEMA_DIR" \
-    && fraudstream --help > /dev/null
 
 # Inside a container the web server must listen on all interfaces: 127.0.0.1 would be the
 # container's own loopback, unreachable from nginx, Prometheus and the published port. The

@@ -2,18 +2,33 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+LOCK   := requirements/dev.txt
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | cksum | cut -d' ' -f1)
 
-.PHONY: install demo test lint unit faults bench broker-fetch clean
+.PHONY: install lock tools demo test lint unit faults bench broker-fetch clean
 
-$(STAMP): pyproject.toml
+# Dependencies from the lock (exact versions and hashes: every install is the same), then the
+# project itself without dependencies; `pip check` proves the lock satisfies pyproject.toml.
+$(STAMP): pyproject.toml $(LOCK)
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed: set PYTHON=python3.11"'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --require-hashes -r $(LOCK)
+	$(BIN)/pip install -q --no-deps -e .
+	$(BIN)/pip check
 	@rm -f $(VENV)/.installed-*; touch $@
 
 install: $(STAMP)
+
+## Re-resolve the locks after changing dependencies in pyproject.toml (every platform, Python 3.11+):
+## runtime.txt (the image, the wheel test) and dev.txt (what `make install` and CI install).
+lock:
+	@test -x $(BIN)/uv || { $(PYTHON) -m venv $(VENV) && $(BIN)/pip install -q 'uv>=0.9,<1'; }
+	$(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 \
+		--generate-hashes --custom-compile-command "make lock" -o requirements/runtime.txt -q
+	$(BIN)/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 \
+		-c requirements/runtime.txt \
+		--generate-hashes --custom-compile-command "make lock" -o $(LOCK) -q
 
 broker-fetch: install
 	$(BIN)/python -c 'from fraudstream.kafka.broker import resolve_jars; print("Kafka jars in", resolve_jars())'
@@ -23,8 +38,12 @@ lint: install
 	$(BIN)/ruff format --check fraudstream tests
 	$(BIN)/mypy
 
+## prometheus + promtool (Debian's package) and helm (its Go module), once, into the cache.
+tools: install
+	deploy/install-tools.sh "$$($(BIN)/python -c 'from fraudstream.kafka.broker import cache_root; print(cache_root() / "tools")')"
+
 ## The whole test suite, against a real Kafka broker started for the run.
-test: lint broker-fetch
+test: lint broker-fetch tools
 	$(BIN)/pytest -m "not slow" -q
 
 unit: install

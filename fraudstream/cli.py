@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from fraudstream import __version__
 from fraudstream.errors import FraudStreamError
 from fraudstream.settings import Settings, get_settings
 
@@ -45,6 +46,9 @@ class FriendlyGroup(click.Group):
 
 
 @click.group(cls=FriendlyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(
+    __version__, "--version", "-V", prog_name="fraudstream", message="%(prog)s %(version)s"
+)
 def main() -> None:
     """fraudstream: real-time card-fraud scoring on Kafka.
 
@@ -64,9 +68,13 @@ def main() -> None:
 def broker() -> None:
     """A local single-node Apache Kafka (KRaft) for development, demos and tests.
 
+    Its data (topics, records, committed offsets) is kept across stop and start, on the same
+    ports; `start --fresh` formats new storage instead.
+
     \b
       fraudstream broker start            # port 9092 if free, else a free port
       fraudstream broker start --port 19092
+      fraudstream broker start --fresh    # delete every topic and start empty
       fraudstream broker status
       fraudstream broker stop
     """
@@ -80,21 +88,36 @@ def broker() -> None:
     is_flag=True,
     help="Also open a SASL_SSL listener (generated CA; PLAIN and SCRAM-SHA-512).",
 )
-def broker_start(port: int | None, home: Path, secure: bool) -> None:
+@click.option(
+    "--fresh",
+    is_flag=True,
+    help="Format new storage: every topic and record of this broker is deleted.",
+)
+def broker_start(port: int | None, home: Path, secure: bool, fresh: bool) -> None:
     """Start the broker (downloads the jars with Maven once) and print its bootstrap address.
+
+    A broker started before resumes on its stored data and ports (topics and records kept);
+    --fresh formats new storage. Workers whose local tables belong to the old data notice
+    and rebuild them from the new cluster's changelogs.
 
     With --secure it also prints the settings for the SASL_SSL listener; the generated
     password is never printed: it is in HOME/sasl-credentials.json (mode 0600).
 
     \b
       fraudstream broker start
+      fraudstream broker start --fresh
       fraudstream broker start --secure
     """
     from fraudstream.kafka.broker import LocalBroker
 
     home.mkdir(parents=True, exist_ok=True)
     b = LocalBroker(home, secure=secure)
-    info = b.start(port=port)
+    if b.is_running() and not fresh:
+        state = "already running"
+    else:
+        state = "resumed on its stored data" if not fresh and b.stored() else "new storage"
+    info = b.start(port=port, fresh=fresh)
+    click.echo(state, err=True)
     click.echo(info.bootstrap)
     if info.bootstrap != settings().kafka_bootstrap.replace("localhost", "127.0.0.1"):
         click.echo(f"export FRAUD_KAFKA_BOOTSTRAP={info.bootstrap}", err=True)
@@ -127,18 +150,26 @@ def broker_status(home: Path) -> None:
     if info is not None and b.is_running():
         click.echo(f"running pid={info.pid} bootstrap={info.bootstrap}")
         return
-    click.echo("not running")
+    stored = b.stored()
+    if stored is None:
+        click.echo("not running (no stored data: `broker start` formats new storage)")
+    else:
+        click.echo(
+            f"not running (data kept for 127.0.0.1:{stored.port}: `broker start` resumes it, "
+            "`broker start --fresh` deletes it)"
+        )
     sys.exit(1)
 
 
 # --- topics ----------------------------------------------------------------------------------
 @main.group()
 def topics() -> None:
-    """Create, describe and scale the contract's topics.
+    """Create, describe, upgrade and scale the contract's topics.
 
     \b
       fraudstream topics create
       fraudstream topics describe
+      fraudstream topics upgrade
       fraudstream topics scale --partitions 8
     """
 
@@ -157,6 +188,29 @@ def topics_create() -> None:
     click.echo("\n".join(f"created {t}" for t in created) or "all topics exist")
 
 
+@topics.command("upgrade")
+def topics_upgrade() -> None:
+    """Bring existing topics up to this release: create missing ones, alter settings that differ.
+
+    The outcome topics (outcomes, false positives/negatives, the feedback dead letters) keep
+    their records for FRAUD_DECISION_RETENTION_DAYS, as long as labels can still change them;
+    clusters made by earlier releases have the broker default (7 days). Safe to run again.
+
+    \b
+      fraudstream topics upgrade
+      FRAUD_DECISION_RETENTION_DAYS=120 fraudstream topics upgrade
+    """
+    from fraudstream.kafka.admin import upgrade_topics
+
+    created, changes = upgrade_topics(settings())
+    for name in created:
+        click.echo(f"created {name}")
+    for c in changes:
+        click.echo(f"{c.topic}: {c.key} {c.before} -> {c.after}")
+    if not created and not changes:
+        click.echo("topics are up to date")
+
+
 @topics.command("describe")
 def topics_describe() -> None:
     """Show each topic's partitions (and whether it is missing).
@@ -165,13 +219,19 @@ def topics_describe() -> None:
       fraudstream topics describe
       FRAUD_KAFKA_BOOTSTRAP=kafka:9092 fraudstream topics describe
     """
-    from fraudstream.kafka.admin import describe_topics
+    from fraudstream.kafka.admin import config_drift, describe_topics
 
-    for name, have, want in describe_topics(settings()):
+    s = settings()
+    for name, have, want in describe_topics(s):
         state = "MISSING" if have is None else f"{have} partitions"
         click.echo(
             f"{name:45s} {state}" + ("" if have in (None, want) else f" (configured {want})")
         )
+    drift = config_drift(s)
+    for c in drift:
+        click.echo(f"{c.topic}: {c.key} is {c.before}, this release sets {c.after}", err=True)
+    if drift:
+        click.echo("run `fraudstream topics upgrade` to apply them", err=True)
 
 
 @topics.command("scale")
@@ -232,9 +292,9 @@ def models() -> None:
 @models.command("list")
 def models_list() -> None:
     """Show registered versions with their metrics and thresholds."""
-    from fraudstream.core.registry import list_versions
+    from fraudstream.core.registry import list_versions, require_registry
 
-    for m in list_versions(settings().models_dir):
+    for m in list_versions(require_registry(settings().models_dir)):
         click.echo(
             f"{m.version:16s} trees={m.n_trees:<4d} "
             f"auc={m.metrics.get('auc_roc', float('nan')):.4f} "
@@ -248,10 +308,10 @@ def models_list() -> None:
 @click.argument("versions", nargs=-1)
 def models_verify(versions: tuple[str, ...]) -> None:
     """Check sha256, format and feature names of VERSIONS (default: all). Exit 1 on a problem."""
-    from fraudstream.core.registry import list_versions, verify
+    from fraudstream.core.registry import list_versions, require_registry, verify
 
     s = settings()
-    names = list(versions) or [m.version for m in list_versions(s.models_dir)]
+    names = list(versions) or [m.version for m in list_versions(require_registry(s.models_dir))]
     bad = 0
     for v in names:
         problems = verify(s.models_dir, v)
@@ -389,6 +449,34 @@ def rollback() -> None:
     )
     publish_routing(settings(), new)
     click.echo(f"rolled back: {new.champion} is champion again")
+
+
+@main.command()
+@click.argument("source", type=click.File("rb"), default="-")
+def score(source: Any) -> None:
+    """Decide transactions (JSON lines; - for stdin) in this process, without Kafka.
+
+    The worker's own engine, models, thresholds and start-up routing (FRAUD_CHAMPION,
+    FRAUD_CHALLENGER, ...); per-card state starts empty and builds up in file order. Decisions
+    go to stdout as JSON lines; lines that cannot be decided are reported on stderr with their
+    dead-letter reason code, and the exit code is then 1.
+
+    \b
+      fraudstream score transactions.jsonl
+      head -n 3 transactions.jsonl | fraudstream score
+    """
+    from fraudstream.offline import score_lines
+
+    run = score_lines(
+        settings(),
+        source,
+        emit=lambda raw: click.echo(raw.decode()),
+        report=lambda text: click.echo(f"not decided: {text}", err=True),
+    )
+    click.echo(
+        f"{run.decided} decided, {run.duplicates} duplicates, {run.rejected} not decided", err=True
+    )
+    sys.exit(1 if run.rejected else 0)
 
 
 # --- simulate, train, report ------------------------------------------------------------------
@@ -557,24 +645,126 @@ def train(
         click.echo(f"  {k}: {v}")
 
 
+_WHEN = "ISO date/date-time (UTC unless an offset is given) or a duration ago: 36h, 7d"
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def report(as_json: bool) -> None:
-    """Per-version outcomes with 95% intervals; champion vs challenger significance.
+@click.option("--since", default=None, help=f"Decisions made at or after this. {_WHEN}.")
+@click.option("--until", default=None, help=f"Decisions made before this. {_WHEN}.")
+@click.option(
+    "--maturity-days",
+    type=float,
+    default=None,
+    help="Count only decisions older than this (default: measured, the time within which 95 % "
+    "of fraud labels arrived).",
+)
+@click.option(
+    "--unlabelled",
+    type=click.Choice(["exclude", "genuine"]),
+    default="exclude",
+    show_default=True,
+    help="exclude: labelled outcomes only; genuine: a mature decision without a label is genuine.",
+)
+@click.option(
+    "--rates",
+    "rates_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help='Convert money with this JSON: {"base": "EUR", "rates": {"GBP": 1.17, ...}}.',
+)
+@click.option(
+    "--bootstrap",
+    type=click.IntRange(0, 100_000),
+    default=0,
+    show_default=True,
+    help="Also a card-level bootstrap with this many resamples per comparison (seeded).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="The bootstrap's seed.")
+@click.option(
+    "--detect-relative",
+    type=click.FloatRange(0, 10, min_open=True),
+    default=0.10,
+    show_default=True,
+    help="The difference to plan for in the power line, as a share of the champion's value.",
+)
+def report(
+    as_json: bool,
+    since: str | None,
+    until: str | None,
+    maturity_days: float | None,
+    unlabelled: str,
+    rates_file: Path | None,
+    bootstrap: int,
+    seed: int,
+    detect_relative: float,
+) -> None:
+    """Per-version outcomes, money and champion vs challenger, with card-level 95 % intervals.
+
+    Counts mature decisions only (decided before now minus the label maturity). How to read it:
+    docs/CONTRACT.md, "Reading the report".
 
     \b
       fraudstream report
-      fraudstream report --json | jq .comparisons
+      fraudstream report --since 7d --maturity-days 3
+      fraudstream report --rates rates.json --json | jq .comparisons
     """
-    from fraudstream.report import load_outcomes, render, summarise
+    from fraudstream.core.evaluation import Options
+    from fraudstream.core.money import load_rates
+    from fraudstream.report import Query, build, render
 
-    summary = summarise(load_outcomes(settings()))
+    rates = None
+    if rates_file is not None:
+        rates = load_rates(rates_file.read_text(encoding="utf-8"), str(rates_file))
+    options = Options(
+        unlabelled=unlabelled,  # type: ignore[arg-type]
+        rates=rates,
+        bootstrap=bootstrap,
+        seed=seed,
+        detect_relative=detect_relative,
+    )
+    summary = build(settings(), Query(since, until, maturity_days), options)
     if as_json:
         import json
 
         click.echo(json.dumps(summary, indent=2))
     else:
         click.echo(render(summary))
+
+
+@main.group()
+def outcomes() -> None:
+    """Decisions joined with their outcomes, for analysts."""
+
+
+@outcomes.command("export")
+@click.option("--since", default=None, help=f"Decisions made at or after this. {_WHEN}.")
+@click.option("--until", default=None, help=f"Decisions made before this. {_WHEN}.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["parquet", "csv"]),
+    default="parquet",
+    show_default=True,
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    required=True,
+    help="The file to write (replaced when complete).",
+)
+def outcomes_export(since: str | None, until: str | None, fmt: str, out: Path) -> None:
+    """One row per transaction and model version: decision, score, label, outcome, money, times.
+
+    \b
+      fraudstream outcomes export --since 7d --out outcomes.parquet
+      duckdb -c "SELECT model_version, variant, outcome, count(*) FROM 'outcomes.parquet'
+                 GROUP BY ALL ORDER BY ALL"
+    """
+    from fraudstream.export import export
+
+    done = export(settings(), since, until, fmt, out)  # type: ignore[arg-type]
+    click.echo(f"wrote {done.rows} rows to {done.path}")
 
 
 @main.command()

@@ -164,17 +164,19 @@ def run_demo(base: Settings, duration: float | None, rate: float, partitions: in
     from fraudstream.sim.publisher import publish
 
     console = Console()
-    broker = LocalBroker(HOME / "broker")
+    # The demo's own broker, apart from `fraudstream broker start`'s (whose data is kept): a demo
+    # starts from an empty cluster every run and stops what it started. Its worker's local tables
+    # then belong to the previous run's cluster and are rebuilt (fraudstream.app.localstate).
+    broker = LocalBroker(HOME / "demo-broker")
     started_broker = False
     _, _, port = base.kafka_bootstrap.partition(":")
     if os.environ.get("FRAUD_KAFKA_BOOTSTRAP") and port_in_use(int(port or 9092), "127.0.0.1"):
         bootstrap = base.kafka_bootstrap
     else:
-        (HOME / "broker").mkdir(parents=True, exist_ok=True)
-        was_running = broker.is_running()
+        (HOME / "demo-broker").mkdir(parents=True, exist_ok=True)
         with console.status("starting a local Kafka broker (first run downloads it with Maven)…"):
-            info = broker.start()
-        started_broker = not was_running
+            info = broker.start(fresh=True)
+        started_broker = True
         bootstrap = info.bootstrap
     web_port = free_port()
     settings = base.model_copy(
@@ -230,7 +232,9 @@ def run_demo(base: Settings, duration: float | None, rate: float, partitions: in
                 "settings": settings,
                 "n": None,
                 "rate": rate,
-                "config": SimConfig(seed=7),
+                # On a broker of yours, earlier demos' transaction ids are already decided
+                # there: a new seed per run makes new ones.
+                "config": SimConfig(seed=7 if started_broker else int(time.time()) % 1_000_000),
                 "feedback_delay_s": 15.0,
                 "legit_label_share": 0.2,
                 "stop": stop_sim,

@@ -41,6 +41,15 @@ class BrokerError(FraudStreamError):
     """The Kafka broker cannot be reached, started or used."""
 
 
+class ReadIncomplete(BrokerError):
+    """A reader that must see a topic whole (the report, promote, the routing in force) did not
+    reach the end of every partition by its deadline: this, rather than part of the data."""
+
+    def __init__(self, message: str, behind: dict[tuple[str, int], tuple[int, int]]) -> None:
+        super().__init__(message)
+        self.behind = behind  # (topic, partition) -> (position reached, end offset)
+
+
 class TransactionAborted(BrokerError):
     """Kafka aborted a partition's open transaction (it can be retried): its events are decided
     again into the next one."""

@@ -1,180 +1,261 @@
-"""`fraudstream report`: per-version outcomes with 95 % intervals, champion vs challenger.
+"""`fraudstream report`: per-version outcomes, money and champion vs challenger, card by card.
 
-Built from the ``fraud.outcomes`` topic (the last Outcome per transaction, version and variant is
-the current one, so reversed labels count once, with their final value). The arithmetic is in
-``summarise``, which is pure and tested without a broker.
+Reads ``fraud.outcomes`` (the last outcome per transaction, version and role is the current one,
+so a reversed label counts once, with its final value) and ``fraud.decisions`` from ``--since``;
+the arithmetic is ``core.evaluation.summarise`` (pure), the text layout is ``render``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
-from fraudstream.core.messages import Outcome, decode_outcome
-from fraudstream.core.outcomes import Confusion
-from fraudstream.core.stats import mcnemar, min_samples_note, two_proportion_z_test, wilson
-from fraudstream.errors import InvalidMessage
+from fraudstream.core.evaluation import Options, summarise
+from fraudstream.core.ledger import (
+    Ledger,
+    human_duration,
+    label_delays,
+    make_window,
+    parse_when,
+)
 from fraudstream.settings import Settings
 
-ALPHA = 0.05
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """What to count: a decision-time window and the label maturity (None: measured)."""
+
+    since: str | None = None
+    until: str | None = None
+    maturity_days: float | None = None
 
 
-def current_outcomes(outcomes: Iterable[Outcome]) -> dict[tuple[str, str, str], Outcome]:
-    latest: dict[tuple[str, str, str], Outcome] = {}
-    for o in outcomes:
-        latest[(o.transaction_id, o.model_version, o.variant)] = o
-    return latest
+def build(settings: Settings, query: Query, options: Options | None = None) -> dict[str, Any]:
+    from fraudstream.kafka.history import load_latest_outcomes, read_rows
 
-
-def _rate(k: int, n: int) -> dict[str, Any]:
-    low, high = wilson(k, n)
-    return {"value": (k / n) if n else None, "k": k, "n": n, "ci95": [low, high]}
-
-
-def _compare(name: str, k1: int, n1: int, k2: int, n2: int) -> dict[str, Any]:
-    z, p = two_proportion_z_test(k1, n1, k2, n2)
-    note = min_samples_note(n1, n2, k1, k2)
-    return {
-        "metric": name,
-        "test": "two-proportion z-test (pooled)",
-        "z": z,
-        "p_value": p,
-        "samples": [n1, n2],
-        "significant": (p < ALPHA) and note is None,
-        "note": note,
-    }
-
-
-def summarise(outcomes: Iterable[Outcome]) -> dict[str, Any]:
-    latest = current_outcomes(outcomes)
-    book: dict[tuple[str, str], Confusion] = {}
-    by_tx: dict[str, dict[str, Outcome]] = {}
-    for (txid, _version, variant), o in latest.items():
-        book.setdefault((o.model_version, variant), Confusion()).update(o.outcome, o.amount)
-        by_tx.setdefault(txid, {})["shadow" if variant == "shadow" else "decider"] = o
-
-    versions = []
-    for (version, variant), c in sorted(book.items()):
-        versions.append(
-            {
-                "model_version": version,
-                "variant": variant,
-                "counts": {"TP": c.tp, "FP": c.fp, "TN": c.tn, "FN": c.fn, "labelled": c.n},
-                "precision": _rate(c.tp, c.tp + c.fp),
-                "recall": _rate(c.tp, c.tp + c.fn),
-                "fpr": _rate(c.fp, c.fp + c.tn),
-                "amounts": {
-                    "fraud_caught": round(c.fraud_amount_caught, 2),
-                    "fraud_missed": round(c.fraud_amount_missed, 2),
-                    "good_flagged": round(c.good_amount_flagged, 2),
-                    "good_approved": round(c.good_amount_approved, 2),
-                },
-            }
-        )
-
-    comparisons = []
-    deciders = {(v, var): c for (v, var), c in book.items() if var != "shadow"}
-    champs = [(v, c) for (v, var), c in deciders.items() if var == "champion"]
-    challs = [(v, c) for (v, var), c in deciders.items() if var == "challenger"]
-    for cv, cc in champs:
-        for xv, xc in challs:
-            comparisons.append(
-                {
-                    "champion": cv,
-                    "challenger": xv,
-                    "kind": "independent samples (different cards)",
-                    "tests": [
-                        _compare("recall", cc.tp, cc.tp + cc.fn, xc.tp, xc.tp + xc.fn),
-                        _compare("fpr", cc.fp, cc.fp + cc.tn, xc.fp, xc.fp + xc.tn),
-                        _compare("precision", cc.tp, cc.tp + cc.fp, xc.tp, xc.tp + xc.fp),
-                    ],
-                }
-            )
-
-    pairs: dict[tuple[str, str], list[int]] = {}
-    for rec in by_tx.values():
-        d, s = rec.get("decider"), rec.get("shadow")
-        if d is None or s is None:
-            continue
-        right_d = d.outcome in ("TP", "TN")
-        right_s = s.outcome in ("TP", "TN")
-        cell = pairs.setdefault((d.model_version, s.model_version), [0, 0, 0])
-        cell[0] += 1
-        cell[1] += right_d and not right_s
-        cell[2] += right_s and not right_d
-    for (dv, sv), (n, b, c_) in sorted(pairs.items()):
-        stat, p = mcnemar(b, c_)
-        comparisons.append(
-            {
-                "decider": dv,
-                "shadow": sv,
-                "kind": "paired (the same transactions)",
-                "tests": [
-                    {
-                        "metric": "correct decisions",
-                        "test": "McNemar (exact binomial below 25 discordant pairs)",
-                        "statistic": stat,
-                        "p_value": p,
-                        "samples": [n, n],
-                        "discordant": {"decider_right_only": b, "shadow_right_only": c_},
-                        "significant": p < ALPHA and (b + c_) >= 10,
-                        "note": None if (b + c_) >= 10 else "too few discordant pairs to say",
-                    }
-                ],
-            }
-        )
-    return {"versions": versions, "comparisons": comparisons, "transactions_labelled": len(by_tx)}
-
-
-def _fmt(r: dict[str, Any]) -> str:
-    if r["value"] is None:
-        return "   n/a              "
-    lo, hi = r["ci95"]
-    return f"{r['value']:.3f} [{lo:.3f},{hi:.3f}]"
-
-
-def render(summary: dict[str, Any]) -> str:
-    lines = [
-        f"{'version':16s} {'variant':10s} {'TP':>6s} {'FP':>6s} {'TN':>8s} {'FN':>6s}  "
-        f"{'precision [95% CI]':22s} {'recall [95% CI]':22s} {'FPR [95% CI]':22s}"
-    ]
-    for v in summary["versions"]:
-        c = v["counts"]
-        lines.append(
-            f"{v['model_version']:16s} {v['variant']:10s} {c['TP']:6d} {c['FP']:6d} {c['TN']:8d} "
-            f"{c['FN']:6d}  {_fmt(v['precision']):22s} {_fmt(v['recall']):22s} {_fmt(v['fpr']):22s}"
-        )
-    if not summary["versions"]:
-        lines.append("(no labelled outcomes yet)")
-    for comp in summary["comparisons"]:
-        who = (
-            f"{comp['champion']} (champion) vs {comp['challenger']} (challenger)"
-            if "champion" in comp
-            else f"{comp['decider']} (deciding) vs {comp['shadow']} (shadow)"
-        )
-        lines.append("")
-        lines.append(f"{who} — {comp['kind']}")
-        for t in comp["tests"]:
-            verdict = "significant" if t["significant"] else "not significant"
-            note = f" — {t['note']}" if t.get("note") else ""
-            lines.append(
-                f"  {t['metric']:18s} {t['test']}: p={t['p_value']:.4g}, n={t['samples']}, "
-                f"{verdict} at {ALPHA}{note}"
-            )
-    return "\n".join(lines)
-
-
-def load_outcomes(settings: Settings) -> list[Outcome]:
-    from fraudstream.kafka.clients import read_all
-
-    out = []
-    for msg in read_all(settings, [settings.topic_outcomes], timeout=120):
-        try:
-            out.append(decode_outcome(msg.value()))
-        except InvalidMessage:
-            continue
-    return out
+    now = time.time()
+    since = None if query.since is None else parse_when(query.since, now)
+    until = None if query.until is None else parse_when(query.until, now)
+    outcomes = load_latest_outcomes(settings)
+    # The window first (its maturity comes from the outcomes): only its decisions are read.
+    window = make_window(
+        label_delays(outcomes.values()),
+        now=now,
+        since=since,
+        until=until,
+        maturity_days=query.maturity_days,
+    )
+    rows, reader = read_rows(settings, outcomes, window.since, window.end)
+    ledger = Ledger.of(rows)
+    window = replace(window, decisions_from=reader.complete_from)
+    summary = summarise(ledger, window, options)
+    summary["rows"]["undecodable_decisions"] = reader.skipped
+    return summary
 
 
 def render_report(settings: Settings) -> str:
-    return render(summarise(load_outcomes(settings)))
+    return render(build(settings, Query()))
+
+
+# -------------------------------------------------------------------------------- text
+
+
+def _pct(x: float | None) -> str:
+    if x is None:
+        return "n/a"
+    v = 100 * x
+    return f"{v:.2f}%" if abs(v) < 10 else f"{v:.1f}%"
+
+
+def _ci(r: dict[str, Any]) -> str:
+    if r["value"] is None:
+        return f"{'n/a':22s}"
+    lo, hi = r["ci95"]
+    return f"{_pct(r['value'])} [{_pct(lo)[:-1]}, {_pct(hi)[:-1]}]".ljust(22)
+
+
+def _pp(x: float) -> str:
+    return f"{100 * x:+.2f} pp" if abs(x) < 0.1 else f"{100 * x:+.1f} pp"
+
+
+def _head(summary: dict[str, Any]) -> list[str]:
+    w, rows = summary["window"], summary["rows"]
+    since = w["since"] or "the first decision read"
+    notes = []
+    if w["decisions_complete_from"]:
+        notes.append(
+            f"fraud.decisions holds every decision only from {w['decisions_complete_from']} "
+            "(retention): decision rates count from there"
+        )
+    if rows["undated"]:
+        notes.append(
+            f"{rows['undated']} outcomes written before outcomes carried their decision time "
+            "are not counted"
+        )
+    if rows.get("undecodable_decisions"):
+        notes.append(f"{rows['undecodable_decisions']} undecodable decision records skipped")
+    return [
+        f"Decisions from {since} to {w['end']} — mature: decided more than "
+        f"{human_duration(w['maturity_days'] * 86400)} ago ({w['maturity_source']}).",
+        f"Counting: {summary['label_rule_means']}. Intervals: 95 %, card level (whole cards "
+        "are routed; docs/CONTRACT.md, 'Reading the report').",
+        *(f"Note: {n}." for n in notes),
+    ]
+
+
+# (header, width, cell) per column after version and variant; a negative width left-aligns.
+_Column = tuple[str, int, Callable[[dict[str, Any]], Any]]
+_OUTCOME_COLUMNS: list[_Column] = [
+    ("TP", 6, lambda v: v["counts"]["TP"]),
+    ("FP", 6, lambda v: v["counts"]["FP"]),
+    ("TN", 8, lambda v: v["counts"]["TN"]),
+    ("FN", 6, lambda v: v["counts"]["FN"]),
+    (" recall", -23, lambda v: " " + _ci(v["rates"]["recall"])),
+    ("FPR", -22, lambda v: _ci(v["rates"]["fpr"])),
+    ("precision", -22, lambda v: _ci(v["rates"]["precision"])),
+]
+_DECISION_COLUMNS: list[_Column] = [
+    ("cards", 7, lambda v: v["cards"]),
+    ("decisions", 9, lambda v: v["counts"]["decisions"]),
+    ("unlabelled", 10, lambda v: v["counts"]["unlabelled"]),
+    ("review", 7, lambda v: v["counts"]["review"]),
+    ("decline", 7, lambda v: v["counts"]["decline"]),
+    (" decline rate", -23, lambda v: " " + _ci(v["rates"]["decline_rate"])),
+    ("flag rate", -22, lambda v: _ci(v["rates"]["flag_rate"])),
+]
+
+
+def _table(versions: list[dict[str, Any]], columns: list[_Column]) -> list[str]:
+    def line(first: str, second: str, cells: list[Any]) -> str:
+        parts = [f"{first:16s}", f"{second:10s}"]
+        for cell, (_, width, _) in zip(cells, columns, strict=True):
+            parts.append(f"{cell!s:>{width}}" if width > 0 else f"{cell!s:<{-width}}")
+        return " ".join(parts).rstrip()
+
+    lines = ["", line("version", "variant", [h for h, _, _ in columns])]
+    for v in versions:
+        lines.append(line(v["model_version"], v["variant"], [f(v) for _, _, f in columns]))
+    return lines
+
+
+def _tables(versions: list[dict[str, Any]]) -> list[str]:
+    return _table(versions, _OUTCOME_COLUMNS) + _table(versions, _DECISION_COLUMNS)
+
+
+def _money_lines(versions: list[dict[str, Any]]) -> list[str]:
+    """One line per currency and version, the largest fraud volume first; never a cross-currency
+    total (with --rates, an "all in <base>" block follows)."""
+    blocks: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {}
+    for v in versions:
+        for cur, m in v["money"].items():
+            blocks.setdefault(cur, []).append((v, m))
+        if "money_converted" in v:
+            conv = v["money_converted"]
+            blocks.setdefault(f"all in {conv['currency']}", []).append((v, conv))
+
+    def volume(item: tuple[str, list[tuple[dict[str, Any], dict[str, Any]]]]) -> tuple[int, float]:
+        cur, entries = item
+        total = sum(m["fraud_caught"] + m["fraud_missed"] + m["good_flagged"] for _, m in entries)
+        return (cur.startswith("all in"), -total)
+
+    lines = [
+        "",
+        "Money of labelled outcomes, each currency on its own (declined: all decisions):",
+        f"{'currency':10s} {'version':16s} {'variant':10s} {'fraud caught':>14s} "
+        f"{'of fraud':>14s}  {'share caught':22s} {'genuine flagged':>15s} {'declined':>14s}",
+    ]
+    for cur, entries in sorted(blocks.items(), key=volume):
+        for v, m in entries:
+            lines.append(
+                f"{cur:10s} {v['model_version']:16s} {v['variant']:10s} "
+                f"{m['fraud_caught']:14,.2f} {m['fraud_caught'] + m['fraud_missed']:14,.2f}  "
+                f"{_ci(m['fraud_caught_share'])} {m['good_flagged']:15,.2f} "
+                f"{m['declined']:14,.2f}"
+            )
+    return lines
+
+
+def _per(days: float) -> tuple[str, float]:
+    """A time unit the observed span supports: rates of a short run are not 'a day'."""
+    if days >= 2:
+        return "a day", 1.0
+    if days * 24 >= 2:
+        return "an hour", 1 / 24
+    return "a minute", 1 / 1440
+
+
+def _power_line(t: dict[str, Any], names: tuple[str, str]) -> str | None:
+    pw = t.get("power")
+    if not pw:
+        return None
+    text = f"detectable now: {_pp(pw['detectable_now']).lstrip('+')} at {pw['power']:.0%} power"
+    if pw["days_for_target"] is not None:
+        share = pw["second_share"]
+        per, per_days = _per(pw["days_observed"])
+        text += (
+            f"; {_pp(pw['target']).lstrip('+')} ({pw['target_rule'].replace('first', names[0])})"
+            f" in about {human_duration(pw['days_for_target'] * 86400)} at "
+            f"{pw['cards_per_day'] * per_days:,.0f} {pw['unit']} {per}"
+            + ("" if share is None else f" ({share:.0%} {names[1]})")
+        )
+    return text
+
+
+def _comparison_lines(summary: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    for comp in summary["comparisons"]:
+        if "champion" in comp:
+            names = ("champion", "challenger")
+            who = f"{comp['champion']} (champion) vs {comp['challenger']} (challenger)"
+        else:
+            names = ("decider", "shadow")
+            who = (
+                f"{comp['decider']} ({comp['decider_variant']}, deciding) vs "
+                f"{comp['shadow']} (shadow)"
+            )
+        lines += ["", f"{who} — {comp['kind']}"]
+        money_tests = 0
+        for t in comp["tests"]:
+            if t["metric"].startswith("fraud_money_caught") and summary["money_base"] is None:
+                money_tests += 1
+                continue
+            if t["difference"] is None:
+                lines.append(f"  {t['metric']:24s} n/a (no data on one side)")
+                continue
+            lo, hi = t["ci95"]
+            verdict = "significant" if t["significant"] else "not significant"
+            note = f" — {t['note']}" if t["note"] else ""
+            lines.append(
+                f"  {t['metric']:24s} {_pct(t[names[0]])} → {_pct(t[names[1]])}: "
+                f"{_pp(t['difference'])} [{_pp(lo)}, {_pp(hi)}], p={t['p_value']:.3g}, "
+                f"{verdict} at {summary.get('alpha', 0.05)}{note}"
+            )
+            power = _power_line(t, names)
+            if power:
+                lines.append(f"  {'':24s} {power}")
+        if money_tests:
+            lines.append(
+                f"  (fraud money caught is compared per currency in --json ({money_tests}); "
+                "give --rates FILE to compare it in one currency)"
+            )
+    return lines
+
+
+def render(summary: dict[str, Any]) -> str:
+    lines = _head(summary)
+    versions = summary["versions"]
+    if not versions:
+        rows = summary["rows"]
+        lines += [
+            "",
+            "(no mature decisions or labelled outcomes in this window yet: "
+            f"{rows['read']} rows read, {rows['in_window']} in the window; try a wider "
+            "--since/--until or a shorter --maturity-days)",
+        ]
+        return "\n".join(lines)
+    lines += _tables(versions)
+    lines += _money_lines(versions)
+    lines += _comparison_lines(summary)
+    return "\n".join(lines)

@@ -3,12 +3,31 @@ model versions, decisions and reasons."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from fraudstream.core.messages import REASONS, DecisionKind, OutcomeKind
+
 if TYPE_CHECKING:
     from fraudstream.core.engine import ServedModel
+    from fraudstream.core.messages import Routing
+
+# Dead-letter reason codes by source (the `error.class` header): decoding's, plus the wiring's.
+# Every pair is exported at 0 from the start, so rate() and alerts see a series before the first
+# dead letter instead of a gap.
+_DECODE_REASONS = tuple(r for r in REASONS if r != "bad_routing")
+DEAD_LETTER_REASONS: dict[str, tuple[str, ...]] = {
+    "transactions": (
+        *_DECODE_REASONS,
+        "key_mismatch",
+        "non_finite_feature",
+        "decode_error",
+        "scoring_error",
+    ),
+    "feedback": (*_DECODE_REASONS, "unknown_transaction", "past_retention"),
+    "join": (*_DECODE_REASONS, "join_error"),
+}
 
 TRANSACTIONS = Counter(
     "fraudstream_transactions_received_total", "Transaction records consumed by the worker."
@@ -88,12 +107,32 @@ CONSUMER_LAG = Gauge(
     ["topic", "partition"],
 )
 ROUTING_SHARE = Gauge("fraudstream_challenger_share", "Challenger share of card keys in force.")
+READY = Gauge(
+    "fraudstream_ready",
+    "1 when the worker is ready (the answer of /readyz: models loaded, partitions assigned and "
+    "open, no rebalance in progress), else 0.",
+)
+
+for _source, _reasons in DEAD_LETTER_REASONS.items():
+    for _reason in _reasons:
+        DEAD_LETTERS.labels(reason=_reason, source=_source)
+
+
+def observe_routing(routing: Routing) -> None:
+    """The routing in force (after any refused version fell back to its predecessor)."""
+    ROUTING_SHARE.set(routing.challenger_share if routing.challenger else 0.0)
 
 
 def observe_model_loaded(served: ServedModel, role: str) -> None:
     import time
 
-    MODEL_LOAD_FAILURES.labels(version=served.version)  # a 0 series, so dashboards see it
+    # 0 series for what this version can now produce, so rates and alerts start at 0.
+    MODEL_LOAD_FAILURES.labels(version=served.version)
+    for kind in get_args(DecisionKind):
+        DECISIONS.labels(decision=kind, model_version=served.version, variant=role)
+    for variant in (role, "shadow"):
+        for cell in get_args(OutcomeKind):
+            FEEDBACK_OUTCOMES.labels(model_version=served.version, variant=variant, outcome=cell)
 
     for labels in list(MODEL_INFO._metrics):
         if labels[0] == served.version:

@@ -65,6 +65,7 @@ class ServingManager:
                 routing = replace(routing, challenger=None, challenger_share=0.0, shadow=False)
         self.current = Serving(routing, models)
         self.requested = routing
+        metrics.observe_routing(routing)
         return self.current
 
     async def apply(self, requested: Routing) -> Serving:
@@ -116,6 +117,7 @@ class ServingManager:
                     served, "champion" if version == routing.champion else "challenger"
                 )
             metrics.forget_models_except(set(models))
+            metrics.observe_routing(routing)
             log.info(
                 "routing applied: champion=%s challenger=%s share=%.3f shadow=%s",
                 routing.champion,

@@ -9,6 +9,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from fraudstream.app import metrics
 from fraudstream.app.serving import ServingManager
 from fraudstream.settings import Settings
 
@@ -43,14 +44,28 @@ def models_view(manager: ServingManager) -> dict[str, Any]:
     }
 
 
+def readiness(
+    app: Any, serving: ServingManager, partitions_open: Callable[[], bool]
+) -> dict[str, bool]:
+    """``partitions_open``: every assigned scoring partition has its transaction open (earlier
+    owners fenced, card records restored); until then its first transactions would wait."""
+    models_ok = serving.current is not None
+    assigned = bool(app.consumer.assignment() if app.consumer else set())
+    opened = partitions_open()
+    return {
+        "ready": models_ok and assigned and opened and not app.rebalancing,
+        "models_loaded": models_ok,
+        "partitions_assigned": assigned,
+        "partitions_open": opened,
+    }
+
+
 def install(
     app: Any,
     settings: Settings,
     serving: ServingManager,
     partitions_open: Callable[[], bool],
 ) -> None:
-    """``partitions_open``: every assigned scoring partition has its transaction open (earlier
-    owners fenced, card records restored); until then its first transactions would wait."""
 
     @app.page("/metrics")
     async def prometheus(web: Any, request: Any) -> Any:
@@ -62,17 +77,18 @@ def install(
 
     @app.page("/readyz")
     async def readyz(web: Any, request: Any) -> Any:
-        models_ok = serving.current is not None
-        assigned = bool(app.consumer.assignment() if app.consumer else set())
-        opened = partitions_open()
-        ready = models_ok and assigned and opened and not app.rebalancing
-        body = {
-            "ready": ready,
-            "models_loaded": models_ok,
-            "partitions_assigned": assigned,
-            "partitions_open": opened,
-        }
-        return web.json(body, status=200 if ready else 503)
+        body = readiness(app, serving, partitions_open)
+        return web.json(body, status=200 if body["ready"] else 503)
+
+    # The same answer as a gauge, read at each scrape: alerts see a worker that is up but not
+    # ready (no partitions, models not loaded, a rebalance that does not end).
+    def ready_now() -> float:
+        try:
+            return float(readiness(app, serving, partitions_open)["ready"])
+        except Exception:  # noqa: BLE001 - a scrape must never fail over it; not ready
+            return 0.0
+
+    metrics.READY.set_function(ready_now)
 
     @app.page("/v1/models")
     async def models(web: Any, request: Any) -> Any:

@@ -1,10 +1,12 @@
-"""The messages of the contract (../shared/CONTRACT.md, schemas/): plain data, decode, encode.
+"""The messages of the contract (docs/CONTRACT.md, fraudstream/schemas/): plain data, decode,
+encode.
 
 Decoders take raw bytes and either return a message or raise ``InvalidMessage`` with a stable
 reason code; encoders return UTF-8 JSON bytes carrying ``schema_version``.
 
-The JSON Schema files in ``schemas/`` are the single source of truth: they are compiled once, at
-import, with fastjsonschema, and the tests validate every encoder's output against them.
+The JSON Schema files in ``fraudstream/schemas/`` (package data) are the single source of truth:
+they are compiled once, at import, with fastjsonschema, and the tests validate every encoder's
+output against them.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
+from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import Any, Literal, cast
 
 import fastjsonschema
@@ -114,6 +117,9 @@ class Outcome:
     currency: str
     labelled_at: str
     schema_version: int = SCHEMA_VERSION
+    # Added for card-level statistics and maturity windows; "" in records written before.
+    card_id: str = ""
+    decided_at: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +148,6 @@ REASONS: dict[str, str] = {
     "bad_routing": "a routing message is inconsistent (e.g. a share without a challenger)",
 }
 
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 SCHEMA_NAMES = ("transaction", "decision", "score", "feedback", "outcome", "routing")
 
 _ECHO_MAX = 40
@@ -164,11 +169,13 @@ _ENUM_AS_SET_MIN = 16
 _ENUM_FORMAT_PREFIX = "fraudstream-enum:"
 
 
-def schema_path(name: str) -> Path:
-    """The JSON Schema file of one contract message, e.g. ``schema_path("transaction")``."""
+def schema_path(name: str) -> Traversable:
+    """The JSON Schema file of one contract message, e.g. ``schema_path("transaction")``: package
+    data (``fraudstream/schemas/``), read through importlib.resources so that an installed wheel
+    finds it as well as a source checkout does."""
     if name not in SCHEMA_NAMES:
         raise ValueError(f"no schema named {name!r}; known: {', '.join(SCHEMA_NAMES)}")
-    return SCHEMA_DIR / f"{name}.json"
+    return resources.files("fraudstream").joinpath("schemas", f"{name}.json")
 
 
 def load_schema(name: str) -> dict[str, Any]:
@@ -484,6 +491,8 @@ def decode_outcome(raw: bytes | None, max_bytes: int = 1_000_000) -> Outcome:
         currency=obj["currency"],
         labelled_at=obj["labelled_at"],
         schema_version=obj["schema_version"],
+        card_id=obj.get("card_id", ""),
+        decided_at=obj.get("decided_at", ""),
     )
 
 
@@ -590,6 +599,8 @@ def encode_outcome(o: Outcome) -> bytes:
             "currency": o.currency,
             "labelled_at": o.labelled_at,
             "schema_version": o.schema_version,
+            **({"card_id": o.card_id} if o.card_id else {}),
+            **({"decided_at": o.decided_at} if o.decided_at else {}),
         },
         option=_DUMPS_OPTS,
     )

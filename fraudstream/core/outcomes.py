@@ -150,6 +150,7 @@ class Decided:
     amount: float
     currency: str
     decided_at: str
+    card_id: str = ""  # stored apart ("c"): records stored before it existed still load
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +196,9 @@ class JoinRecord:
             "l": None
             if lab is None
             else [lab.is_fraud, lab.source, lab.reported_at, lab.labelled_at],
+            # Its own key, not an 8th element of "d": a worker of the previous version, in a
+            # rolling upgrade, still reads these records (and ignores keys it does not know).
+            **({"c": d.card_id} if d is not None and d.card_id else {}),
         }
 
     @classmethod
@@ -203,7 +207,7 @@ class JoinRecord:
         lab = data.get("l")
         return cls(
             transaction_id=data["t"],
-            decided=None if d is None else Decided(*d),
+            decided=None if d is None else replace(Decided(*d), card_id=data.get("c", "")),
             shadows=tuple(ShadowScore(*s) for s in data.get("s", ())),
             label=None if lab is None else Label(*lab),
         )
@@ -226,6 +230,8 @@ def outcomes_of(rec: JoinRecord | None) -> list[Outcome]:
             amount=d.amount,
             currency=d.currency,
             labelled_at=lab.labelled_at,
+            card_id=d.card_id,
+            decided_at=d.decided_at,
         )
     ]
     out.extend(
@@ -240,6 +246,8 @@ def outcomes_of(rec: JoinRecord | None) -> list[Outcome]:
             amount=d.amount,
             currency=d.currency,
             labelled_at=lab.labelled_at,
+            card_id=d.card_id,
+            decided_at=d.decided_at,
         )
         for s in rec.shadows
         if s.model_version != d.model_version
@@ -274,6 +282,7 @@ def record_decision(rec: JoinRecord | None, decision: Decision) -> JoinRecord:
         amount=float(decision.amount),
         currency=decision.currency,
         decided_at=decision.decided_at,
+        card_id=decision.card_id,
     )
     base = replace(rec or _empty(decision.transaction_id), decided=decided)
     if decision.shadow is None:

@@ -275,6 +275,20 @@ def _read_meta(folder: Path) -> ModelMeta:
         raise ModelError(f"{path}: {exc}") from exc
 
 
+def require_registry(models_dir: Path | str) -> Path:
+    """``models_dir`` as a Path, or a ModelError saying which folder is missing and what to do
+    (a wheel installed with pip carries no models: the registry is configured, not bundled)."""
+    root = Path(models_dir)
+    if not root.is_dir():
+        where = "" if root.is_absolute() else f" (relative to the working directory {Path.cwd()})"
+        raise ModelError(
+            f"the model registry {str(root)!r}{where} does not exist. Point FRAUD_MODELS_DIR at "
+            "your registry folder, or create one there with `fraudstream train --version "
+            "champion-v1` (a source checkout also has example versions in its models/)"
+        )
+    return root
+
+
 def list_versions(models_dir: Path | str) -> list[ModelMeta]:
     """The versions whose metadata can be read, oldest first (by created_at, then name)."""
     root = Path(models_dir)
@@ -301,7 +315,7 @@ def _check_files(
 ) -> tuple[ModelMeta, Path]:
     """Every check that needs no deserialisation; raises ModelError on the first problem."""
     _check_version_name(version)
-    root = Path(models_dir)
+    root = require_registry(models_dir)
     folder = root / version
     if not folder.is_dir():
         known = ", ".join(m.version for m in list_versions(root)) or "none"

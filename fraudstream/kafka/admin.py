@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewPartitions,
+    NewTopic,
+)
 
 from fraudstream.errors import BrokerError
 from fraudstream.settings import Settings
@@ -27,16 +35,19 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     n = settings.partitions
     compact = {"cleanup.policy": "compact"}
     week = {"retention.ms": str(7 * 24 * 3600 * 1000)}
+    # Labels arrive up to FRAUD_DECISION_RETENTION_DAYS after their decision, and each one writes
+    # or replaces an outcome: what `report` reads must live as long (the broker default is 7 days).
+    horizon = {"retention.ms": str(round(settings.decision_retention_days * 24 * 3600 * 1000))}
     specs = [
         TopicSpec(settings.topic_transactions, n, week, True),
         TopicSpec(settings.topic_dlq, n, {"retention.ms": str(30 * 24 * 3600 * 1000)}, True),
         TopicSpec(settings.topic_decisions, n, week, True),
         TopicSpec(settings.topic_scores, n, week, True),
         TopicSpec(settings.topic_feedback, n, {"retention.ms": "-1"}, True),
-        TopicSpec(settings.topic_feedback_dlq, n, {}, True),
-        TopicSpec(settings.topic_outcomes, n, {}, True),
-        TopicSpec(settings.topic_false_positives, n, {}, True),
-        TopicSpec(settings.topic_false_negatives, n, {}, True),
+        TopicSpec(settings.topic_feedback_dlq, n, horizon, True),
+        TopicSpec(settings.topic_outcomes, n, horizon, True),
+        TopicSpec(settings.topic_false_positives, n, horizon, True),
+        TopicSpec(settings.topic_false_negatives, n, horizon, True),
         TopicSpec(settings.topic_control, 1, compact, False),
         TopicSpec(settings.topic_metrics, 1, compact, False),
     ]
@@ -87,6 +98,74 @@ def create_topics(settings: Settings, *, timeout: float = 30.0) -> list[str]:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise BrokerError(f"Could not create topic {name}: {exc}") from exc
     return sorted(created)
+
+
+@dataclass(frozen=True)
+class ConfigChange:
+    topic: str
+    key: str
+    before: str | None
+    after: str
+
+
+def config_drift(
+    settings: Settings, admin: AdminClient | None = None, *, skip: Sequence[str] = ()
+) -> list[ConfigChange]:
+    """Settings of existing topics (but ``skip``) that differ from what this release creates
+    them with."""
+    admin = admin or admin_client(settings)
+    have = existing_partitions(admin)
+    specs = [s for s in topic_specs(settings) if s.name in have and s.config and s.name not in skip]
+    if not specs:
+        return []
+    futures = admin.describe_configs([ConfigResource("topic", s.name) for s in specs])
+    current: dict[str, dict[str, str | None]] = {}
+    for resource, fut in futures.items():
+        try:
+            entries = fut.result()
+        except KafkaException as exc:
+            raise BrokerError(
+                f"Could not read the configuration of {resource.name}: {exc}"
+            ) from exc
+        current[resource.name] = {k: e.value for k, e in entries.items()}
+    return [
+        ConfigChange(spec.name, key, current[spec.name].get(key), want)
+        for spec in specs
+        for key, want in spec.config.items()
+        if current[spec.name].get(key) != want
+    ]
+
+
+def upgrade_topics(settings: Settings) -> tuple[list[str], list[ConfigChange]]:
+    """Bring a cluster made by an earlier release up to this one: create missing topics, and
+    alter the settings of existing ones that differ (e.g. the outcome topics' retention, now
+    the decision-retention horizon). Partition counts are `scale`'s business. Idempotent."""
+    created = create_topics(settings)
+    admin = admin_client(settings)
+    changes = config_drift(settings, admin, skip=created)  # those were created as specified
+    by_topic: dict[str, list[ConfigChange]] = {}
+    for c in changes:
+        by_topic.setdefault(c.topic, []).append(c)
+    if by_topic:
+        resources = [
+            ConfigResource(
+                "topic",
+                topic,
+                incremental_configs=[
+                    ConfigEntry(c.key, c.after, incremental_operation=AlterConfigOpType.SET)
+                    for c in items
+                ],
+            )
+            for topic, items in by_topic.items()
+        ]
+        for resource, fut in admin.incremental_alter_configs(resources).items():
+            try:
+                fut.result()
+            except KafkaException as exc:
+                raise BrokerError(
+                    f"Could not alter the configuration of {resource.name}: {exc}"
+                ) from exc
+    return created, changes
 
 
 def describe_topics(settings: Settings) -> list[tuple[str, int | None, int]]:

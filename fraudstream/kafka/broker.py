@@ -1,9 +1,11 @@
 """A local single-node Apache Kafka (KRaft, combined broker + controller) for development and tests.
 
 The broker jars come from Maven Central through ``mvn`` into a cache directory, once; later starts
-reuse them. Storage is formatted with ``kafka.tools.StorageTool format --standalone`` and the broker
-runs as ``kafka.Kafka server.properties`` on loopback, with single-node replication settings so
-that transactions work.
+reuse them. Storage is formatted with ``kafka.tools.StorageTool format --standalone`` the first
+time (or with ``fresh=True``) and kept across stop/start: ``storage.json`` records its cluster id
+and ports, which a later start reuses (the KRaft quorum remembers its controller endpoint). The
+broker runs as ``kafka.Kafka server.properties`` on loopback, with single-node replication
+settings so that transactions work.
 
 ``LocalBroker(home, secure=True)`` adds a SASL_SSL listener on a second port: a throw-away CA and a
 broker certificate for 127.0.0.1/localhost are generated with ``openssl`` (PEM, no keystore
@@ -152,6 +154,17 @@ class BrokerInfo:
         return None if self.secure_port is None else f"{self.host}:{self.secure_port}"
 
 
+@dataclass(frozen=True)
+class Storage:
+    """What formatted storage is bound to: its cluster id and the ports it was formatted for."""
+
+    cluster_id: str
+    port: int
+    controller_port: int
+    secure_port: int | None
+    version: str
+
+
 def _props_value(text: str) -> str:
     """``text`` as one java.util.Properties value (newlines as \\n escapes)."""
     return text.strip().replace("\\", "\\\\").replace("\n", "\\n")
@@ -240,7 +253,8 @@ class LocalBroker:
         self.version = version
         self.host = host
         self.secure = secure
-        self.state_file = home / "broker.json"
+        self.state_file = home / "broker.json"  # the running process; removed at stop
+        self.storage_file = home / "storage.json"  # the formatted data; kept until --fresh
         self.credentials_file = home / "sasl-credentials.json"
 
     def sasl_credentials(self) -> tuple[str, str] | None:
@@ -280,16 +294,98 @@ class LocalBroker:
         info = self.info()
         return info is not None and _pid_alive(info.pid) and port_in_use(info.port, info.host)
 
-    def start(self, port: int | None = None, timeout: float = 90.0) -> BrokerInfo:
+    def stored(self) -> Storage | None:
+        """The formatted storage this home holds (cluster id and ports), or None."""
+        try:
+            data = json.loads(self.storage_file.read_text())
+            storage = Storage(**data)
+        except (OSError, ValueError, TypeError):
+            return None
+        return storage if (self.home / "data" / "meta.properties").exists() else None
+
+    def start(
+        self, port: int | None = None, timeout: float = 90.0, *, fresh: bool = False
+    ) -> BrokerInfo:
+        """Start the broker on its stored data (same cluster id and ports: topics and records
+        survive stop/start), or on new storage when there is none or ``fresh`` is set."""
         current = self.info()
         if current is not None and _pid_alive(current.pid):
-            if port_in_use(current.port, current.host) and (
-                current.secure_port is not None or not self.secure
-            ):
+            wanted = port is None or port == current.port
+            secure_ok = current.secure_port is not None or not self.secure
+            if not fresh and wanted and secure_ok and port_in_use(current.port, current.host):
                 return current
             self.stop()
         java = find_java()
         libs = resolve_jars(self.version)
+        storage = None if fresh else self.stored()
+        if storage is not None:
+            self._check_reusable(storage, port)
+            if port is not None and port != storage.port:
+                storage = Storage(**{**storage.__dict__, "port": port})
+                self.storage_file.write_text(json.dumps(storage.__dict__))
+            self._write_properties(storage, self._credentials_for(storage))
+        else:
+            storage = self._format(java, libs, port)
+        return self._launch(java, libs, storage, timeout)
+
+    def _check_reusable(self, storage: Storage, port: int | None) -> None:
+        if (storage.secure_port is not None) != self.secure:
+            had = "with" if storage.secure_port is not None else "without"
+            raise BrokerError(
+                f"The broker's data in {self.home} was formatted {had} the SASL_SSL listener. "
+                f"Start it {had} --secure, or add --fresh to format new storage (its topics and "
+                "records are deleted)."
+            )
+        # KRaft's standalone quorum remembers its controller's endpoint: the stored ports are
+        # part of the data. Only the client port may move (--port).
+        needed = {
+            "client": storage.port if port is None else port,
+            "controller": storage.controller_port,
+        }
+        if storage.secure_port is not None:
+            needed["SASL_SSL"] = storage.secure_port
+        for role, p in needed.items():
+            if port_in_use(p, self.host):
+                raise BrokerError(
+                    f"Port {p}, the {role} port of the broker's stored data in {self.home}, is "
+                    "in use by another process. Stop that process and start again"
+                    + (", or pass another --port" if role == "client" else "")
+                    + "; or add --fresh to format new storage on free ports (its topics and "
+                    "records are deleted)."
+                )
+
+    def _credentials_for(self, storage: Storage) -> dict[str, str]:
+        if storage.secure_port is None:
+            return {}
+        creds = self.sasl_credentials()
+        if creds is None or not (self.home / "tls" / "broker.crt").exists():
+            raise BrokerError(
+                f"The secure broker's credentials or TLS files in {self.home} are missing; add "
+                "--fresh to format new storage with new ones."
+            )
+        return {creds[0]: creds[1]}
+
+    def _write_properties(self, storage: Storage, users: dict[str, str]) -> Path:
+        secure_lines = _secure_properties(self.home / "tls", users) if users else []
+        props = self.home / "server.properties"
+        fd = os.open(props, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # may hold a key
+        with os.fdopen(fd, "w") as f:
+            f.write(
+                _server_properties(
+                    self.host,
+                    storage.port,
+                    storage.controller_port,
+                    self.home / "data",
+                    storage.secure_port,
+                    secure_lines,
+                )
+            )
+        log4j = self.home / "log4j2.yaml"
+        log4j.write_text(resources.files("fraudstream.kafka").joinpath("log4j2.yaml").read_text())
+        return props
+
+    def _format(self, java: str, libs: Path, port: int | None) -> Storage:
+        """New storage: fresh ports, a new cluster id, an empty log directory."""
         if port is None:
             port = DEFAULT_PORT if not port_in_use(DEFAULT_PORT) else free_port()
         elif port_in_use(port):
@@ -297,54 +393,35 @@ class LocalBroker:
                 f"Port {port} is already in use. Stop whatever listens there, or pass another "
                 "port with --port."
             )
-        controller_port = free_port()
+        self.storage_file.unlink(missing_ok=True)
         data_dir = self.home / "data"
         shutil.rmtree(data_dir, ignore_errors=True)
         data_dir.mkdir(parents=True, exist_ok=True)
+        controller_port = free_port()
+        while controller_port == port:
+            controller_port = free_port()
         secure_port: int | None = None
-        secure_lines: list[str] = []
+        users: dict[str, str] = {}
         scram_args: list[str] = []
-        ca_file: str | None = None
         self.credentials_file.unlink(missing_ok=True)
         if self.secure:
             secure_port = free_port()
             while secure_port in (port, controller_port):
                 secure_port = free_port()
-            tls_dir = self.home / "tls"
-            make_tls_material(tls_dir, self.host)
-            ca_file = str(tls_dir / "ca.crt")
-            password = secrets.token_urlsafe(18)
-            users = {SASL_USER: password}
-            secure_lines = _secure_properties(tls_dir, users)
+            make_tls_material(self.home / "tls", self.host)
+            users = {SASL_USER: secrets.token_urlsafe(18)}
             for user, pw in users.items():
                 scram_args += ["--add-scram", f"SCRAM-SHA-512=[name={user},password={pw}]"]
             fd = os.open(self.credentials_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as f:
-                json.dump({"username": SASL_USER, "password": password}, f)
-        props = self.home / "server.properties"
-        fd = os.open(props, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # may hold a key
-        with os.fdopen(fd, "w") as f:
-            f.write(
-                _server_properties(
-                    self.host, port, controller_port, data_dir, secure_port, secure_lines
-                )
-            )
+                json.dump({"username": SASL_USER, "password": users[SASL_USER]}, f)
+        storage = Storage(_cluster_id(), port, controller_port, secure_port, self.version)
+        props = self._write_properties(storage, users)
         log4j = self.home / "log4j2.yaml"
-        log4j.write_text(resources.files("fraudstream.kafka").joinpath("log4j2.yaml").read_text())
-        classpath = f"{libs}/*"
-        base = [java, f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath]
         fmt = subprocess.run(
-            [
-                *base,
-                "kafka.tools.StorageTool",
-                "format",
-                "--standalone",
-                "-t",
-                _cluster_id(),
-                "-c",
-                str(props),
-                *scram_args,
-            ],
+            [java, f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{libs}/*"]
+            + ["kafka.tools.StorageTool", "format", "--standalone"]
+            + ["-t", storage.cluster_id, "-c", str(props), *scram_args],
             capture_output=True,
             text=True,
             check=False,
@@ -354,12 +431,18 @@ class LocalBroker:
             for arg in scram_args[1::2]:  # never echo a password
                 out = out.replace(arg, "SCRAM-SHA-512=[...]")
             raise BrokerError(f"Formatting Kafka storage failed:\n{out}")
+        self.storage_file.write_text(json.dumps(storage.__dict__))
+        return storage
+
+    def _launch(self, java: str, libs: Path, storage: Storage, timeout: float) -> BrokerInfo:
         log_file = self.home / "broker.log"
+        log4j = self.home / "log4j2.yaml"
         heap = os.environ.get("FRAUD_BROKER_HEAP", "768m")
         with log_file.open("ab") as log:
             proc = subprocess.Popen(
-                [*base[:1], f"-Xmx{heap}", f"-Xms{heap}", "-XX:+UseG1GC", *base[1:]]
-                + ["kafka.Kafka", str(props)],
+                [java, f"-Xmx{heap}", f"-Xms{heap}", "-XX:+UseG1GC"]
+                + [f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{libs}/*"]
+                + ["kafka.Kafka", str(self.home / "server.properties")],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -367,14 +450,14 @@ class LocalBroker:
             )
         info = BrokerInfo(
             pid=proc.pid,
-            port=port,
-            controller_port=controller_port,
+            port=storage.port,
+            controller_port=storage.controller_port,
             host=self.host,
-            data_dir=str(data_dir),
+            data_dir=str(self.home / "data"),
             log_file=str(log_file),
-            secure_port=secure_port,
-            ca_file=ca_file,
-            sasl_username=SASL_USER if self.secure else None,
+            secure_port=storage.secure_port,
+            ca_file=str(self.home / "tls" / "ca.crt") if storage.secure_port else None,
+            sasl_username=SASL_USER if storage.secure_port else None,
         )
         self.state_file.write_text(json.dumps(info.__dict__))
         deadline = time.monotonic() + timeout
@@ -419,30 +502,9 @@ class LocalBroker:
     def restart(self, timeout: float = 90.0) -> BrokerInfo:
         """Start again on the same ports and data (after ``kill``)."""
         info = self.info()
-        if info is None:
+        if info is None or self.stored() is None:
             raise BrokerError("No broker state to restart from.")
-        java = find_java()
-        libs = resolve_jars(self.version)
-        props = self.home / "server.properties"
-        log4j = self.home / "log4j2.yaml"
-        heap = os.environ.get("FRAUD_BROKER_HEAP", "768m")
-        with Path(info.log_file).open("ab") as log:
-            proc = subprocess.Popen(
-                [java, f"-Xmx{heap}", f"-Xms{heap}", f"-Dlog4j2.configurationFile={log4j}"]
-                + ["-cp", f"{libs}/*", "kafka.Kafka", str(props)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        new = BrokerInfo(**{**info.__dict__, "pid": proc.pid})
-        self.state_file.write_text(json.dumps(new.__dict__))
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if _answers_metadata(new.bootstrap):
-                return new
-            time.sleep(0.5)
-        raise BrokerError("The Kafka broker did not come back after restart.")
+        return self.start(port=info.port, timeout=timeout)
 
 
 def _openssl(*args: str) -> None:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from fraudstream.errors import BrokerError
+from fraudstream.errors import BrokerError, ReadIncomplete
 from fraudstream.settings import Settings
 
 #: "end of partition" (enable.partition.eof). confluent-kafka names its client-side error codes
@@ -74,7 +74,39 @@ def read_all(
     timeout: float = 30.0,
     idle: float = 2.0,
 ) -> list[Message]:
-    """Read every committed record of ``topics`` from the beginning, up to their current end."""
+    """Read every committed record of ``topics`` from the beginning, up to their current end.
+
+    Whole or not at all: if a partition has not reached its end by ``timeout`` seconds,
+    ``ReadIncomplete`` says which and what to do, instead of returning part of it.
+    """
+    return list(iter_committed(settings, topics, timeout=timeout, idle=idle, strict=True))
+
+
+# (topic, partition) -> (low watermark, first offset read, end offset) of one read
+ReadPlan = dict[tuple[str, int], tuple[int, int, int]]
+
+
+def iter_committed(
+    settings: Settings,
+    topics: Sequence[str],
+    *,
+    timeout: float | None = 30.0,
+    idle: float = 2.0,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+    strict: bool = False,
+    plan: ReadPlan | None = None,
+    stall: float = 120.0,
+) -> Iterator[Message]:
+    """Yield the committed records of ``topics`` up to their end at the start of the read.
+
+    From the beginning, or from the first record stamped at or after ``since_ms`` (broker
+    timestamps, per partition); a partition ends early at its first record stamped after
+    ``until_ms`` (not yielded). ``plan``, when given, is filled with where each partition was
+    read from before the first record is yielded. Past ``timeout`` (None: no limit), or after
+    ``stall`` seconds without a record, the read stops where it is; with ``strict`` it raises
+    ReadIncomplete instead, naming the partitions behind (a report must not count a part).
+    """
     import time
 
     consumer = make_consumer(settings, group_id="fraudstream-reader")
@@ -88,38 +120,94 @@ def read_all(
                     f"Topic {topic!r} does not exist. Create the topics with "
                     "`fraudstream topics create`."
                 )
-            for p in md.topics[topic].partitions:
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-                if high > low:
-                    tps.append(TopicPartition(topic, p, low))
+            parts = sorted(md.topics[topic].partitions)
+            by_time: dict[int, int] = {}
+            if since_ms is not None:
+                asked = [TopicPartition(topic, p, since_ms) for p in parts]
+                for tp in consumer.offsets_for_times(asked, timeout=10):
+                    by_time[tp.partition] = tp.offset
+            for p in parts:
+                low, high = _watermarks(consumer, TopicPartition(topic, p))
+                start = low
+                if since_ms is not None:
+                    # offsets_for_times answers -1 when no record is that recent: nothing to read.
+                    found = by_time.get(p, -1)
+                    start = high if found < 0 else max(low, found)
+                if plan is not None:
+                    plan[(topic, p)] = (low, start, high)
+                if high > start:
+                    tps.append(TopicPartition(topic, p, start))
                     ends[(topic, p)] = high
         if not tps:
-            return []
+            return
         consumer.assign(tps)
-        out: list[Message] = []
         done: set[tuple[str, int]] = set()
-        deadline = time.monotonic() + timeout
-        last = time.monotonic()
-        while len(done) < len(ends) and time.monotonic() < deadline:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last = last_record = time.monotonic()
+        while len(done) < len(ends):
+            now = time.monotonic()
+            if (deadline is not None and now >= deadline) or now - last_record > stall:
+                if strict:
+                    behind = {
+                        (tp.topic, tp.partition): (tp.offset, ends[(tp.topic, tp.partition)])
+                        for tp in consumer.position([TopicPartition(t, p) for t, p in ends])
+                        if (tp.topic, tp.partition) not in done
+                    }
+                    shown = ", ".join(
+                        f"{t}[{p}] at {at} of {e}" for (t, p), (at, e) in behind.items()
+                    )
+                    raise ReadIncomplete(
+                        f"Read {len(done)} of {len(ends)} partitions of {', '.join(topics)} to "
+                        f"their end, not {shown} (stopped after {now - last_record:.0f} s "
+                        "without a record); nothing is shown rather than part of it. The broker "
+                        "did not deliver them in time (slow, overloaded or unreachable): try "
+                        "again; if it persists, check the broker's health and the network to it.",
+                        behind,
+                    )
+                return
             batch = consumer.consume(1000, 0.5)
-            if not batch and time.monotonic() - last > idle:
-                # read_committed stops before aborted/open transactions' markers: check position.
+            if not batch:
+                # A transactional partition ends with a commit marker, never delivered: the
+                # position moves past it to the end. Long idle: accept one offset short of it.
+                slack = 1 if time.monotonic() - last > idle else 0
                 positions = consumer.position([TopicPartition(t, p) for t, p in ends])
                 for tp in positions:
-                    if tp.offset >= ends[(tp.topic, tp.partition)] - 1:
+                    if tp.offset >= ends[(tp.topic, tp.partition)] - slack:
                         done.add((tp.topic, tp.partition))
-                last = time.monotonic()
+                if slack:
+                    last = time.monotonic()
             for msg in batch:
                 if msg.error():
                     continue
-                last = time.monotonic()
-                out.append(msg)
+                last = last_record = time.monotonic()
                 key = (str(msg.topic()), int(msg.partition() or 0))
+                if key in done:
+                    continue  # fetched before its partition was paused
+                if until_ms is not None and msg.timestamp()[1] > until_ms:
+                    done.add(key)
+                    consumer.pause([TopicPartition(*key)])
+                    continue
                 if int(msg.offset() or 0) >= ends[key] - 1:
                     done.add(key)
-        return out
+                yield msg
     finally:
         consumer.close()
+
+
+def _watermarks(consumer: Consumer, tp: TopicPartition, timeout: float = 10.0) -> tuple[int, int]:
+    """(low, high) of one partition; retriable errors (a leader still being elected for a new
+    topic, a leader moving) are retried until ``timeout``."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=timeout)
+            return int(low), int(high)
+        except KafkaException as exc:
+            if not exc.args[0].retriable() or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def log_start_offset(settings: Settings, topic: str, partition: int) -> int:
@@ -127,7 +215,7 @@ def log_start_offset(settings: Settings, topic: str, partition: int) -> int:
     starts reading (the worker's consumers reset to the earliest offset)."""
     probe = make_consumer(settings, group_id=f"{settings.app_id}-probe")
     try:
-        low, _high = probe.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+        low, _high = _watermarks(probe, TopicPartition(topic, partition))
     except KafkaException as exc:
         raise BrokerError(
             f"reading where {topic!r} [{partition}] starts failed: {exc}; check that the broker "

@@ -13,7 +13,8 @@ ROUTING_KEY = b"routing"
 
 def publish_routing(settings: Settings, routing: Routing) -> None:
     validate_routing(routing)
-    # Every worker decodes it against schemas/routing.json: refuse here what they would refuse.
+    # Every worker decodes it against fraudstream/schemas/routing.json: refuse here what they
+    # would refuse.
     value = encode_routing(routing)
     decode_routing(value)
     producer = make_producer(settings)

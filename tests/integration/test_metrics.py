@@ -104,11 +104,13 @@ def test_every_listed_metric_is_served_with_sensible_values(
     }
     assert sum(score_counts.values()) == 2 * len(events)  # deciding + shadow
     dead = {
-        x.labels["reason"]: x.value
+        (x.labels["reason"], x.labels["source"]): x.value
         for x in samples("fraudstream_dead_letters")
         if x.name.endswith("_total")
     }
-    assert dead.get("not_json") == 1
+    assert dead.pop(("not_json", "transactions")) == 1
+    assert dead  # every other known reason is there, at 0
+    assert set(dead.values()) == {0.0}
     outcomes = [x for x in samples("fraudstream_feedback_outcomes") if x.name.endswith("_total")]
     assert sum(x.value for x in outcomes) == 2 * 300  # deciding + shadow record per label
     cells = {

@@ -32,7 +32,8 @@ DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 DEPLOY = REPO / "deploy"
 NGINX_CONF = DEPLOY / "nginx.conf"
-PROMETHEUS_YML = DEPLOY / "prometheus.yml"
+PROMETHEUS_YML = DEPLOY / "prometheus" / "prometheus.yml"
+ALERTS_YML = DEPLOY / "prometheus" / "alerts.yml"
 GRAFANA = DEPLOY / "grafana"
 DATASOURCES_YML = GRAFANA / "provisioning" / "datasources" / "prometheus.yml"
 DASHBOARDS_YML = GRAFANA / "provisioning" / "dashboards" / "dashboards.yml"
@@ -203,19 +204,23 @@ def test_dockerfile_base_user_port_and_web_host() -> None:
     assert not unknown, f"Dockerfile sets FRAUD_* variables that are not settings: {unknown}"
 
 
-def test_dockerfile_keeps_schemas_next_to_the_package() -> None:
-    # messages.py finds schemas/ at parents[2] of its own file: the source tree must stay in
-    # one directory (editable install), not be copied into site-packages.
-    instructions = dockerfile_instructions()
-    workdirs = [args for word, args in instructions if word == "WORKDIR"]
-    assert workdirs, "no WORKDIR"
-    copies = [args.split() for word, args in instructions if word == "COPY"]
-    dests = {tuple(a for a in c if not a.startswith("--")) for c in copies}
-    for needed in ("fraudstream", "schemas", "models"):
-        assert (needed, f"./{needed}") in dests or (needed, f"{workdirs[-1]}/{needed}") in dests
-    assert any(
-        "pip install" in args and " -e " in f" {args} " for w, args in instructions if w == "RUN"
-    )
+def test_dockerfile_installs_the_package_not_the_source_tree() -> None:
+    # The image runs what a user installs: dependencies from the hashed runtime lock, then a
+    # normal (non-editable) install of the package, whose data (schemas) travels inside it.
+    runs = [args for word, args in dockerfile_instructions() if word == "RUN"]
+    assert any("--require-hashes -r" in r and "requirements/runtime.txt" in r for r in runs)
+    installs = [r for r in runs if "pip install --no-deps" in r]
+    assert installs, "the project is not installed"
+    assert all(" -e " not in f" {r} " and "--editable" not in r for r in runs)
+    assert "fraudstream --version" in installs[-1]
+    copies = [args.split() for word, args in dockerfile_instructions() if word == "COPY"]
+    copied = {a for c in copies for a in c[:-1] if not a.startswith("--")}
+    assert {"fraudstream", "pyproject.toml", "LICENSE", "requirements/runtime.txt"} <= copied
+    assert not any(c[-2:] == ["schemas", "./schemas"] for c in copies), "schemas are package data"
+    models_dir = dockerfile_env()["FRAUD_MODELS_DIR"]
+    workdir = [args for word, args in dockerfile_instructions() if word == "WORKDIR"][-1]
+    assert any(c[-2] == "models" and f"{workdir}/{c[-1].removeprefix('./')}" == models_dir
+               for c in copies)  # fmt: skip
 
 
 def test_dockerfile_copy_sources_exist_and_are_not_ignored() -> None:
@@ -284,8 +289,10 @@ def test_compose_fraudstream_commands_exist(services: dict[str, dict[str, Any]])
             continue
         assert entrypoint[:2] == ["sh", "-c"], f"{name}: unexpected entrypoint {entrypoint}"
         script = " ".join(command)
-        for part in re.split(r"\|\||&&|;", script):
+        for part in re.split(r"\|\||&&|;|[()]", script):
             argv = shlex.split(part)
+            if not argv:
+                continue
             assert argv[0] == "fraudstream", f"{name}: {part!r}"
             invocations.append((name, argv[1:]))
     assert invocations
@@ -327,6 +334,26 @@ def test_workers(services: dict[str, dict[str, Any]]) -> None:
     assert len(data_dirs) == len(WORKERS), "workers must not share FRAUD_DATA_DIR"
     assert len(volumes) == len(WORKERS), "workers must not share a state volume"
     assert "/healthz" in web_routes()
+
+
+def test_workers_run_a_challenger_and_shadow_the_models_service_registers(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """The dashboard's champion/challenger panels need both versions deciding or scoring."""
+    from fraudstream.core.registry import list_versions
+
+    shipped = {m.version for m in list_versions(REPO / "models")}
+    registered = " ".join(as_argv(services["models"]["command"]))
+    for name in WORKERS:
+        env = {**dockerfile_env(), **env_of(services[name])}
+        s = Settings(**{k.removeprefix("FRAUD_").lower(): v for k, v in env.items()
+                        if k.startswith("FRAUD_")})  # fmt: skip
+        assert s.challenger is not None
+        assert 0 < s.challenger_share < 1
+        assert s.shadow
+        for version in (s.champion, s.challenger):
+            assert version in shipped
+            assert f"models verify {version} || fraudstream train --version {version}" in registered
 
 
 def test_simulator_publishes_with_feedback(services: dict[str, dict[str, Any]]) -> None:
@@ -416,9 +443,26 @@ def test_prometheus_scrapes_every_worker(services: dict[str, dict[str, Any]]) ->
     assert metrics_path in web_routes()
     targets = {t for sc in job["static_configs"] for t in sc["targets"]}
     assert targets == {f"{w}:{Settings().web_port}" for w in WORKERS}
-    assert ("./deploy/prometheus.yml", "/etc/prometheus/prometheus.yml") in mounts(
-        services["prometheus"]
-    )
+    prom_mounts = mounts(services["prometheus"])
+    assert ("./deploy/prometheus/prometheus.yml", "/etc/prometheus/prometheus.yml") in prom_mounts
+    for rule_file in prom["rule_files"]:
+        assert (f"./deploy/prometheus/{Path(rule_file).name}", rule_file) in prom_mounts
+
+
+def test_alert_rules_use_exposed_metrics_and_labels() -> None:
+    exposed = exposed_metrics()
+    every_label = set().union(*exposed.values()) | TARGET_LABELS
+    rules = [r for g in yaml.safe_load(ALERTS_YML.read_text())["groups"] for r in g["rules"]]
+    assert len(rules) >= 8
+    for rule in rules:
+        expr = rule["expr"]
+        for name in re.findall(r"\bfraudstream_[a-z0-9_]+", expr):
+            assert name in exposed, f"{rule['alert']}: {name} is not exposed"
+        for clause in re.findall(r"\b(?:by|without|on|ignoring)\s*\(([^)]*)\)", expr):
+            for label in filter(None, (x.strip() for x in clause.split(","))):
+                assert label in every_label, f"{rule['alert']}: no metric has label {label!r}"
+        assert rule["labels"]["severity"] in {"warning", "critical"}
+        assert {"summary", "description"} <= set(rule["annotations"])
 
 
 # --- Grafana ---------------------------------------------------------------------------------

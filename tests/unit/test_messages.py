@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from typing import Any
@@ -345,6 +346,10 @@ def test_decision_roundtrip_nan_value_becomes_null() -> None:
 def test_score_and_outcome_roundtrip() -> None:
     assert m.decode_score(m.encode_score(SCORE)) == SCORE
     assert m.decode_outcome(m.encode_outcome(OUTCOME)) == OUTCOME
+    full = dataclasses.replace(OUTCOME, card_id="card-1", decided_at=DECISION.decided_at)
+    assert m.decode_outcome(m.encode_outcome(full)) == full
+    # Records written before card_id / decided_at existed lack them: "" after decoding.
+    assert "card_id" not in orjson.loads(m.encode_outcome(OUTCOME))
 
 
 def test_encoders_accept_numpy_scalars() -> None:
@@ -386,6 +391,12 @@ def test_output_decoders_tolerate_new_fields_but_not_new_versions() -> None:
         ),
         ("score", m.encode_score(SCORE)),
         ("outcome", m.encode_outcome(OUTCOME)),
+        (
+            "outcome",
+            m.encode_outcome(
+                dataclasses.replace(OUTCOME, card_id="card-1", decided_at=DECISION.decided_at)
+            ),
+        ),
         ("feedback", m.encode_feedback(Feedback("tx-1", False, "analyst", "2024-05-01T00:00:00Z"))),
         ("routing", m.encode_routing(Routing("v1"))),
         ("routing", m.encode_routing(Routing("v1", "v2", 0.1, True, "s", "2024-05-01T00:00:00Z"))),

@@ -1,6 +1,6 @@
 """The OpenAPI document kept in the repository: valid JSON, embedding the contract's schemas as they
-are in schemas/, and describing every status the API answers with; the partitioner and limiter of
-the API."""
+are in fraudstream/schemas/, and describing every status the API answers with; the partitioner and
+limiter of the API."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def test_openapi_document_embeds_the_contract_schemas_unchanged() -> None:
         want = load_schema(name)
         want.pop("$schema")
         want.pop("$id")
-        assert doc["components"]["schemas"][title] == want, f"regenerate {title} from schemas/"
+        assert doc["components"]["schemas"][title] == want, f"regenerate {title} from the schemas"
 
 
 def test_openapi_document_lists_every_endpoint_and_status() -> None:

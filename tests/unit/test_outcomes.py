@@ -96,6 +96,9 @@ def test_first_label_counts_decider_and_shadow() -> None:
     ]
     assert all(o.amount == 80.0 and o.currency == "EUR" for o in new)
     assert all(o.labelled_at == "2024-05-10T00:00:01Z" for o in new)
+    # The card and the decision time travel with every outcome: reports cluster by card and
+    # window by decision time without reading fraud.decisions.
+    assert all(o.card_id == "card-1" and o.decided_at == DECISION.decided_at for o in new)
 
 
 def test_label_reversal_moves_one_count_per_model_and_nothing_else() -> None:
@@ -160,3 +163,32 @@ def test_record_roundtrips_through_its_compact_dict() -> None:
     stored = json.loads(json.dumps(rec.to_dict()))
     assert JoinRecord.from_dict(stored) == rec
     assert JoinRecord.from_dict(JoinRecord("tx-9").to_dict()) == JoinRecord("tx-9")
+
+
+def test_records_load_across_versions_of_the_worker() -> None:
+    """card_id is stored under its own key: a previous version's from_dict (positional
+    Decided(*d), ignoring other keys) reads what this version writes."""
+    rec = record_decision(None, DECISION)
+    stored = json.loads(json.dumps(rec.to_dict()))
+    assert len(stored["d"]) == 7
+    assert stored["c"] == "card-1"
+    assert JoinRecord.from_dict(stored) == rec
+
+
+def test_a_record_stored_before_card_id_existed_still_loads() -> None:
+    old = {
+        "t": "tx-1",
+        "d": ["v1", "champion", "review", 0.7, 80.0, "EUR", "2024-05-01T00:00:00Z"],
+        "s": [],
+        "l": None,
+    }
+    rec = JoinRecord.from_dict(old)
+    assert rec.decided is not None
+    assert rec.decided.card_id == ""
+    # A redelivered decision fills it in without counting the outcome again.
+    rec, _, _ = apply_label(rec, FRAUD, "t1")
+    again, reverted, new = apply_decision_after_label(rec, DECISION)
+    assert (reverted, new) == ([], [])
+    assert again.decided is not None
+    assert again.decided.card_id == "card-1"
+

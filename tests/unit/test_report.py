@@ -1,55 +1,73 @@
-"""The report's arithmetic: the last outcome per record counts; intervals and tests are named."""
+"""The report's text: what a fraud analyst reads (the numbers are test_evaluation's)."""
 
 from __future__ import annotations
 
-from fraudstream.core.messages import Outcome
-from fraudstream.report import render, summarise
+import dataclasses
+
+from fraudstream.core.evaluation import Options, summarise
+from fraudstream.core.ledger import Ledger, join_rows, latest_outcomes, make_window
+from fraudstream.core.money import parse_rates
+from fraudstream.report import render
+from tests.unit.test_evaluation import _random_world, _small
+from tests.unit.worlds import NOW
 
 
-def _o(txid: str, version: str, variant: str, decision: str, is_fraud: bool, kind: str) -> Outcome:
-    return Outcome(
-        txid,
-        version,
-        variant,
-        decision,
-        0.5,
-        is_fraud,
-        kind,
-        10.0,
-        "EUR",  # type: ignore[arg-type]
-        "2026-11-25T00:00:00+00:00",
+def _text(world: tuple, options: Options | None = None, **window: object) -> str:
+    decisions, outs = world
+    led = Ledger.of(join_rows(decisions, latest_outcomes(outs)))
+    return render(summarise(led, make_window((), now=NOW, **window), options))  # type: ignore[arg-type]
+
+
+def test_the_text_shows_the_window_counts_money_per_currency_and_verdicts() -> None:
+    text = _text(_small(), maturity_days=1)
+    assert "mature: decided more than 24.0 h ago (given (--maturity-days))" in text
+    assert "Counting: labelled outcomes only" in text
+    assert "card level" in text
+    lines = text.splitlines()
+    v1 = next(line for line in lines if line.startswith("v1") and "champion" in line)
+    assert v1.split()[2:6] == ["1", "1", "2", "1"]  # TP FP TN FN
+    assert "50.0% [" in v1  # recall with its interval
+    cur = {"EUR", "GBP", "USD"}
+    money = {tuple(ln.split()[:3]): ln.split()[3:] for ln in lines if ln[:3] in cur}
+    assert money[("EUR", "v1", "champion")][:3] == ["100.00", "150.00", "66.7%"]
+    assert money[("GBP", "v1", "champion")][:3] == ["0.00", "0.00", "n/a"]
+    assert money[("GBP", "v1", "champion")][-2:] == ["30.00", "30.00"]  # flagged, declined
+    assert money[("USD", "v2", "challenger")][-1] == "60.00"
+    assert "all in" not in text  # never a total across currencies without rates
+    assert "v1 (champion) vs v2 (challenger) — independent samples (different cards)" in text
+    assert "not significant at 0.05 — too few to say" in text
+    assert "give --rates FILE to compare it in one currency" in text
+
+
+def test_power_lines_and_paired_comparisons() -> None:
+    text = _text(_random_world(), maturity_days=1)
+    assert "v1 (champion, deciding) vs v3 (shadow) — paired (the same transactions)" in text
+    assert "detectable now:" in text
+    assert "(10% of the champion's value) in about" in text
+    assert "cards with a fraud a day (" in text  # 28 days observed; with the challenger's share
+    assert "% challenger)" in text
+
+
+def test_with_rates_money_is_also_shown_and_compared_in_one_currency() -> None:
+    rates = parse_rates({"base": "EUR", "rates": {"GBP": 1.2}})
+    text = _text(_random_world(), Options(rates=rates), maturity_days=1)
+    assert any(
+        line.startswith("all in EUR v1               champion") for line in text.splitlines()
     )
+    assert "fraud_money_caught_EUR" in text
 
 
-def test_reversal_counts_once_with_its_final_label_and_shadow_pairs_are_compared() -> None:
-    outcomes = [
-        _o("t1", "v1", "champion", "decline", False, "FP"),
-        _o("t1", "v2", "shadow", "approve", False, "TN"),
-        _o("t1", "v1", "champion", "decline", True, "TP"),  # reversal: replaces the FP
-        _o("t1", "v2", "shadow", "approve", True, "FN"),
-        _o("t2", "v2", "challenger", "approve", False, "TN"),
-        _o("t2", "v1", "shadow", "review", False, "FP"),
-    ]
-    summary = summarise(outcomes)
-    by = {(v["model_version"], v["variant"]): v for v in summary["versions"]}
-    assert by[("v1", "champion")]["counts"] == {"TP": 1, "FP": 0, "TN": 0, "FN": 0, "labelled": 1}
-    assert by[("v2", "shadow")]["counts"]["FN"] == 1
-    assert by[("v1", "champion")]["amounts"]["fraud_caught"] == 10.0
-    assert by[("v1", "champion")]["recall"]["value"] == 1.0
-    low, high = by[("v1", "champion")]["recall"]["ci95"]
-    assert 0.0 < low < 1.0 == high
-    kinds = {c["kind"] for c in summary["comparisons"]}
-    assert kinds == {"independent samples (different cards)", "paired (the same transactions)"}
-    for comp in summary["comparisons"]:
-        for t in comp["tests"]:
-            assert t["test"]
-            assert t["note"]  # far too few samples to say anything: the report says so
-            assert t["significant"] is False
-    text = render(summary)
-    assert "v1" in text
-    assert "McNemar" in text
-    assert "two-proportion" in text
+def test_an_empty_window_says_what_to_try() -> None:
+    text = _text(([], []))
+    assert "no mature decisions or labelled outcomes in this window yet" in text
+    assert "only 0 fraud labels" in text
 
 
-def test_empty_report_says_so() -> None:
-    assert "no labelled outcomes yet" in render(summarise([]))
+def test_notes_say_what_was_left_out() -> None:
+    decisions, outs = _small()
+    undated = dataclasses.replace(outs[0], transaction_id="t-old", decided_at="", card_id="")
+    led = Ledger.of(join_rows(decisions, latest_outcomes([*outs, undated])))
+    window = make_window((), now=NOW, maturity_days=1, decisions_from=NOW - 5 * 86400)
+    text = render(summarise(led, window))
+    assert "Note: fraud.decisions holds every decision only from 2027-01-10" in text
+    assert "Note: 1 outcomes written before outcomes carried their decision time" in text
