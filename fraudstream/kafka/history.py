@@ -41,7 +41,7 @@ class DecisionReader:
         self.since = since
         self.until = until
         self.plan: ReadPlan = {}
-        self._first: dict[int, float] = {}
+        self.first_decided: dict[int, float] = {}
         self.skipped = 0
 
     def __iter__(self) -> Iterator[Decision]:
@@ -63,8 +63,8 @@ class DecisionReader:
                 self.skipped += 1
                 continue
             p = int(msg.partition() or 0)
-            if p not in self._first:
-                self._first[p] = parse_ts(d.decided_at) or 0.0
+            if p not in self.first_decided:
+                self.first_decided[p] = parse_ts(d.decided_at) or 0.0
             yield d
 
     @property
@@ -77,9 +77,9 @@ class DecisionReader:
         time. The latest such time over the partitions holds for the topic.
         """
         bounds = [
-            self._first[p]
+            self.first_decided[p]
             for (_, p), (low, start, high) in self.plan.items()
-            if low > 0 and start == low and high > low and p in self._first
+            if low > 0 and start == low and high > low and p in self.first_decided
         ]
         return max(bounds) if bounds else None
 

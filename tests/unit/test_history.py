@@ -9,7 +9,7 @@ from fraudstream.settings import Settings
 def _reader(plan: dict, first: dict, since: float | None = None) -> DecisionReader:
     r = DecisionReader(Settings(_env_file=None), since, None)  # type: ignore[call-arg]
     r.plan = plan
-    r._first = first
+    r.first_decided = first
     return r
 
 

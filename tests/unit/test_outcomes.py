@@ -191,4 +191,3 @@ def test_a_record_stored_before_card_id_existed_still_loads() -> None:
     assert (reverted, new) == ([], [])
     assert again.decided is not None
     assert again.decided.card_id == "card-1"
-
