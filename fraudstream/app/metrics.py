@@ -93,6 +93,15 @@ FEEDBACK_UNKNOWN = Counter(
     "fraudstream_feedback_unknown_total",
     "Labels for transactions never decided here or past retention (dead-lettered).",
 )
+FEEDBACK_MOVED = Counter(
+    "fraudstream_feedback_moved_total",
+    "Labels published off their decision's partition (a partitioner other than murmur2), moved "
+    "to it through the worker's feedback repartition topic.",
+)
+JOIN_PRUNED = Counter(
+    "fraudstream_join_pruned_total",
+    "Join records deleted because their decision is older than the retention horizon.",
+)
 MODEL_INFO = Gauge(
     "fraudstream_model_info",
     "Loaded model versions (value 1), with role, load time and sha256 prefix.",

@@ -15,13 +15,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 from faust.types import TP
 
-from fraudstream.app import api, faust_boundary, metrics, web
+from fraudstream.app import api, faust_boundary, metrics, mover, web
 from fraudstream.app.app import FaustApp, create_app
 from fraudstream.app.join import Join, TopicPartition
 from fraudstream.app.outputs import Output
@@ -52,6 +52,7 @@ class Worker:
     supervisor: Supervisor
     coordinator: Coordinator[Verdict] | None
     join: Join | None
+    mover: Coordinator[bool] | None = None
 
 
 class KafkaSource:
@@ -134,8 +135,9 @@ class FaustTable:
         with faust_boundary.table_partition(self.topic, partition):
             self.table.pop(key, None)
 
-    def items(self) -> list[tuple[bytes, bytes]]:
-        return [(bytes(k), bytes(v)) for k, v in list(self.table.items())]
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        for k, v in self.table.items():
+            yield bytes(k), bytes(v)
 
 
 class JoinInputs:
@@ -195,7 +197,7 @@ def assemble(
     coordinator = (
         _install_scoring(fa, s, serving, supervisor, writers) if "score" in s.role_set else None
     )
-    join = _install_join(fa, s, supervisor, output) if "join" in s.role_set else None
+    join, mover = _install_join(fa, s, supervisor, output) if "join" in s.role_set else (None, None)
 
     async def before_flush() -> None:
         # Faust flushes its producer before it commits offsets (timer, rebalance, shutdown):
@@ -204,6 +206,8 @@ def assemble(
             await supervisor.guard(coordinator.commit_all())
         if join is not None:
             await supervisor.guard(join.out.flush())
+        if mover is not None:
+            await supervisor.guard(mover.commit_all())
 
     fa.hooks.before_flush = before_flush
 
@@ -228,7 +232,7 @@ def assemble(
 
     web.install(app, s, serving, ready_partitions)
     api.install(app, s, serving, coordinator)
-    return Worker(fa, s, serving, supervisor, coordinator, join)
+    return Worker(fa, s, serving, supervisor, coordinator, join, mover)
 
 
 def _on_assignment(app: Any, receiver: Callable[..., Awaitable[None]]) -> None:
@@ -292,17 +296,30 @@ def _install_scoring(
     return coordinator
 
 
-def _install_join(fa: FaustApp, s: Settings, supervisor: Supervisor, output: Output | None) -> Join:
+def _install_join(
+    fa: FaustApp, s: Settings, supervisor: Supervisor, output: Output | None
+) -> tuple[Join, Coordinator[bool]]:
     app = fa.app
+    inputs = JoinInputs(app)
     join = Join(
         s,
         output or Output(s),
         records=FaustTable(fa.join_records, s.topic_decisions),
         counts=FaustTable(fa.join_counts, s.topic_decisions),
         held=FaustTable(fa.held_labels, s.topic_decisions),
-        source=JoinInputs(app),
+        source=inputs,
     )
-    fa.hooks.join_topics = frozenset({s.topic_decisions, s.topic_feedback})
+    mover_coordinator = mover.install(
+        app,
+        s,
+        supervisor,
+        partitions=lambda: inputs.partitions(s.topic_decisions),
+        held_by_group=lambda p: inputs.assigned((s.topic_feedback, p)),
+        clock=Clock(),
+    )
+    fa.hooks.join_topics = frozenset(
+        {s.topic_decisions, s.topic_feedback, s.topic_feedback_repartition}
+    )
     fa.hooks.join_offset = lambda tp, committed: join.committable(
         (tp.topic, tp.partition), committed
     )
@@ -320,6 +337,9 @@ def _install_join(fa: FaustApp, s: Settings, supervisor: Supervisor, output: Out
     async def sweep_held_labels() -> None:
         await supervisor.guard(join.sweep_held_labels())
 
+    async def prune() -> None:
+        await supervisor.guard(join.prune())
+
     async def restart_offsets(_sender: Any, _assigned: Any, **_kw: Any) -> None:
         # Faust seeks every assigned partition to its committed offset: first records again.
         join.offsets.clear()
@@ -328,8 +348,9 @@ def _install_join(fa: FaustApp, s: Settings, supervisor: Supervisor, output: Out
     app.timer(interval=s.metrics_publish_seconds)(publish_metrics)
     app.timer(interval=max(1.0, s.feedback_grace_seconds / 10))(sweep_held_labels)
     app.timer(interval=1.0)(join.check_heads)
+    app.timer(interval=s.join_prune_seconds)(prune)
     _on_assignment(app, restart_offsets)
-    return join
+    return join, mover_coordinator
 
 
 def _lag_meter(app: Any, s: Settings, coordinator: Coordinator[Verdict] | None) -> Any:
