@@ -96,6 +96,12 @@ class Settings(BaseSettings):
         return f"{self.app_id}-feedback-repartition"
 
     @property
+    def topic_transactions_repartition(self) -> str:
+        """The worker's own topic for transactions published off their card's murmur2
+        partition, on their way to it."""
+        return f"{self.app_id}-transactions-repartition"
+
+    @property
     def role_set(self) -> frozenset[str]:
         return frozenset(r.strip() for r in self.roles.split(",") if r.strip())
 

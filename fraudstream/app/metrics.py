@@ -93,6 +93,11 @@ FEEDBACK_UNKNOWN = Counter(
     "fraudstream_feedback_unknown_total",
     "Labels for transactions never decided here or past retention (dead-lettered).",
 )
+TRANSACTIONS_MOVED = Counter(
+    "fraudstream_transactions_moved_total",
+    "Transactions published off their card's partition (a partitioner other than murmur2), "
+    "moved to it through the worker's transactions repartition topic.",
+)
 FEEDBACK_MOVED = Counter(
     "fraudstream_feedback_moved_total",
     "Labels published off their decision's partition (a partitioner other than murmur2), moved "

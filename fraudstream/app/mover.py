@@ -19,28 +19,23 @@ owner's transactional id fences the previous one before it reads the committed o
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
 from aiokafka.partitioner import murmur2
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from fraudstream.app import metrics
+from fraudstream.app.observers import MoverObserver
+from fraudstream.app.reader import AssignedReader, Wanted
 from fraudstream.app.supervisor import Supervisor
 from fraudstream.coordinator import ports
 from fraudstream.coordinator.coordinator import Coordinator
 from fraudstream.core.records import Record
-from fraudstream.kafka.clients import has_committed_records, make_consumer
 from fraudstream.settings import Settings
 
 log = logging.getLogger("fraudstream.mover")
-
-#: The most records the mover's consumer returns at a time, and how long it waits for one.
-READ_BATCH, READ_WAIT_S = 500, 0.1
 
 
 def transaction_key(value: bytes | None) -> bytes | None:
@@ -111,116 +106,33 @@ class MoveHandler:
         self._pending.pop(partition, None)
 
 
-class MoverFeed:
-    """The mover's input (``ports.Source``): a consumer of its own, assigned (no group) the
-    partitions the coordinator holds, from their committed positions. Every call on it runs on
-    one thread (librdkafka consumers are not to be shared across threads)."""
+class MoverFeed(AssignedReader):
+    """The mover's input (``ports.Source``): ``fraud.feedback`` read from the coordinator's
+    positions, the partitions Faust's group gives this worker."""
 
     def __init__(self, settings: Settings, held_by_group: Callable[[int], bool]) -> None:
-        self.s = settings
-        self.topic = settings.topic_feedback
         self._held_by_group = held_by_group
-        self._seeks: dict[int, int] = {}
-        self._reading: set[int] = set()
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fraudstream-mover")
+        self.coordinator: Coordinator[bool] | None = None
+        super().__init__(
+            settings,
+            settings.topic_feedback,
+            f"{settings.app_id}-feedback-move",
+            self._positions,
+            self._handle,
+        )
 
     def assigned(self, partition: int) -> bool:
         return self._held_by_group(partition)
 
-    async def seek(self, partition: int, offset: int) -> None:
-        self._seeks[partition] = offset  # applied before the next read
+    def _positions(self) -> Wanted:
+        c = self.coordinator
+        if c is None:
+            return {}
+        return {p: (st, st.next_offset) for p, st in list(c.partitions.items())}
 
-    async def has_records(self, partition: int, start: int, end: int) -> bool:
-        found: bool = await asyncio.get_running_loop().run_in_executor(
-            None, has_committed_records, self.s, self.topic, partition, start, end
-        )
-        return found
-
-    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
-
-    async def run(self, coordinator: Coordinator[bool]) -> None:
-        """Read the held partitions and hand their records to the coordinator, for ever."""
-        group = f"{self.s.app_id}-feedback-move"
-        consumer: Consumer = await self._call(make_consumer, self.s, group)
-        try:
-            while True:
-                wanted = {p: coordinator.position(p) for p in list(coordinator.partitions)}
-                seeks, self._seeks = self._seeks, {}
-                await self._call(self._follow, consumer, wanted, seeks)
-                if not self._reading:
-                    await asyncio.sleep(READ_WAIT_S)
-                    continue
-                got = await self._call(consumer.consume, READ_BATCH, READ_WAIT_S)
-                records = []
-                for msg in got:
-                    err = msg.error()
-                    if err is not None:
-                        log.warning("reading %s: %s", self.topic, err.str())
-                        continue
-                    ts = msg.timestamp()[1]
-                    records.append(
-                        Record(
-                            self.topic,
-                            int(msg.partition() or 0),
-                            int(msg.offset() or 0),
-                            msg.key(),
-                            msg.value(),
-                            None if ts < 0 else ts / 1000.0,
-                        )
-                    )
-                if records:
-                    await coordinator.handle(records)
-        finally:
-            await self._call(consumer.close)
-            self._thread.shutdown(wait=False)
-
-    def _follow(
-        self, consumer: Consumer, wanted: dict[int, int | None], seeks: dict[int, int]
-    ) -> None:
-        """Assign the partitions the coordinator holds (from their next offsets, or where it
-        sought to), and let go of the others."""
-        gone = [p for p in self._reading if p not in wanted]
-        if gone:
-            consumer.incremental_unassign([TopicPartition(self.topic, p) for p in gone])
-            self._reading.difference_update(gone)
-        for p, nxt in wanted.items():
-            start = seeks.get(p)
-            if p in self._reading and start is None:
-                continue
-            if p in self._reading:
-                consumer.incremental_unassign([TopicPartition(self.topic, p)])
-            if start is None:
-                start = OFFSET_BEGINNING if nxt is None else nxt
-            consumer.incremental_assign([TopicPartition(self.topic, p, start)])
-            self._reading.add(p)
-
-
-class MoverObserver:
-    """The mover's coordinator's work as log lines and the shared transaction metrics."""
-
-    def opened(self, partition: int, restored: int, seconds: float) -> None:
-        log.info(
-            "feedback partition %d: moving misplaced labels (opened in %.2fs)", partition, seconds
-        )
-
-    def let_go(self, partition: int) -> None:
-        log.info("feedback partition %d: given away", partition)
-
-    def committed(self, partitions: Sequence[int], events: int, seconds: float) -> None:
-        pass
-
-    def aborted(self, partitions: Sequence[int]) -> None:
-        metrics.TXN_ABORTS.inc(len(partitions))
-
-    def refetched(self, partition: int, start: int, end: int) -> None:
-        metrics.REFETCHES.inc()
-
-    def skipped(self, partition: int, offsets: Sequence[int]) -> None:
-        pass  # the partition's new owner moves them
-
-    def redelivered(self, partition: int, count: int) -> None:
-        pass
+    async def _handle(self, records: list[Record]) -> None:
+        assert self.coordinator is not None
+        await self.coordinator.handle(records)
 
 
 def install(
@@ -255,8 +167,10 @@ def install(
         commit_interval_s=s.commit_interval_ms / 1000.0,
     )
 
+    feed.coordinator = coordinator
+
     async def read() -> None:
-        await supervisor.guard(feed.run(coordinator))
+        await supervisor.guard(feed.run())
 
     async def commit_due() -> None:
         await supervisor.guard(coordinator.commit_due())

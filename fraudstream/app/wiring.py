@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -24,7 +24,9 @@ from faust.types import TP
 from fraudstream.app import api, faust_boundary, metrics, mover, web
 from fraudstream.app.app import FaustApp, create_app
 from fraudstream.app.join import Join, TopicPartition
+from fraudstream.app.observers import MetricsObserver
 from fraudstream.app.outputs import Output
+from fraudstream.app.reader import AssignedReader
 from fraudstream.app.scoring import ScoringHandler
 from fraudstream.app.serving import ServingManager
 from fraudstream.app.supervisor import Supervisor
@@ -72,44 +74,6 @@ class KafkaSource:
             None, has_committed_records, self.s, self.topic, partition, start, end
         )
         return found
-
-
-class MetricsObserver:
-    """The coordinator's work as metrics and log lines (``ports.Observer``)."""
-
-    def opened(self, partition: int, restored: int, seconds: float) -> None:
-        log.info(
-            "partition %d opened: earlier owners fenced, %d card records restored in %.2fs",
-            partition,
-            restored,
-            seconds,
-        )
-
-    def let_go(self, partition: int) -> None:
-        pass  # the coordinator logs it; the card-record gauge goes with the handler's drop
-
-    def committed(self, partitions: Sequence[int], events: int, seconds: float) -> None:
-        metrics.TXN_COMMIT_SECONDS.observe(seconds)
-        metrics.TXN_COMMITS.inc(len(partitions))
-        log.debug("partitions %s committed: %d events", list(partitions), events)
-
-    def aborted(self, partitions: Sequence[int]) -> None:
-        metrics.TXN_ABORTS.inc(len(partitions))
-
-    def refetched(self, partition: int, start: int, end: int) -> None:
-        metrics.REFETCHES.inc()
-
-    def skipped(self, partition: int, offsets: Sequence[int]) -> None:
-        metrics.REVOKED_SKIPPED.inc(len(offsets))
-        log.info(
-            "partition %d is not held here: left offsets %d..%d to its owner",
-            partition,
-            min(offsets),
-            max(offsets),
-        )
-
-    def redelivered(self, partition: int, count: int) -> None:
-        log.info("partition %d: %d records delivered again were decided already", partition, count)
 
 
 class Clock:
@@ -259,8 +223,14 @@ def _install_scoring(
         from fraudstream.kafka.txn import TransactionalWriters
 
         writers = TransactionalWriters(s, card_changelog_topic(s))
+
+    def partitions() -> int:
+        n: int | None = app.consumer.topic_partitions(s.topic_transactions)
+        return n or s.partitions
+
+    handler = ScoringHandler(s, serving, partitions)
     coordinator: Coordinator[Verdict] = Coordinator(
-        handler=ScoringHandler(s, serving),
+        handler=handler,
         writers=writers,
         source=KafkaSource(app, s.topic_transactions, s),
         observer=MetricsObserver(),
@@ -286,11 +256,27 @@ def _install_scoring(
         mine = {tp.partition for tp in assigned if tp.topic == s.topic_transactions}
         await supervisor.guard(coordinator.on_assigned(mine))
 
+    # Transactions moved to their card's partition, read from the position each owned
+    # partition's state holds (ScoringHandler.moved_position), decided in its transaction.
+    moved = AssignedReader(
+        s,
+        s.topic_transactions_repartition,
+        f"{s.app_id}-moved-transactions",
+        lambda: {
+            p: (st, handler.moved_position(p)) for p, st in list(coordinator.partitions.items())
+        },
+        coordinator.handle_side,
+    )
+
+    async def read_moved() -> None:
+        await supervisor.guard(moved.run())
+
     async def commit_due() -> None:
         await supervisor.guard(coordinator.commit_due())
 
     app.agent(fa.transactions, name="score-transactions")(score_transactions)
     app.task(decide)
+    app.task(read_moved)
     app.timer(interval=max(0.1, coordinator.interval_s))(commit_due)
     _on_assignment(app, on_assigned)
     return coordinator
