@@ -25,7 +25,7 @@ DEAD_LETTER_REASONS: dict[str, tuple[str, ...]] = {
         "decode_error",
         "scoring_error",
     ),
-    "feedback": (*_DECODE_REASONS, "unknown_transaction", "past_retention"),
+    "feedback": (*_DECODE_REASONS, "unknown_transaction", "past_retention", "wrong_partition"),
     "join": (*_DECODE_REASONS, "join_error"),
 }
 
