@@ -19,14 +19,15 @@ import base64
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Protocol
 
 import orjson
 
 from fraudstream.app import metrics
-from fraudstream.app.mover import home, misplaced
+from fraudstream.app.mover import misplaced
 from fraudstream.app.outputs import Output
+from fraudstream.app.partitioning import home
 from fraudstream.core import outcomes
 from fraudstream.core.messages import (
     Outcome,
@@ -271,7 +272,7 @@ class Join:
         if self.sweep(self.s.feedback_grace_seconds):
             await self.out.flush()
 
-    async def prune(self, now: float | None = None, chunk: int = 2000) -> int:
+    async def prune(self, now: float | None = None, chunk: int = 500) -> int:
         """Delete the join records of decisions made before the retention horizon
         (``FRAUD_DECISION_RETENTION_DAYS``): a label for them is refused anyway, and each
         deletion is a tombstone in the table's changelog, which compaction then drops, so the
@@ -281,20 +282,25 @@ class Join:
         may end the scan early (an in-memory table cannot be iterated across changes): what it
         found is deleted, and the next round starts over; dicts iterate oldest first."""
         horizon = (time.time() if now is None else now) - self.retention_s
+        # The worker writes decided_at as utc_now_iso does (fixed width, "+00:00"): such strings
+        # compare as their instants do, without parsing each one.
+        cutoff = datetime.fromtimestamp(horizon, UTC).isoformat(timespec="milliseconds")
         n = self.source.partitions(self.s.topic_decisions) or self.s.partitions
         expired: list[bytes] = []
         try:
             for i, (key, raw) in enumerate(self.records.items(), 1):
                 decided = orjson.loads(raw).get("d")
-                if decided and _epoch_s(decided[6]) < horizon:
+                if decided and _before(decided[6], cutoff, horizon):
                     expired.append(bytes(key))
                 if i % chunk == 0:
                     await asyncio.sleep(0)
         except RuntimeError:  # changed during iteration: delete what was found
             log.debug("the join table changed during its pruning scan; continuing next round")
-        for key in expired:
+        for i, key in enumerate(expired, 1):
             if key not in self._records:  # a batch under way keeps what it read
                 self.records.delete(home(key, n), key)
+            if i % chunk == 0:
+                await asyncio.sleep(0)
         if expired:
             metrics.JOIN_PRUNED.inc(len(expired))
             log.info("pruned %d join records of decisions past the retention horizon", len(expired))
@@ -365,11 +371,14 @@ class Join:
         return self.offsets.committable(tp, committed)
 
 
-def _epoch_s(timestamp: str) -> float:
+def _before(timestamp: str, cutoff: str, horizon: float) -> bool:
+    """Whether ``timestamp`` is before the horizon (``cutoff`` is it in utc_now_iso's form)."""
+    if len(timestamp) == len(cutoff) and timestamp.endswith("+00:00"):
+        return timestamp < cutoff
     try:
-        return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
-    except (ValueError, TypeError):
-        return float("inf")  # unreadable: never pruned for its age
+        return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp() < horizon
+    except (ValueError, TypeError, AttributeError):
+        return False  # unreadable: never pruned for its age
 
 
 def _age_s(decided_at: str, reported_at: str) -> float:

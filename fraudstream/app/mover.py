@@ -24,10 +24,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
-from aiokafka.partitioner import murmur2
 
 from fraudstream.app import metrics
 from fraudstream.app.observers import MoverObserver
+from fraudstream.app.partitioning import home
 from fraudstream.app.reader import AssignedReader, Wanted
 from fraudstream.app.supervisor import Supervisor
 from fraudstream.coordinator import ports
@@ -47,11 +47,6 @@ def transaction_key(value: bytes | None) -> bytes | None:
         return None
     tid = doc.get("transaction_id") if isinstance(doc, dict) else None
     return tid.encode() if isinstance(tid, str) and tid else None
-
-
-def home(key: bytes, partitions: int) -> int:
-    """The partition murmur2 (Kafka's default partitioner) gives ``key``."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def misplaced(rec: Record, partitions: int | None) -> bytes | None:

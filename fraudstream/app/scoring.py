@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from fraudstream.app import metrics
-from fraudstream.app.mover import home
+from fraudstream.app.partitioning import card_home
 from fraudstream.app.serving import ServingManager
 from fraudstream.coordinator.ports import Handled, Send
 from fraudstream.core import engine
@@ -130,7 +130,7 @@ class ScoringHandler:
                     continue  # decided already: in a committed or this open transaction
                 at.pending = rec.offset + 1
                 todo.append(rec)
-            elif n and rec.from_log and rec.key is not None and home(rec.key, n) != p:
+            elif n and rec.from_log and rec.key is not None and card_home(rec.key, n) != p:
                 origin = [
                     ("origin.topic", rec.topic.encode()),
                     ("origin.partition", str(p).encode()),

@@ -8,7 +8,8 @@ import asyncio
 from aiokafka.partitioner import murmur2
 from prometheus_client import REGISTRY
 
-from fraudstream.app.mover import MoveHandler, home, misplaced, transaction_key
+from fraudstream.app.mover import MoveHandler, misplaced, transaction_key
+from fraudstream.app.partitioning import home
 from fraudstream.core.messages import Feedback, encode_feedback
 from fraudstream.core.records import Record
 from tests.fakes import make_coordinator, record

@@ -11,7 +11,7 @@ from typing import Any
 
 from prometheus_client import REGISTRY
 
-from fraudstream.app.mover import home
+from fraudstream.app.partitioning import home
 from fraudstream.app.scoring import MOVED_POSITION, ScoringHandler
 from fraudstream.app.serving import ServingManager
 from fraudstream.core.messages import decode_decision

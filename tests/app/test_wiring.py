@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from fraudstream.app import faust_boundary
-from fraudstream.app.mover import home
+from fraudstream.app.partitioning import home
 from fraudstream.app.serving import ServingManager
 from fraudstream.app.supervisor import Supervisor
 from fraudstream.app.wiring import Worker, assemble, decide_batches

@@ -17,7 +17,7 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from fraudstream.app.mover import home
+from fraudstream.app.partitioning import home
 from fraudstream.core import features
 from fraudstream.core.messages import (
     Feedback,

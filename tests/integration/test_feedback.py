@@ -13,7 +13,7 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from fraudstream.app.mover import home
+from fraudstream.app.partitioning import home
 from fraudstream.core.messages import Feedback, encode_feedback, encode_transaction
 from fraudstream.core.outcomes import classify
 from fraudstream.kafka.admin import create_topics
