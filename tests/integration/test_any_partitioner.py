@@ -33,6 +33,7 @@ from fraudstream.kafka.clients import read_all
 from fraudstream.settings import Settings
 from fraudstream.sim.generator import SimConfig, generate
 from tests.integration.procs import Worker, fresh_settings, wait_for
+from tests.integration.test_api import _tx
 
 pytestmark = pytest.mark.integration
 
@@ -131,22 +132,6 @@ def test_transactions_and_labels_from_the_crc32_partitioner_are_decided_and_join
     assert _metric(w, "fraudstream_feedback_moved_total") == fb_off
 
 
-def _tx(card: str, i: int, minute: int, amount: float, **extra: str) -> dict[str, object]:
-    return {
-        "transaction_id": f"any-{card}-{i}",
-        "card_id": card,
-        "merchant_id": "m-1",
-        "amount": amount,
-        "currency": "EUR",
-        "event_time": f"2026-05-01T12:{minute:02d}:00+02:00",
-        "mcc": 5411,
-        "country": "FR",
-        "channel": "ecom",
-        "device_id": "dev-1",
-        **extra,
-    }
-
-
 def test_the_api_answers_with_the_state_of_a_card_published_with_crc32(
     env: tuple[Settings, Worker],
 ) -> None:
@@ -156,8 +141,8 @@ def test_the_api_answers_with_the_state_of_a_card_published_with_crc32(
         for c in (f"card-api-{i}" for i in range(999))
         if crc32_partition(c.encode()) != home(c.encode(), PARTITIONS)
     )
-    a = _tx(card, 1, 0, 12.0)
-    b = _tx(card, 2, 3, 900.0, merchant_id="m-new", device_id="dev-new")
+    a = _tx(card, 1, 0, amount=12.0)
+    b = _tx(card, 2, 3, amount=900.0, merchant_id="m-new", device_id="dev-new")
     _publish(s, s.topic_transactions, [(card.encode(), orjson.dumps(a))])
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
