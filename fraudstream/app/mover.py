@@ -114,6 +114,7 @@ class MoverFeed(AssignedReader):
             f"{settings.app_id}-feedback-move",
             self._positions,
             self._handle,
+            report_lag=False,  # the join's lag on fraud.feedback is reported by Faust's consumer
         )
 
     def assigned(self, partition: int) -> bool:

@@ -10,6 +10,7 @@ the scoring path for transactions moved to their card's partition (``fraudstream
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +18,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from fraudstream.app import metrics
 from fraudstream.core.records import Record
 from fraudstream.kafka.clients import has_committed_records, make_consumer
 from fraudstream.settings import Settings
@@ -43,6 +45,8 @@ class AssignedReader:
         group_id: str,
         wanted: Callable[[], Wanted],
         deliver: Callable[[list[Record]], Awaitable[None]],
+        *,
+        report_lag: bool = True,
     ) -> None:
         self.s = settings
         self.topic = topic
@@ -51,6 +55,8 @@ class AssignedReader:
         self._deliver = deliver
         self._seeks: dict[int, int] = {}
         self._reading: dict[int, object] = {}
+        self._shown: set[int] = set()  # partitions with a lag gauge
+        self.report_lag = report_lag  # False: another reader of the topic reports it
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fraudstream-reader")
 
     async def seek(self, partition: int, offset: int) -> None:
@@ -68,11 +74,16 @@ class AssignedReader:
     async def run(self) -> None:
         """Read and deliver, for ever (cancelled when the worker stops)."""
         consumer: Consumer = await self._call(make_consumer, self.s, self.group_id)
+        loop = asyncio.get_running_loop()
+        measured = 0.0
         try:
             while True:
                 wanted = self._wanted()
                 seeks, self._seeks = self._seeks, {}
                 await self._call(self._follow, consumer, wanted, seeks)
+                if self.report_lag and loop.time() - measured >= 1.0:
+                    measured = loop.time()
+                    await self._call(self._measure_lag, consumer)
                 if not self._reading:
                     await asyncio.sleep(READ_WAIT_S)
                     continue
@@ -99,6 +110,24 @@ class AssignedReader:
         finally:
             await self._call(consumer.close)
             self._thread.shutdown(wait=False)
+
+    def _measure_lag(self, consumer: Consumer) -> None:
+        """``fraudstream_consumer_lag`` of the partitions read here (Faust's consumer reports
+        its own): records behind the end, from the last fetch's high watermark."""
+        for p in self._shown - set(self._reading):
+            with contextlib.suppress(KeyError):
+                metrics.CONSUMER_LAG.remove(self.topic, str(p))
+        self._shown &= set(self._reading)
+        if not self._reading:
+            return
+        tps = consumer.position([TopicPartition(self.topic, p) for p in self._reading])
+        for tp in tps:
+            _low, high = consumer.get_watermark_offsets(tp, cached=True)
+            if high >= 0 and tp.offset >= 0:
+                metrics.CONSUMER_LAG.labels(self.topic, str(tp.partition)).set(
+                    max(0, high - tp.offset)
+                )
+                self._shown.add(tp.partition)
 
     def _follow(self, consumer: Consumer, wanted: Wanted, seeks: dict[int, int]) -> None:
         """Assign the wanted partitions from their positions (or where they were sought to),

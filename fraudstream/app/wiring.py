@@ -299,7 +299,8 @@ def _install_join(
         app,
         s,
         supervisor,
-        partitions=lambda: inputs.partitions(s.topic_decisions),
+        # The join's count (Join._on_feedback): a label is either moved or joined where it is.
+        partitions=lambda: inputs.partitions(s.topic_decisions) or s.partitions,
         held_by_group=lambda p: inputs.assigned((s.topic_feedback, p)),
         clock=Clock(),
     )

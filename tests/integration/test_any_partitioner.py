@@ -107,6 +107,24 @@ def test_transactions_and_labels_from_the_crc32_partitioner_are_decided_and_join
         assert d["score"] == pytest.approx(want[d["transaction_id"]], abs=1e-6), d["transaction_id"]
     assert len(read_all(s, [s.topic_transactions_repartition])) == off
     assert _metric(w, "fraudstream_transactions_moved_total") == off
+    # The moved path's lag is reported like the others' (alerts and autoscaling see it).
+    lag = {
+        p: f'fraudstream_consumer_lag{{partition="{p}",topic="{s.topic_transactions_repartition}"}}'
+        for p in range(PARTITIONS)
+    }
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        _, text = w.get("/metrics")
+        seen = {
+            p: line.split()[-1]
+            for line in text.splitlines()
+            for p, n in lag.items()
+            if line.startswith(n)
+        }
+        if seen == dict.fromkeys(lag, "0.0"):
+            break
+        time.sleep(1.0)
+    assert seen == dict.fromkeys(lag, "0.0")
     assert read_all(s, [s.topic_dlq]) == []
 
     # Labels the same way: every one joined, outcomes as recomputed from the decisions.
