@@ -296,15 +296,20 @@ class Join:
                     await asyncio.sleep(0)
         except RuntimeError:  # changed during iteration: delete what was found
             log.debug("the join table changed during its pruning scan; continuing next round")
+        deleted = 0
         for i, key in enumerate(expired, 1):
-            if key not in self._records:  # a batch under way keeps what it read
-                self.records.delete(home(key, n), key)
+            p = home(key, n)
+            # A batch under way keeps what it read; a partition given away meanwhile is its new
+            # owner's to prune.
+            if key not in self._records and self.source.assigned((self.s.topic_decisions, p)):
+                self.records.delete(p, key)
+                deleted += 1
             if i % chunk == 0:
                 await asyncio.sleep(0)
-        if expired:
-            metrics.JOIN_PRUNED.inc(len(expired))
-            log.info("pruned %d join records of decisions past the retention horizon", len(expired))
-        return len(expired)
+        if deleted:
+            metrics.JOIN_PRUNED.inc(deleted)
+            log.info("pruned %d join records of decisions past the retention horizon", deleted)
+        return deleted
 
     async def publish_metrics(self) -> None:
         """Per-version counts to the compacted metrics topic and the confusion gauge."""

@@ -90,12 +90,13 @@ class DictTable:
 class Inputs:
     def __init__(self) -> None:
         self.seeks: list[tuple[TopicPartition, int]] = []
+        self.given_away: set[int] = set()  # partitions the group took away
 
     def partitions(self, topic: str) -> int | None:
         return 2
 
     def assigned(self, tp: TopicPartition) -> bool:
-        return True
+        return tp[1] not in self.given_away
 
     async def seek(self, tp: TopicPartition, offset: int) -> None:
         self.seeks.append((tp, offset))
@@ -106,13 +107,14 @@ class Rig:
         self.s = settings
         self.out = RecordingOutput()
         self.records, self.counts, self.held = DictTable(), DictTable(), DictTable()
+        self.inputs = Inputs()
         self.join = Join(
             settings,
             self.out,
             records=self.records,
             counts=self.counts,
             held=self.held,
-            source=Inputs(),
+            source=self.inputs,
         )
         self.offset = 0
 
@@ -306,7 +308,11 @@ def test_pruning_deletes_the_records_of_decisions_past_the_horizon(settings: Set
         horizon = s.decision_retention_days * 86400
         assert await r.join.prune(now=decided + horizon - 60) == 0
         before = dict(r.records.data)
-        assert await r.join.prune(now=decided + horizon + 60, chunk=2) == 5
+        r.inputs.given_away = {1}  # its records are the new owner's to prune
+        kept = {k for k, (p, _) in before.items() if p == 1 and k != b"tx-ghost"}
+        assert await r.join.prune(now=decided + horizon + 60, chunk=2) == 5 - len(kept)
+        r.inputs.given_away = set()
+        assert await r.join.prune(now=decided + horizon + 60, chunk=2) == len(kept)
         assert set(r.records.data) == {b"tx-ghost"}
         for i in range(5):  # deleted in the partition the record was written in
             key = f"tx-{i}".encode()
