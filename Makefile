@@ -31,7 +31,7 @@ lock:
 		--generate-hashes --custom-compile-command "make lock" -o $(LOCK) -q
 
 broker-fetch: install
-	$(BIN)/python -c 'from fraudstream.kafka.broker import resolve_jars; print("Kafka jars in", resolve_jars())'
+	$(BIN)/python -c 'from fraudstream.kafka.jvm import resolve_jars; print("Kafka jars in", resolve_jars())'
 
 lint: install
 	$(BIN)/ruff check fraudstream tests
@@ -40,7 +40,7 @@ lint: install
 
 ## prometheus + promtool (Debian's package) and helm (its Go module), once, into the cache.
 tools: install
-	deploy/install-tools.sh "$$($(BIN)/python -c 'from fraudstream.kafka.broker import cache_root; print(cache_root() / "tools")')"
+	deploy/install-tools.sh "$$($(BIN)/python -c 'from fraudstream.kafka.jvm import cache_root; print(cache_root() / "tools")')"
 
 ## The whole test suite, against a real Kafka broker started for the run.
 test: lint broker-fetch tools

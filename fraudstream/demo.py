@@ -158,8 +158,9 @@ class LiveView:
 
 def run_demo(base: Settings, duration: float | None, rate: float, partitions: int) -> None:
     from fraudstream.kafka.admin import create_topics
-    from fraudstream.kafka.broker import LocalBroker, free_port, port_in_use
+    from fraudstream.kafka.broker import LocalBroker
     from fraudstream.kafka.control import publish_routing, startup_routing
+    from fraudstream.kafka.jvm import free_port, port_in_use
     from fraudstream.sim.generator import SimConfig
     from fraudstream.sim.publisher import publish
 

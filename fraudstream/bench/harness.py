@@ -381,7 +381,7 @@ class Bench:
 
     def _worker_env(self, name: str, topic_in: str, i: int) -> tuple[dict[str, str], int]:
         from fraudstream.kafka.admin import create_topics
-        from fraudstream.kafka.broker import free_port
+        from fraudstream.kafka.jvm import free_port
         from fraudstream.settings import Settings
 
         base = Settings(_env_file=None)  # type: ignore[call-arg]

@@ -39,8 +39,8 @@ from confluent_kafka import KafkaError, Message
 
 from fraudstream.faults.verifier import Sent, Verdict, verify, wait_and_verify
 from fraudstream.kafka.admin import create_topics
-from fraudstream.kafka.broker import free_port
 from fraudstream.kafka.clients import make_producer
+from fraudstream.kafka.jvm import free_port
 from fraudstream.settings import Settings
 from fraudstream.sim.generator import SimConfig, generate
 from fraudstream.sim.publisher import PublishStats, publish

@@ -102,7 +102,35 @@ def create_topics(settings: Settings, *, timeout: float = 30.0) -> list[str]:
         except KafkaException as exc:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise BrokerError(f"Could not create topic {name}: {exc}") from exc
+    _wait_until_listed(admin, {s.name: s.partitions for s in wanted}, timeout)
     return sorted(created)
+
+
+def _wait_until_listed(admin: AdminClient, wanted: dict[str, int], timeout: float) -> None:
+    """Until the metadata lists every topic with all its partitions led: the controller answers
+    "created" before every broker's metadata has the topic, and a busy broker lists new topics
+    late; a worker or test started right after would see them missing."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        md = admin.list_topics(timeout=max(1.0, deadline - time.monotonic()))
+        missing = [
+            name
+            for name, partitions in wanted.items()
+            if name not in md.topics
+            or len(md.topics[name].partitions) < partitions
+            or any(p.leader < 0 for p in md.topics[name].partitions.values())
+        ]
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise BrokerError(
+                f"Topics {', '.join(sorted(missing))} were created but are still not listed with "
+                f"a leader for every partition after {timeout:.0f} s; check the broker's health "
+                "(`fraudstream topics describe`) and run `fraudstream topics create` again."
+            )
+        time.sleep(0.2)
 
 
 @dataclass(frozen=True)

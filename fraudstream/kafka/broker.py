@@ -21,11 +21,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -34,102 +32,20 @@ from importlib import resources
 from pathlib import Path
 
 from fraudstream.errors import BrokerError
-
-KAFKA_VERSION = "4.1.1"
-DEFAULT_PORT = 9092
-
-
-def cache_root() -> Path:
-    """Where downloaded broker jars live: $FRAUD_CACHE_DIR, else the user's cache folder."""
-    if os.environ.get("FRAUD_CACHE_DIR"):
-        return Path(os.environ["FRAUD_CACHE_DIR"])
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "fraudstream"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(0.5)
-        return s.connect_ex((host, port)) == 0
-
-
-def _java_major(java: str) -> int:
-    out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)
-    match = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
-    if not match:
-        return 0
-    major = int(match.group(1))
-    return int(match.group(2) or 0) if major == 1 else major
-
-
-def find_java() -> str:
-    """The java binary to use: $JAVA_HOME/bin/java if set, else java on PATH; must be 17+."""
-    candidates = []
-    if os.environ.get("JAVA_HOME"):
-        candidates.append(str(Path(os.environ["JAVA_HOME"]) / "bin" / "java"))
-    on_path = shutil.which("java")
-    if on_path:
-        candidates.append(on_path)
-    for java in candidates:
-        if Path(java).exists() and _java_major(java) >= 17:
-            return java
-    raise BrokerError(
-        "Java 17 or newer is needed to run the local Kafka broker, and none was found "
-        "(checked $JAVA_HOME and PATH). Install a JDK 17+ (for example `apt-get install "
-        "openjdk-17-jre-headless`), or run the stack with `docker compose up` instead."
-    )
-
-
-def resolve_jars(version: str = KAFKA_VERSION, *, quiet: bool = True) -> Path:
-    """Download the broker jars once into the cache; return the folder holding them."""
-    libs = cache_root() / f"kafka-{version}" / "libs"
-    marker = libs / ".complete"
-    if marker.exists():
-        return libs
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise BrokerError(
-            "Maven (`mvn`) is needed once to fetch the Kafka broker jars from Maven Central, and "
-            "it is not on PATH. Install it (for example `apt-get install maven`), or run the stack "
-            "with `docker compose up` instead."
-        )
-    work = libs.parent
-    work.mkdir(parents=True, exist_ok=True)
-    pom = resources.files("fraudstream.kafka").joinpath("pom.xml").read_text()
-    (work / "pom.xml").write_text(pom.replace("@KAFKA_VERSION@", version))
-    tmp = work / "libs.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    cmd = [
-        mvn,
-        "-B",
-        *(["-q"] if quiet else []),
-        "-f",
-        str(work / "pom.xml"),
-        "dependency:copy-dependencies",
-        f"-DoutputDirectory={tmp}",
-        "-DincludeScope=runtime",
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-15:])
-        raise BrokerError(
-            f"Maven could not resolve Apache Kafka {version} from Maven Central "
-            f"(exit {proc.returncode}). Check network access to Maven Central.\n{tail}"
-        )
-    shutil.rmtree(libs, ignore_errors=True)
-    tmp.rename(libs)
-    marker.write_text(version)
-    return libs
-
-
-SASL_USER = "fraudstream"
-SECURE_MECHANISMS = ("PLAIN", "SCRAM-SHA-512")
+from fraudstream.kafka.brokerconf import (
+    SASL_USER,
+    secure_properties,
+    server_properties,
+)
+from fraudstream.kafka.jvm import (
+    DEFAULT_PORT,
+    KAFKA_VERSION,
+    find_java,
+    free_port,
+    port_in_use,
+    resolve_jars,
+)
+from fraudstream.kafka.tls import make_tls_material
 
 
 @dataclass(frozen=True)
@@ -163,79 +79,6 @@ class Storage:
     controller_port: int
     secure_port: int | None
     version: str
-
-
-def _props_value(text: str) -> str:
-    """``text`` as one java.util.Properties value (newlines as \\n escapes)."""
-    return text.strip().replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def _secure_properties(
-    tls_dir: Path, users: dict[str, str], listener: str = "sasl_ssl"
-) -> list[str]:
-    cert_chain = (tls_dir / "broker.crt").read_text() + (tls_dir / "ca.crt").read_text()
-    key = (tls_dir / "broker.key").read_text()
-    plain_users = " ".join(f'user_{u}="{pw}"' for u, pw in users.items())
-    pfx = f"listener.name.{listener}"
-    return [
-        f"sasl.enabled.mechanisms={','.join(SECURE_MECHANISMS)}",
-        f"{pfx}.sasl.enabled.mechanisms={','.join(SECURE_MECHANISMS)}",
-        f"{pfx}.plain.sasl.jaas.config="
-        f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain_users};",
-        f"{pfx}.scram-sha-512.sasl.jaas.config="
-        "org.apache.kafka.common.security.scram.ScramLoginModule required;",
-        f"{pfx}.ssl.keystore.type=PEM",
-        f"{pfx}.ssl.keystore.certificate.chain={_props_value(cert_chain)}",
-        f"{pfx}.ssl.keystore.key={_props_value(key)}",
-        f"{pfx}.ssl.client.auth=none",
-    ]
-
-
-def _server_properties(
-    host: str,
-    port: int,
-    controller_port: int,
-    log_dirs: Path,
-    secure_port: int | None = None,
-    secure_lines: list[str] | None = None,
-) -> str:
-    listeners = f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}"
-    advertised = f"PLAINTEXT://{host}:{port}"
-    proto_map = "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
-    if secure_port is not None:
-        listeners += f",SASL_SSL://{host}:{secure_port}"
-        advertised += f",SASL_SSL://{host}:{secure_port}"
-        proto_map += ",SASL_SSL:SASL_SSL"
-    return "\n".join(
-        [
-            "process.roles=broker,controller",
-            "node.id=1",
-            f"controller.quorum.bootstrap.servers={host}:{controller_port}",
-            f"listeners={listeners}",
-            f"advertised.listeners={advertised}",
-            "controller.listener.names=CONTROLLER",
-            f"listener.security.protocol.map={proto_map}",
-            "inter.broker.listener.name=PLAINTEXT",
-            *(secure_lines or []),
-            f"log.dirs={log_dirs}",
-            "num.partitions=1",
-            # Single node: internal topics cannot have more replicas than brokers.
-            "offsets.topic.replication.factor=1",
-            "offsets.topic.num.partitions=8",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
-            "transaction.state.log.num.partitions=8",
-            "share.coordinator.state.topic.replication.factor=1",
-            "share.coordinator.state.topic.min.isr=1",
-            "group.initial.rebalance.delay.ms=0",
-            # Topics are created deliberately by `fraudstream topics create` and Faust.
-            "auto.create.topics.enable=false",
-            "message.max.bytes=2097152",
-            "log.segment.bytes=104857600",
-            "log.retention.check.interval.ms=60000",
-            "",
-        ]
-    )
 
 
 class LocalBroker:
@@ -366,12 +209,12 @@ class LocalBroker:
         return {creds[0]: creds[1]}
 
     def _write_properties(self, storage: Storage, users: dict[str, str]) -> Path:
-        secure_lines = _secure_properties(self.home / "tls", users) if users else []
+        secure_lines = secure_properties(self.home / "tls", users) if users else []
         props = self.home / "server.properties"
         fd = os.open(props, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # may hold a key
         with os.fdopen(fd, "w") as f:
             f.write(
-                _server_properties(
+                server_properties(
                     self.host,
                     storage.port,
                     storage.controller_port,
@@ -505,55 +348,6 @@ class LocalBroker:
         if info is None or self.stored() is None:
             raise BrokerError("No broker state to restart from.")
         return self.start(port=info.port, timeout=timeout)
-
-
-def _openssl(*args: str) -> None:
-    exe = shutil.which("openssl")
-    if exe is None:
-        raise BrokerError(
-            "`openssl` is needed to generate the CA and certificate of the secure (SASL_SSL) "
-            "listener, and it is not on PATH."
-        )
-    proc = subprocess.run([exe, *args], capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise BrokerError(f"openssl {args[0]} failed: {proc.stderr.strip()}")
-
-
-def make_tls_material(tls_dir: Path, host: str = "127.0.0.1", days: int = 30) -> Path:
-    """A throw-away CA (``ca.crt``) and a broker certificate/key for ``host`` and localhost
-    (``broker.crt``, unencrypted PKCS#8 ``broker.key``), all PEM. Returns the CA file."""
-    shutil.rmtree(tls_dir, ignore_errors=True)
-    tls_dir.mkdir(parents=True, mode=0o700)
-    ca_key, ca_crt = tls_dir / "ca.key", tls_dir / "ca.crt"
-    key, csr, crt = tls_dir / "broker.key", tls_dir / "broker.csr", tls_dir / "broker.crt"
-    ext = tls_dir / "broker.ext"
-    _openssl(
-        "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", str(ca_key)
-    )
-    _openssl(
-        "req", "-x509", "-new", "-key", str(ca_key), "-sha256", "-days", str(days),
-        "-subj", "/CN=fraudstream local CA", "-out", str(ca_crt),
-        "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-    )  # fmt: skip
-    _openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", str(key))
-    _openssl("req", "-new", "-key", str(key), "-subj", f"/CN={host}", "-out", str(csr))
-    alt = ["DNS:localhost", "IP:127.0.0.1"]
-    if host not in ("127.0.0.1", "localhost"):
-        alt.append(f"IP:{host}" if re.fullmatch(r"[\d.]+|[0-9a-fA-F:]+", host) else f"DNS:{host}")
-    ext.write_text(
-        "basicConstraints=CA:FALSE\n"
-        "keyUsage=critical,digitalSignature,keyEncipherment\n"
-        "extendedKeyUsage=serverAuth\n"
-        f"subjectAltName={','.join(alt)}\n"
-    )
-    _openssl(
-        "x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key),
-        "-CAcreateserial", "-sha256", "-days", str(days), "-extfile", str(ext), "-out", str(crt),
-    )  # fmt: skip
-    for f in (ca_key, key):
-        f.chmod(0o600)
-    return ca_crt
 
 
 def _cluster_id() -> str:

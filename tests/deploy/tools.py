@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fraudstream.kafka.broker import cache_root
+from fraudstream.kafka.jvm import cache_root
 
 
 def tool(name: str) -> Path:

@@ -17,8 +17,8 @@ from typing import Any
 
 from confluent_kafka import Message
 
-from fraudstream.kafka.broker import free_port
 from fraudstream.kafka.clients import read_all
+from fraudstream.kafka.jvm import free_port
 from fraudstream.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]

@@ -16,8 +16,9 @@ from confluent_kafka.admin import AdminClient
 
 from fraudstream.core.messages import encode_transaction
 from fraudstream.kafka.admin import create_topics
-from fraudstream.kafka.broker import LocalBroker, free_port
+from fraudstream.kafka.broker import LocalBroker
 from fraudstream.kafka.clients import make_producer, read_all
+from fraudstream.kafka.jvm import free_port
 from fraudstream.settings import Settings
 from fraudstream.sim.generator import SimConfig, generate
 from tests.integration.procs import REPO, Worker, fresh_settings, wait_for

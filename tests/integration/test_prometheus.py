@@ -20,9 +20,9 @@ import pytest
 
 from fraudstream.core.messages import encode_transaction
 from fraudstream.kafka.admin import create_topics
-from fraudstream.kafka.broker import free_port
 from fraudstream.kafka.clients import make_producer
 from fraudstream.kafka.control import publish_routing, startup_routing
+from fraudstream.kafka.jvm import free_port
 from fraudstream.settings import Settings
 from fraudstream.sim.generator import SimConfig, generate
 from tests.deploy.tools import tool
