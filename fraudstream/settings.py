@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     decision_retention_days: float = Field(default=90.0, gt=0)
     # A label whose decision has not arrived this long after it is dead-lettered as unknown.
     feedback_grace_seconds: float = Field(default=300.0, gt=0)
+    # How often the join deletes its records of decisions older than decision_retention_days
+    # (tombstones in its changelog, which compaction then drops): its state stays bounded.
+    join_prune_seconds: float = Field(default=3600.0, gt=0)
     max_message_bytes: int = Field(default=1_000_000, ge=1024)
     metrics_publish_seconds: float = Field(default=10.0, gt=0)
     web_host: str = "127.0.0.1"
@@ -85,6 +88,18 @@ class Settings(BaseSettings):
     api_max_inflight: int = Field(default=256, ge=1)
     log_level: str = "INFO"
     log_json: bool = False
+
+    @property
+    def topic_feedback_repartition(self) -> str:
+        """The worker's own topic for labels published off their decision's partition (as
+        Kafka Streams names its repartition topics: after the app id)."""
+        return f"{self.app_id}-feedback-repartition"
+
+    @property
+    def topic_transactions_repartition(self) -> str:
+        """The worker's own topic for transactions published off their card's murmur2
+        partition, on their way to it."""
+        return f"{self.app_id}-transactions-repartition"
 
     @property
     def role_set(self) -> frozenset[str]:

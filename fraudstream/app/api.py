@@ -34,11 +34,11 @@ from typing import Any
 
 import aiohttp
 import orjson
-from aiokafka.partitioner import murmur2
 from faust.types import TP
 from faust.web import View
 from prometheus_client import Counter, Gauge, Histogram
 
+from fraudstream.app.partitioning import card_home
 from fraudstream.app.serving import ServingManager
 from fraudstream.coordinator.coordinator import Coordinator
 from fraudstream.core import engine
@@ -64,7 +64,7 @@ _READ_CHUNK = 65_536
 def card_partition(card_id: str, partitions: int) -> int:
     """The partition of ``card_id`` in a topic of ``partitions`` partitions, as Kafka's default
     (murmur2) partitioner puts it: the Java client, aiokafka and librdkafka's ``murmur2_random``."""
-    return (murmur2(card_id.encode()) & 0x7FFFFFFF) % partitions
+    return card_home(card_id.encode(), partitions)
 
 
 class InflightLimiter:

@@ -50,7 +50,7 @@ class FaustApp:
     app: faust.App
     hooks: faust_boundary.Hooks
     transactions: Any
-    join_inputs: Any  # decisions and feedback (decisions carry their shadow score)
+    join_inputs: Any  # decisions, feedback, moved feedback (decisions carry their shadow score)
     join_records: Any  # transaction_id -> join record
     join_counts: Any  # partition|version|variant -> confusion counts
     held_labels: Any  # transaction_id -> a label waiting for its decision
@@ -92,7 +92,11 @@ def create_app(settings: Settings) -> FaustApp:
         settings.topic_transactions, partitions=settings.partitions, allow_empty=True, **RAW
     )
     join_inputs = app.topic(
-        settings.topic_decisions, settings.topic_feedback, allow_empty=True, **RAW
+        settings.topic_decisions,
+        settings.topic_feedback,
+        settings.topic_feedback_repartition,  # labels moved to their decision's partition
+        allow_empty=True,
+        **RAW,
     )
     # bytes keys and values: Faust stores them raw; the core owns the encoding. Per-card state
     # is not a Faust table: it lives in the scoring transactions (fraudstream.kafka.txn).

@@ -18,15 +18,16 @@ import asyncio
 import base64
 import logging
 import time
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from typing import Protocol
 
 import orjson
-from aiokafka.partitioner import murmur2
 
 from fraudstream.app import metrics
+from fraudstream.app.mover import misplaced
 from fraudstream.app.outputs import Output
+from fraudstream.app.partitioning import home
 from fraudstream.core import outcomes
 from fraudstream.core.messages import (
     Outcome,
@@ -59,7 +60,7 @@ class JoinTable(Protocol):
 
     def delete(self, partition: int, key: bytes) -> None: ...
 
-    def items(self) -> list[tuple[bytes, bytes]]: ...
+    def items(self) -> Iterable[tuple[bytes, bytes]]: ...
 
 
 class JoinSource(Protocol):
@@ -109,7 +110,7 @@ class Join:
                 else:
                     self._on_feedback(rec)
             except InvalidMessage as exc:
-                source = "feedback" if rec.topic == s.topic_feedback else "join"
+                source = "join" if rec.topic == s.topic_decisions else "feedback"
                 self.out.dead_letter(s.topic_feedback_dlq, rec, exc.reason, exc.message, source)
                 self._sent += 1
             except Exception as exc:  # noqa: BLE001 - dead-lettered with its reason
@@ -160,15 +161,17 @@ class Join:
             self._emit(rec.partition, reverted, new)
 
     def _on_feedback(self, rec: Record) -> None:
-        n = self.source.partitions(rec.topic) or self.s.partitions
-        want = None if rec.key is None else (murmur2(rec.key) & 0x7FFFFFFF) % n
-        if want is not None and want != rec.partition:
-            # The join finds a decision only in the partition its transaction_id hashes to.
+        # The join finds a decision only in the partition its transaction_id hashes to.
+        n = self.source.partitions(self.s.topic_decisions) or self.s.partitions
+        if misplaced(rec, n) is not None:
+            if rec.topic == self.s.topic_feedback:
+                return  # the mover brings it to the right partition (fraudstream.app.mover)
+            # Moved already, yet misplaced: partitions were added while it moved.
             raise InvalidMessage(
                 "wrong_partition",
-                f"this label is in partition {rec.partition}, but its transaction_id hashes to "
-                f"{want}: publish feedback with Kafka's default (murmur2) partitioner, as the "
-                "Java client does (librdkafka: partitioner=murmur2_random)",
+                f"this moved label is in partition {rec.partition} of {rec.topic}, not where "
+                f"its transaction_id hashes among {n} partitions: partitions were added while "
+                "it moved; publish it again",
             )
         fb = decode_feedback(rec.value)
         key = fb.transaction_id.encode()
@@ -179,7 +182,7 @@ class Join:
             held = outcomes.hold_label(joined, fb, labelled_at=utc_now_iso())
             self._store(key, held, rec.partition)
             value = base64.b64encode(rec.value or b"").decode()
-            entry = orjson.dumps([rec.partition, rec.offset, time.time(), value])
+            entry = orjson.dumps([rec.partition, rec.offset, time.time(), value, rec.topic])
             self.held_labels.put(rec.partition, key, entry)
             return
         self.held_labels.delete(rec.partition, key)
@@ -233,20 +236,21 @@ class Join:
 
     # --- timers -------------------------------------------------------------------------------
 
-    def held(self) -> dict[bytes, tuple[int, int, float, bytes]]:
+    def held(self) -> dict[bytes, tuple[int, int, float, bytes, str]]:
         """Labels held for a decision not seen yet: key -> (partition, offset, held since
-        (POSIX s), original value)."""
+        (POSIX s), original value, topic read from)."""
         out = {}
         for key, raw in self.held_labels.items():
-            p, o, t, v = orjson.loads(raw)
-            out[bytes(key)] = (int(p), int(o), float(t), base64.b64decode(v))
+            p, o, t, v, *topic = orjson.loads(raw)  # entries held before topics were stored
+            origin = str(topic[0]) if topic else self.s.topic_feedback
+            out[bytes(key)] = (int(p), int(o), float(t), base64.b64decode(v), origin)
         return out
 
     def sweep(self, grace_s: float) -> int:
         """Dead-letter labels whose decision has not arrived within ``grace_s``."""
         now = time.time()
         expired = [(k, v) for k, v in self.held().items() if now - v[2] >= grace_s]
-        for key, (partition, offset, _, raw) in expired:
+        for key, (partition, offset, _, raw, topic) in expired:
             self.held_labels.delete(partition, key)
             got = self.records.get(partition, key)
             joined = outcomes.JoinRecord.from_dict(orjson.loads(got)) if got else None
@@ -256,7 +260,7 @@ class Join:
             metrics.FEEDBACK_UNKNOWN.inc()
             self.out.dead_letter(
                 self.s.topic_feedback_dlq,
-                Record(self.s.topic_feedback, partition, offset, key, raw),
+                Record(topic, partition, offset, key, raw),
                 "unknown_transaction",
                 f"no decision for this transaction_id arrived within {grace_s:.0f}s of its label "
                 "(never decided by this deployment, or past retention); check the id and topic",
@@ -267,6 +271,45 @@ class Join:
     async def sweep_held_labels(self) -> None:
         if self.sweep(self.s.feedback_grace_seconds):
             await self.out.flush()
+
+    async def prune(self, now: float | None = None, chunk: int = 500) -> int:
+        """Delete the join records of decisions made before the retention horizon
+        (``FRAUD_DECISION_RETENTION_DAYS``): a label for them is refused anyway, and each
+        deletion is a tombstone in the table's changelog, which compaction then drops, so the
+        table and its changelog hold only the horizon. Returns how many were deleted.
+
+        The scan yields to the event loop every ``chunk`` records. A table changed meanwhile
+        may end the scan early (an in-memory table cannot be iterated across changes): what it
+        found is deleted, and the next round starts over; dicts iterate oldest first."""
+        horizon = (time.time() if now is None else now) - self.retention_s
+        # The worker writes decided_at as utc_now_iso does (fixed width, "+00:00"): such strings
+        # compare as their instants do, without parsing each one.
+        cutoff = datetime.fromtimestamp(horizon, UTC).isoformat(timespec="milliseconds")
+        n = self.source.partitions(self.s.topic_decisions) or self.s.partitions
+        expired: list[bytes] = []
+        try:
+            for i, (key, raw) in enumerate(self.records.items(), 1):
+                decided = orjson.loads(raw).get("d")
+                if decided and _before(decided[6], cutoff, horizon):
+                    expired.append(bytes(key))
+                if i % chunk == 0:
+                    await asyncio.sleep(0)
+        except RuntimeError:  # changed during iteration: delete what was found
+            log.debug("the join table changed during its pruning scan; continuing next round")
+        deleted = 0
+        for i, key in enumerate(expired, 1):
+            p = home(key, n)
+            # A batch under way keeps what it read; a partition given away meanwhile is its new
+            # owner's to prune.
+            if key not in self._records and self.source.assigned((self.s.topic_decisions, p)):
+                self.records.delete(p, key)
+                deleted += 1
+            if i % chunk == 0:
+                await asyncio.sleep(0)
+        if deleted:
+            metrics.JOIN_PRUNED.inc(deleted)
+            log.info("pruned %d join records of decisions past the retention horizon", deleted)
+        return deleted
 
     async def publish_metrics(self) -> None:
         """Per-version counts to the compacted metrics topic and the confusion gauge."""
@@ -331,6 +374,16 @@ class Join:
     def committable(self, tp: TopicPartition, committed: int | None) -> int | None:
         """The offset the consumer may commit for ``tp`` now (None: nothing to commit)."""
         return self.offsets.committable(tp, committed)
+
+
+def _before(timestamp: str, cutoff: str, horizon: float) -> bool:
+    """Whether ``timestamp`` is before the horizon (``cutoff`` is it in utc_now_iso's form)."""
+    if len(timestamp) == len(cutoff) and timestamp.endswith("+00:00"):
+        return timestamp < cutoff
+    try:
+        return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp() < horizon
+    except (ValueError, TypeError, AttributeError):
+        return False  # unreadable: never pruned for its age
 
 
 def _age_s(decided_at: str, reported_at: str) -> float:

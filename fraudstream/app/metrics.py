@@ -25,7 +25,7 @@ DEAD_LETTER_REASONS: dict[str, tuple[str, ...]] = {
         "decode_error",
         "scoring_error",
     ),
-    "feedback": (*_DECODE_REASONS, "unknown_transaction", "past_retention"),
+    "feedback": (*_DECODE_REASONS, "unknown_transaction", "past_retention", "wrong_partition"),
     "join": (*_DECODE_REASONS, "join_error"),
 }
 
@@ -92,6 +92,20 @@ CONFUSION = Gauge(
 FEEDBACK_UNKNOWN = Counter(
     "fraudstream_feedback_unknown_total",
     "Labels for transactions never decided here or past retention (dead-lettered).",
+)
+TRANSACTIONS_MOVED = Counter(
+    "fraudstream_transactions_moved_total",
+    "Transactions published off their card's partition (a partitioner other than murmur2), "
+    "moved to it through the worker's transactions repartition topic.",
+)
+FEEDBACK_MOVED = Counter(
+    "fraudstream_feedback_moved_total",
+    "Labels published off their decision's partition (a partitioner other than murmur2), moved "
+    "to it through the worker's feedback repartition topic.",
+)
+JOIN_PRUNED = Counter(
+    "fraudstream_join_pruned_total",
+    "Join records deleted because their decision is older than the retention horizon.",
 )
 MODEL_INFO = Gauge(
     "fraudstream_model_info",

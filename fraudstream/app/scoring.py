@@ -9,9 +9,11 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from fraudstream.app import metrics
+from fraudstream.app.partitioning import card_home
 from fraudstream.app.serving import ServingManager
 from fraudstream.coordinator.ports import Handled, Send
 from fraudstream.core import engine
@@ -24,18 +26,55 @@ from fraudstream.settings import Settings
 log = logging.getLogger("fraudstream.scoring")
 
 
-class ScoringHandler:
-    """Decides transactions; one ``engine.Verdict`` per record."""
+#: The state key of a partition's position in the transactions repartition topic: not UTF-8,
+#: so never a card's key.
+MOVED_POSITION = b"\xff\xfe repartition position"
+#: The result of a record moved to its card's partition, or moved there and decided already
+#: (results of records from the log are not read: only API requests' are answered).
+MOVED = engine.Refused("moved", "moved to its card's partition through the repartition topic")
 
-    def __init__(self, settings: Settings, serving: ServingManager) -> None:
+
+@dataclass(slots=True)
+class Position:
+    """Where a partition stands in the transactions repartition topic: the next offset to
+    decide, as committed and in the open transaction."""
+
+    committed: int | None = None
+    pending: int | None = None
+
+
+class ScoringHandler:
+    """Decides transactions; one ``engine.Verdict`` per record.
+
+    A transaction off its card's murmur2 partition (a producer with another partitioner) is
+    not decided where it is: it is written, untouched, to the transactions repartition topic,
+    which murmur2 partitions by card, in the same transaction as its input offset; the
+    coordinator's ``handle_side`` brings it back to the card's partition, decided there with
+    the card's state. ``partitions()`` says how many partitions there are (None: never move).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        serving: ServingManager,
+        partitions: Callable[[], int | None] | None = None,
+    ) -> None:
         self.s = settings
         self.serving = serving
         self.store = CardStore()
         self.window_s = settings.dedup_window_hours * 3600.0
+        self.partitions = partitions
+        self.side_topic = settings.topic_transactions_repartition
+        self.positions: dict[int, Position] = {}
+        self._moved: Counter[int] = Counter()  # moves in each open transaction, for the metric
 
     def restore(self, partition: int, state: Sequence[tuple[bytes, bytes | None]]) -> int:
         records: list[tuple[str, engine.CardRecord | None]] = []
+        at = Position()
         for key, value in state:
+            if key == MOVED_POSITION:
+                at = Position(*(2 * [None if value is None else int(value)]))
+                continue
             card = key.decode("utf-8", "replace")
             try:
                 records.append((card, None if value is None else engine.record_from_bytes(value)))
@@ -45,6 +84,8 @@ class ScoringHandler:
                     "unreadable card record in partition %d; card starts afresh", partition
                 )
                 records.append((card, None))
+        self.positions[partition] = at
+        self._moved[partition] = 0
         n = self.store.load(partition, records)
         metrics.CARD_RECORDS.labels(partition=str(partition)).set(n)
         return n
@@ -55,10 +96,13 @@ class ScoringHandler:
     def step(self, records: Sequence[Record]) -> Handled[engine.Verdict]:
         serving = self.serving.current
         assert serving is not None, "the worker starts only with a champion loaded"
-        metrics.TRANSACTIONS.inc(sum(1 for r in records if r.from_log))
+        metrics.TRANSACTIONS.inc(
+            sum(1 for r in records if r.from_log and r.topic != self.side_topic)
+        )
+        moves, todo = self._route(records)
         done = engine.step(
             serving,
-            records,
+            todo,
             self.store.get,
             max_bytes=self.s.max_message_bytes,
             now_iso=utc_now_iso(),
@@ -68,7 +112,41 @@ class ScoringHandler:
             log.error("a batch of %d failed as a whole; it was decided one at a time", len(records))
         for (partition, card), rec in done.cards.items():
             self.store.put(partition, card, rec)
-        return Handled(self._sends(done.verdicts), [v for _, v in done.verdicts])
+        verdicts = {id(rec): v for rec, v in done.verdicts}
+        return Handled(
+            moves + self._sends(done.verdicts), [verdicts.get(id(r), MOVED) for r in records]
+        )
+
+    def _route(self, records: Sequence[Record]) -> tuple[list[Send], list[Record]]:
+        """(the moves of records off their card's partition, the records to decide here)."""
+        n = self.partitions() if self.partitions is not None else None
+        moves: list[Send] = []
+        todo: list[Record] = []
+        for rec in records:
+            p = rec.partition
+            if rec.topic == self.side_topic:
+                at = self.positions[p]
+                if at.pending is not None and rec.offset < at.pending:
+                    continue  # decided already: in a committed or this open transaction
+                at.pending = rec.offset + 1
+                todo.append(rec)
+            elif n and rec.from_log and rec.key is not None and card_home(rec.key, n) != p:
+                origin = [
+                    ("origin.topic", rec.topic.encode()),
+                    ("origin.partition", str(p).encode()),
+                    ("origin.offset", str(rec.offset).encode()),
+                ]
+                moves.append(Send(p, self.side_topic, rec.key, rec.value, origin))
+                self._moved[p] += 1
+            else:
+                todo.append(rec)
+        return moves, todo
+
+    def moved_position(self, partition: int) -> int | None:
+        """The committed next offset of ``partition`` in the repartition topic (None: its
+        start), where a reader of that topic starts when the partition is opened."""
+        at = self.positions.get(partition)
+        return None if at is None else at.committed
 
     def _sends(self, verdicts: Sequence[tuple[Record, engine.Verdict]]) -> list[Send]:
         s = self.s
@@ -110,19 +188,31 @@ class ScoringHandler:
         return out
 
     def changes(self, partition: int) -> list[tuple[bytes, bytes | None]]:
-        return [
+        out: list[tuple[bytes, bytes | None]] = [
             (card.encode(), engine.record_to_bytes(rec))
             for card, rec in self.store.pending(partition).items()
         ]
+        at = self.positions.get(partition)
+        if at is not None and at.pending != at.committed and at.pending is not None:
+            out.append((MOVED_POSITION, str(at.pending).encode()))
+        return out
 
     def committed(self, partition: int) -> None:
         self.store.commit(partition)
+        if (at := self.positions.get(partition)) is not None:
+            at.committed = at.pending
+        metrics.TRANSACTIONS_MOVED.inc(self._moved.pop(partition, 0))
         metrics.CARD_RECORDS.labels(partition=str(partition)).set(self.store.size(partition))
 
     def aborted(self, partition: int) -> None:
         self.store.abort(partition)
+        if (at := self.positions.get(partition)) is not None:
+            at.pending = at.committed  # its records are decided again from memory
+        self._moved.pop(partition, None)
 
     def drop(self, partition: int) -> None:
         self.store.drop(partition)
+        self.positions.pop(partition, None)
+        self._moved.pop(partition, None)
         with contextlib.suppress(KeyError):
             metrics.CARD_RECORDS.remove(str(partition))

@@ -15,16 +15,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
 from faust.types import TP
 
-from fraudstream.app import api, faust_boundary, metrics, web
+from fraudstream.app import api, faust_boundary, metrics, mover, web
 from fraudstream.app.app import FaustApp, create_app
 from fraudstream.app.join import Join, TopicPartition
+from fraudstream.app.observers import MetricsObserver
 from fraudstream.app.outputs import Output
+from fraudstream.app.reader import AssignedReader
 from fraudstream.app.scoring import ScoringHandler
 from fraudstream.app.serving import ServingManager
 from fraudstream.app.supervisor import Supervisor
@@ -52,6 +54,7 @@ class Worker:
     supervisor: Supervisor
     coordinator: Coordinator[Verdict] | None
     join: Join | None
+    mover: Coordinator[bool] | None = None
 
 
 class KafkaSource:
@@ -71,44 +74,6 @@ class KafkaSource:
             None, has_committed_records, self.s, self.topic, partition, start, end
         )
         return found
-
-
-class MetricsObserver:
-    """The coordinator's work as metrics and log lines (``ports.Observer``)."""
-
-    def opened(self, partition: int, restored: int, seconds: float) -> None:
-        log.info(
-            "partition %d opened: earlier owners fenced, %d card records restored in %.2fs",
-            partition,
-            restored,
-            seconds,
-        )
-
-    def let_go(self, partition: int) -> None:
-        pass  # the coordinator logs it; the card-record gauge goes with the handler's drop
-
-    def committed(self, partitions: Sequence[int], events: int, seconds: float) -> None:
-        metrics.TXN_COMMIT_SECONDS.observe(seconds)
-        metrics.TXN_COMMITS.inc(len(partitions))
-        log.debug("partitions %s committed: %d events", list(partitions), events)
-
-    def aborted(self, partitions: Sequence[int]) -> None:
-        metrics.TXN_ABORTS.inc(len(partitions))
-
-    def refetched(self, partition: int, start: int, end: int) -> None:
-        metrics.REFETCHES.inc()
-
-    def skipped(self, partition: int, offsets: Sequence[int]) -> None:
-        metrics.REVOKED_SKIPPED.inc(len(offsets))
-        log.info(
-            "partition %d is not held here: left offsets %d..%d to its owner",
-            partition,
-            min(offsets),
-            max(offsets),
-        )
-
-    def redelivered(self, partition: int, count: int) -> None:
-        log.info("partition %d: %d records delivered again were decided already", partition, count)
 
 
 class Clock:
@@ -134,8 +99,9 @@ class FaustTable:
         with faust_boundary.table_partition(self.topic, partition):
             self.table.pop(key, None)
 
-    def items(self) -> list[tuple[bytes, bytes]]:
-        return [(bytes(k), bytes(v)) for k, v in list(self.table.items())]
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        for k, v in self.table.items():
+            yield bytes(k), bytes(v)
 
 
 class JoinInputs:
@@ -195,7 +161,7 @@ def assemble(
     coordinator = (
         _install_scoring(fa, s, serving, supervisor, writers) if "score" in s.role_set else None
     )
-    join = _install_join(fa, s, supervisor, output) if "join" in s.role_set else None
+    join, mover = _install_join(fa, s, supervisor, output) if "join" in s.role_set else (None, None)
 
     async def before_flush() -> None:
         # Faust flushes its producer before it commits offsets (timer, rebalance, shutdown):
@@ -204,6 +170,8 @@ def assemble(
             await supervisor.guard(coordinator.commit_all())
         if join is not None:
             await supervisor.guard(join.out.flush())
+        if mover is not None:
+            await supervisor.guard(mover.commit_all())
 
     fa.hooks.before_flush = before_flush
 
@@ -228,7 +196,7 @@ def assemble(
 
     web.install(app, s, serving, ready_partitions)
     api.install(app, s, serving, coordinator)
-    return Worker(fa, s, serving, supervisor, coordinator, join)
+    return Worker(fa, s, serving, supervisor, coordinator, join, mover)
 
 
 def _on_assignment(app: Any, receiver: Callable[..., Awaitable[None]]) -> None:
@@ -255,8 +223,14 @@ def _install_scoring(
         from fraudstream.kafka.txn import TransactionalWriters
 
         writers = TransactionalWriters(s, card_changelog_topic(s))
+
+    def partitions() -> int:
+        n: int | None = app.consumer.topic_partitions(s.topic_transactions)
+        return n or s.partitions
+
+    handler = ScoringHandler(s, serving, partitions)
     coordinator: Coordinator[Verdict] = Coordinator(
-        handler=ScoringHandler(s, serving),
+        handler=handler,
         writers=writers,
         source=KafkaSource(app, s.topic_transactions, s),
         observer=MetricsObserver(),
@@ -282,27 +256,57 @@ def _install_scoring(
         mine = {tp.partition for tp in assigned if tp.topic == s.topic_transactions}
         await supervisor.guard(coordinator.on_assigned(mine))
 
+    # Transactions moved to their card's partition, read from the position each owned
+    # partition's state holds (ScoringHandler.moved_position), decided in its transaction.
+    moved = AssignedReader(
+        s,
+        s.topic_transactions_repartition,
+        f"{s.app_id}-moved-transactions",
+        lambda: {
+            p: (st, handler.moved_position(p)) for p, st in list(coordinator.partitions.items())
+        },
+        coordinator.handle_side,
+    )
+
+    async def read_moved() -> None:
+        await supervisor.guard(moved.run())
+
     async def commit_due() -> None:
         await supervisor.guard(coordinator.commit_due())
 
     app.agent(fa.transactions, name="score-transactions")(score_transactions)
     app.task(decide)
+    app.task(read_moved)
     app.timer(interval=max(0.1, coordinator.interval_s))(commit_due)
     _on_assignment(app, on_assigned)
     return coordinator
 
 
-def _install_join(fa: FaustApp, s: Settings, supervisor: Supervisor, output: Output | None) -> Join:
+def _install_join(
+    fa: FaustApp, s: Settings, supervisor: Supervisor, output: Output | None
+) -> tuple[Join, Coordinator[bool]]:
     app = fa.app
+    inputs = JoinInputs(app)
     join = Join(
         s,
         output or Output(s),
         records=FaustTable(fa.join_records, s.topic_decisions),
         counts=FaustTable(fa.join_counts, s.topic_decisions),
         held=FaustTable(fa.held_labels, s.topic_decisions),
-        source=JoinInputs(app),
+        source=inputs,
     )
-    fa.hooks.join_topics = frozenset({s.topic_decisions, s.topic_feedback})
+    mover_coordinator = mover.install(
+        app,
+        s,
+        supervisor,
+        # The join's count (Join._on_feedback): a label is either moved or joined where it is.
+        partitions=lambda: inputs.partitions(s.topic_decisions) or s.partitions,
+        held_by_group=lambda p: inputs.assigned((s.topic_feedback, p)),
+        clock=Clock(),
+    )
+    fa.hooks.join_topics = frozenset(
+        {s.topic_decisions, s.topic_feedback, s.topic_feedback_repartition}
+    )
     fa.hooks.join_offset = lambda tp, committed: join.committable(
         (tp.topic, tp.partition), committed
     )
@@ -320,6 +324,9 @@ def _install_join(fa: FaustApp, s: Settings, supervisor: Supervisor, output: Out
     async def sweep_held_labels() -> None:
         await supervisor.guard(join.sweep_held_labels())
 
+    async def prune() -> None:
+        await supervisor.guard(join.prune())
+
     async def restart_offsets(_sender: Any, _assigned: Any, **_kw: Any) -> None:
         # Faust seeks every assigned partition to its committed offset: first records again.
         join.offsets.clear()
@@ -328,8 +335,9 @@ def _install_join(fa: FaustApp, s: Settings, supervisor: Supervisor, output: Out
     app.timer(interval=s.metrics_publish_seconds)(publish_metrics)
     app.timer(interval=max(1.0, s.feedback_grace_seconds / 10))(sweep_held_labels)
     app.timer(interval=1.0)(join.check_heads)
+    app.timer(interval=s.join_prune_seconds)(prune)
     _on_assignment(app, restart_offsets)
-    return join
+    return join, mover_coordinator
 
 
 def _lag_meter(app: Any, s: Settings, coordinator: Coordinator[Verdict] | None) -> Any:

@@ -199,6 +199,31 @@ class Coordinator(Generic[R]):
         result: R = st.answers.pop(id(record))
         return result
 
+    async def handle_side(self, records: Sequence[Record]) -> None:
+        """Decide records of a second input of the owned partitions (transactions moved to
+        their card's partition through a repartition topic) in their partition's open
+        transaction, after any commit under way. Their position is the handler's: kept in its
+        state, committed in the same transaction, so the handler drops what was decided
+        already. Records of partitions not held here are left to their owner, which reads them
+        from its committed position."""
+        by_partition: dict[int, list[Record]] = {}
+        for rec in records:
+            by_partition.setdefault(rec.partition, []).append(rec)
+        for p, recs in by_partition.items():
+            while True:
+                async with self.lock:
+                    st = self.partitions.get(p)
+                    if st is None:
+                        break
+                    running = st.committing
+                    if running is None:
+                        for rec in recs:
+                            st.accept_side(rec)
+                        self._decide(recs)
+                        self._start_due()
+                        break
+                await asyncio.wait({running})
+
     async def wake(self) -> None:
         """Let the handler look again at the records it refused (a watermark moved)."""
         async with self.lock:

@@ -80,6 +80,11 @@ class PartitionState:
         if record.from_log:
             self.next_offset = max(self.next_offset or 0, record.offset + 1)
 
+    def accept_side(self, record: Record) -> None:
+        """A record of a second input of this partition (``Coordinator.handle_side``) goes into
+        the open transaction; its position is the handler's, not ``next_offset``."""
+        self.inflight.append(record)
+
     # --- the open transaction ---------------------------------------------------------------
 
     def wrote(self) -> None:

@@ -190,8 +190,16 @@ class Load:
     """The simulator publishing ``n`` transactions at ``rate``/s in a thread, recording every id
     the broker acknowledged."""
 
-    def __init__(self, settings: Settings, n: int, rate: float, seed: int) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        n: int,
+        rate: float,
+        seed: int,
+        partitioner: str = "murmur2_random",
+    ) -> None:
         self.settings, self.n, self.rate, self.seed = settings, n, rate, seed
+        self.partitioner = partitioner
         self.stats: PublishStats | None = None
         self.error: BaseException | None = None
         self.t0 = self.t1 = 0.0
@@ -207,6 +215,7 @@ class Load:
                 config=SimConfig(seed=self.seed, n_cards=max(100, self.n // 4)),
                 feedback=False,
                 record_acked=True,
+                partitioner=self.partitioner,
             )
         except BaseException as exc:  # noqa: BLE001 - reported by join()
             self.error = exc
@@ -375,15 +384,18 @@ def sigkill(
     n: int = 6000,
     rate: float = 300.0,
     seed: int = 1,
+    partitioner: str = "murmur2_random",
 ) -> Row:
-    """SIGKILL the worker ``kills`` times at random moments under load, restarting each time."""
+    """SIGKILL the worker ``kills`` times at random moments under load, restarting each time.
+    With ``partitioner="consistent_random"`` (librdkafka's default, CRC32) most transactions
+    take the repartition path."""
     started = _setup(settings)
     w = WorkerProc(settings, "w1", tmp).start()
     faults: list[str] = []
     times: list[float] = []
     with workers(w):
         w.wait_ready()
-        load = Load(settings, n, rate, seed).start()
+        load = Load(settings, n, rate, seed, partitioner).start()
         window = n / rate
         rng = random.Random(seed)
         moments = sorted(rng.uniform(0.1, 0.75) * window for _ in range(kills))
@@ -394,8 +406,9 @@ def sigkill(
             faults.append(f"SIGKILL at {load.elapsed():.1f}s")
             w.start()
             w.wait_ready()
+        name = f"SIGKILL x{kills}" if kills > 1 else "SIGKILL x1"
         row, _, _ = _finish(
-            f"SIGKILL x{kills}" if kills > 1 else "SIGKILL x1",
+            name if partitioner == "murmur2_random" else f"{name} ({partitioner} producer)",
             settings,
             load,
             faults=faults,

@@ -44,6 +44,11 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic_decisions, n, week, True),
         TopicSpec(settings.topic_scores, n, week, True),
         TopicSpec(settings.topic_feedback, n, {"retention.ms": "-1"}, True),
+        # Transactions moved to their card's partition (fraudstream.app.scoring): as `transactions`.
+        TopicSpec(settings.topic_transactions_repartition, n, week, True),
+        # Labels moved to their decision's partition (fraudstream.app.mover): joined within
+        # seconds, kept as long as a label can still change an outcome.
+        TopicSpec(settings.topic_feedback_repartition, n, horizon, True),
         TopicSpec(settings.topic_feedback_dlq, n, horizon, True),
         TopicSpec(settings.topic_outcomes, n, horizon, True),
         TopicSpec(settings.topic_false_positives, n, horizon, True),

@@ -228,15 +228,19 @@ class TransactionalWriters:
     def __init__(
         self,
         settings: Settings,
-        changelog_topic: str,
+        changelog_topic: str | None,
         *,
         input_topic: str | None = None,
         role: str = "score",
+        group_id: str | None = None,
     ) -> None:
         self.s = settings
-        self.changelog_topic = changelog_topic
+        self.changelog_topic = changelog_topic  # None: a handler without state
         self.input_topic = input_topic or settings.topic_transactions
         self.role = role
+        # The group whose offsets the transactions commit: the worker's own, unless the input
+        # is also read by another part of the worker in that group (the feedback mover).
+        self.group_id = group_id or settings.app_id
         self._writers: dict[int, PartitionWriter] = {}
         self._positions: dict[int, int | None] = {}  # the last input offset committed
         self._retired: list[PartitionWriter] = []  # replaced producers, never called again
@@ -299,7 +303,7 @@ class TransactionalWriters:
     def _metadata(self) -> Any:
         if self._group_metadata is None:
             # The group id alone (generation -1): see the module docstring.
-            probe = make_consumer(self.s, group_id=self.s.app_id)
+            probe = make_consumer(self.s, group_id=self.group_id)
             try:
                 self._group_metadata = probe.consumer_group_metadata()
             finally:
@@ -316,8 +320,10 @@ class TransactionalWriters:
         writer = self._new_writer(partition)
         await self._run(writer.begin)
         self._writers[partition] = writer
-        state: list[tuple[bytes, bytes | None]] = await self._run(
-            restore_partition, self.s, self.changelog_topic, partition
+        state: list[tuple[bytes, bytes | None]] = (
+            []
+            if self.changelog_topic is None
+            else await self._run(restore_partition, self.s, self.changelog_topic, partition)
         )
         committed: int | None = await self._run(self._committed_offset, partition)
         self._positions[partition] = committed
@@ -331,7 +337,7 @@ class TransactionalWriters:
 
     def _committed_offset(self, partition: int) -> int | None:
         topic = self.input_topic
-        got = group_committed_offsets(self.s, self.s.app_id, [(topic, partition)])
+        got = group_committed_offsets(self.s, self.group_id, [(topic, partition)])
         return got.get((topic, partition))
 
     def send(
@@ -346,6 +352,8 @@ class TransactionalWriters:
 
     def keep(self, partition: int, key: bytes, value: bytes | None) -> None:
         # The state of input partition p lives in partition p of its changelog.
+        if self.changelog_topic is None:
+            raise ValueError(f"{self.role}: these writers keep no state (no changelog topic)")
         self._writers[partition].send(self.changelog_topic, key, value, None, partition)
 
     async def commit(self, positions: Mapping[int, int | None]) -> None:

@@ -63,11 +63,15 @@ def publish(
     acked_file: Path | None = None,
     progress: Callable[[PublishStats], None] | None = None,
     stop: threading.Event | None = None,
+    partitioner: str = "murmur2_random",
 ) -> PublishStats:
     """Send ``n`` transactions (``None``: until ``duration_s`` or ``stop``) at ``rate`` per second
-    (0: as fast as possible); labels follow ``feedback_delay_s`` later on average."""
+    (0: as fast as possible); labels follow ``feedback_delay_s`` later on average.
+    ``partitioner``: librdkafka's; ``consistent_random`` publishes as its clients do by default."""
     cfg = config or SimConfig(seed=seed)
-    producer = make_producer(settings, **{"linger.ms": 5, "batch.num.messages": 10000})
+    producer = make_producer(
+        settings, **{"linger.ms": 5, "batch.num.messages": 10000, "partitioner": partitioner}
+    )
     stats = PublishStats()
     lock = threading.Lock()
     acked_out = acked_file.open("a") if acked_file else None

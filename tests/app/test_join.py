@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -69,6 +70,7 @@ class RecordingOutput(Output):
 class DictTable:
     def __init__(self) -> None:
         self.data: dict[bytes, tuple[int, bytes]] = {}
+        self.deleted: dict[bytes, int] = {}  # key -> the partition it was deleted in
 
     def get(self, partition: int, key: bytes) -> bytes | None:
         got = self.data.get(key)
@@ -79,6 +81,7 @@ class DictTable:
 
     def delete(self, partition: int, key: bytes) -> None:
         self.data.pop(key, None)
+        self.deleted[key] = partition
 
     def items(self) -> list[tuple[bytes, bytes]]:
         return [(k, v) for k, (_, v) in self.data.items()]
@@ -87,12 +90,13 @@ class DictTable:
 class Inputs:
     def __init__(self) -> None:
         self.seeks: list[tuple[TopicPartition, int]] = []
+        self.given_away: set[int] = set()  # partitions the group took away
 
     def partitions(self, topic: str) -> int | None:
         return 2
 
     def assigned(self, tp: TopicPartition) -> bool:
-        return True
+        return tp[1] not in self.given_away
 
     async def seek(self, tp: TopicPartition, offset: int) -> None:
         self.seeks.append((tp, offset))
@@ -103,13 +107,14 @@ class Rig:
         self.s = settings
         self.out = RecordingOutput()
         self.records, self.counts, self.held = DictTable(), DictTable(), DictTable()
+        self.inputs = Inputs()
         self.join = Join(
             settings,
             self.out,
             records=self.records,
             counts=self.counts,
             held=self.held,
-            source=Inputs(),
+            source=self.inputs,
         )
         self.offset = 0
 
@@ -248,16 +253,71 @@ def test_a_label_before_its_decision_counts_when_the_decision_arrives(settings: 
     run(settings, body)
 
 
-def test_a_label_in_a_partition_its_id_does_not_hash_to_is_dead_lettered(
-    settings: Settings,
-) -> None:
+def test_a_label_off_its_decision_s_partition_is_left_to_the_mover(settings: Settings) -> None:
     async def body(r: Rig) -> None:
+        s = r.s
         right = (murmur2(b"tx-p") & 0x7FFFFFFF) % 2
-        await r.label("tx-p", True, 1 - right)
-        [dead] = r.out.on(r.s.topic_feedback_dlq)
+        await r.deliver(s.topic_decisions, decision("tx-p", "decline"), b"tx-p", right)
+        rec = await r.label("tx-p", True, 1 - right)
+        assert r.out.records == []  # neither joined here nor dead-lettered
+        assert r.join.held() == {}
+        r.join.offsets.verified((s.topic_feedback, 1 - right), rec.offset)
+        assert r.join.committable((s.topic_feedback, 1 - right), None) == rec.offset + 1
+
+    run(settings, body)
+
+
+def test_a_moved_label_joins_in_its_decision_s_partition(settings: Settings) -> None:
+    async def body(r: Rig) -> None:
+        s = r.s
+        right = (murmur2(b"tx-m") & 0x7FFFFFFF) % 2
+        await r.deliver(s.topic_decisions, decision("tx-m", "decline"), b"tx-m", right)
+        fb = encode_feedback(Feedback("tx-m", True, "chargeback", "2024-05-03T09:00:00+00:00"))
+        await r.deliver(s.topic_feedback_repartition, fb, b"tx-m", right)
+        [o] = r.outcomes()
+        assert (o.transaction_id, o.outcome) == ("tx-m", "TP")
+        assert r.out.on(s.topic_feedback_dlq) == []
+
+    run(settings, body)
+
+
+def test_a_moved_label_still_off_its_partition_is_dead_lettered(settings: Settings) -> None:
+    async def body(r: Rig) -> None:
+        s = r.s
+        right = (murmur2(b"tx-w") & 0x7FFFFFFF) % 2
+        fb = encode_feedback(Feedback("tx-w", True, "chargeback", "2024-05-03T09:00:00+00:00"))
+        await r.deliver(s.topic_feedback_repartition, fb, b"tx-w", 1 - right)
+        [dead] = r.out.on(s.topic_feedback_dlq)
         assert dead.headers["error.class"] == "wrong_partition"
-        assert "murmur2" in dead.headers["error.message"]
+        assert dead.headers["origin.topic"] == s.topic_feedback_repartition
+        assert "partitions were added" in dead.headers["error.message"]
         assert r.outcomes() == []
+
+    run(settings, body)
+
+
+def test_pruning_deletes_the_records_of_decisions_past_the_horizon(settings: Settings) -> None:
+    async def body(r: Rig) -> None:
+        s = r.s
+        for i in range(5):
+            await r.deliver(s.topic_decisions, decision(f"tx-{i}", "approve"), f"tx-{i}".encode())
+        await r.label("tx-ghost", True)  # held, no decision: the sweep's business
+        decided = datetime.fromisoformat(
+            orjson.loads(r.records.get(0, b"tx-0") or b"{}")["d"][6].replace("Z", "+00:00")
+        ).timestamp()
+        horizon = s.decision_retention_days * 86400
+        assert await r.join.prune(now=decided + horizon - 60) == 0
+        before = dict(r.records.data)
+        r.inputs.given_away = {1}  # its records are the new owner's to prune
+        kept = {k for k, (p, _) in before.items() if p == 1 and k != b"tx-ghost"}
+        assert await r.join.prune(now=decided + horizon + 60, chunk=2) == 5 - len(kept)
+        r.inputs.given_away = set()
+        assert await r.join.prune(now=decided + horizon + 60, chunk=2) == len(kept)
+        assert set(r.records.data) == {b"tx-ghost"}
+        for i in range(5):  # deleted in the partition the record was written in
+            key = f"tx-{i}".encode()
+            assert r.records.deleted[key] == before[key][0]
+        assert await r.join.prune(now=decided + horizon + 60) == 0
 
     run(settings, body)
 

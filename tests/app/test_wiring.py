@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from fraudstream.app import faust_boundary
+from fraudstream.app.partitioning import home
 from fraudstream.app.serving import ServingManager
 from fraudstream.app.supervisor import Supervisor
 from fraudstream.app.wiring import Worker, assemble, decide_batches
@@ -33,14 +34,24 @@ def test_each_role_installs_its_agent_and_hooks(
         assert set(both.faust.app.agents) == {"score-transactions", "join-feedback"}
         hooks = both.faust.hooks
         assert hooks.divert_topic == settings.topic_transactions
-        assert hooks.join_topics == {settings.topic_decisions, settings.topic_feedback}
+        assert hooks.join_topics == {
+            settings.topic_decisions,
+            settings.topic_feedback,
+            settings.topic_feedback_repartition,
+        }
         assert both.coordinator is not None
         assert both.join is not None
+        assert both.mover is not None  # the feedback mover goes with the join
 
         join_only, _ = build(settings.model_copy(update={"roles": "join"}), serving)
         assert set(join_only.faust.app.agents) == {"join-feedback"}
         assert join_only.faust.hooks.divert_topic is None
         assert join_only.coordinator is None
+        assert join_only.mover is not None
+
+        score_only, _ = build(settings.model_copy(update={"roles": "score"}), serving)
+        assert score_only.join is None
+        assert score_only.mover is None
 
     asyncio.run(body())
 
@@ -93,8 +104,9 @@ def test_before_faust_commits_the_scoring_transactions_and_the_join_s_outputs_go
         worker, writers = build(settings, serving)
         coordinator = worker.coordinator
         assert coordinator is not None
-        await coordinator.on_assigned({0})
-        await coordinator.handle([record(0, 0, tx_bytes("tx-f", "card-f"), b"card-f")])
+        p = home(b"card-f", settings.partitions)  # on its card's partition: decided there
+        await coordinator.on_assigned({p})
+        await coordinator.handle([record(p, 0, tx_bytes("tx-f", "card-f"), b"card-f")])
         assert writers.visible == []
         await worker.faust.hooks.before_flush()
         assert [s.key for s in writers.visible if s.topic == settings.topic_decisions] == [b"tx-f"]

@@ -46,6 +46,15 @@ def test_sigkill_once(broker_settings: Settings, tmp_path: Path) -> None:
     _check(scenarios.sigkill(broker_settings, tmp_path, kills=1, n=2400), no_duplicates=True)
 
 
+def test_sigkill_once_with_the_crc32_producer(broker_settings: Settings, tmp_path: Path) -> None:
+    """Most transactions off their card's murmur2 partition: the move and the decision in the
+    card's partition are each exactly once through a SIGKILL."""
+    row = scenarios.sigkill(
+        broker_settings, tmp_path, kills=1, n=1800, seed=4, partitioner="consistent_random"
+    )
+    _check(row, no_duplicates=True)
+
+
 def test_scale_one_two_one(broker_settings: Settings, tmp_path: Path) -> None:
     _check(scenarios.scale(broker_settings, tmp_path), no_duplicates=True)
 

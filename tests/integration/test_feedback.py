@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import time
 import uuid
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 
 import orjson
 import pytest
+from confluent_kafka import Producer
 
+from fraudstream.app.partitioning import home
 from fraudstream.core.messages import Feedback, encode_feedback, encode_transaction
 from fraudstream.core.outcomes import classify
 from fraudstream.kafka.admin import create_topics
@@ -45,11 +48,20 @@ def env(
         w.stop()
 
 
-def _produce(s: Settings, topic: str, items: list[tuple[str, bytes]]) -> None:
-    p = make_producer(s)
+def _produce(
+    s: Settings, topic: str, items: list[tuple[str, bytes]], *, client_default: bool = False
+) -> None:
+    """Publish keyed records, with the project's producer (murmur2, Java's default) or, with
+    ``client_default``, confluent-kafka's default one (librdkafka's CRC32-based partitioner)."""
+    p = Producer(s.kafka_client_config()) if client_default else make_producer(s)
     for key, value in items:
         p.produce(topic, key=key.encode(), value=value)
     assert p.flush(30) == 0
+
+
+def crc32_partition(key: bytes, partitions: int) -> int:
+    """librdkafka's ``consistent_random`` for a keyed record: CRC32 of the key."""
+    return zlib.crc32(key) % partitions
 
 
 def _latest_outcomes(s: Settings) -> dict[tuple[str, str, str], dict]:
@@ -103,7 +115,7 @@ def _settle(fn, timeout: float = 90.0, quiet: float = 3.0, until=None):  # type:
 def test_outcomes_and_counts_equal_an_independent_recomputation(
     env: tuple[Settings, Worker],
 ) -> None:
-    s, _ = env
+    s, w = env
     events = list(generate(SimConfig(seed=5, n_cards=800, fraud_rate=0.02), n=3000))
     _produce(s, s.topic_transactions, [(e.tx.card_id, encode_transaction(e.tx)) for e in events])
     decisions = {
@@ -117,7 +129,15 @@ def test_outcomes_and_counts_equal_an_independent_recomputation(
     )
     # Some labels are reversals (a second label for the same transaction).
     assert len({fb.transaction_id for _, fb in labels}) < len(labels)
-    _produce(s, s.topic_feedback, [(fb.transaction_id, encode_feedback(fb)) for _, fb in labels])
+    # Published as kcat, confluent-kafka for Python/Go/.NET publish by default: CRC32, so most
+    # labels land off their decision's partition and reach the join through the mover.
+    items = [(fb.transaction_id, encode_feedback(fb)) for _, fb in labels]
+    _produce(s, s.topic_feedback, items, client_default=True)
+    off = sum(
+        crc32_partition(tid.encode(), s.partitions) != home(tid.encode(), s.partitions)
+        for tid, _ in items
+    )
+    assert off > len(items) // 4
 
     # The independent recomputation: the last label per transaction decides its outcome.
     final: dict[str, bool] = {}
@@ -146,6 +166,13 @@ def test_outcomes_and_counts_equal_an_independent_recomputation(
         until=Counter(want_counts),
     )
     assert {k: n for k, n in got_counts.items() if n} == dict(want_counts)
+
+    # Every misplaced label was moved once (a reversal is a label of its own), none refused.
+    moved = read_all(s, [s.topic_feedback_repartition])
+    assert len(moved) == off
+    assert read_all(s, [s.topic_feedback_dlq]) == []
+    _, text = w.get("/metrics")
+    assert f"fraudstream_feedback_moved_total {float(off)}" in text
 
     # FP and FN topics carry exactly the FP and FN outcomes written to fraud.outcomes.
     every = [orjson.loads(m.value()) for m in read_all(s, [s.topic_outcomes])]
