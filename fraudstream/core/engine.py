@@ -16,6 +16,7 @@ import numpy as np
 import orjson
 
 from fraudstream.core import features
+from fraudstream.core.entity import Lookup, nothing_known
 from fraudstream.core.messages import Decision, Routing, Score, Shadow, Transaction, Variant
 from fraudstream.core.policy import Thresholds, decide_many, top_reasons
 from fraudstream.core.registry import LoadedModel
@@ -110,9 +111,12 @@ def process_batch(
     *,
     now_iso: str,
     dedup_window_s: float,
+    entities: Lookup = nothing_known,
 ) -> list[Result]:
     """Decide a batch. ``records`` holds the record of every card in the batch (an empty
-    ``CardRecord`` for a new card) and is updated in place; results come in input order."""
+    ``CardRecord`` for a new card) and is updated in place; results come in input order.
+    ``entities`` answers merchant and card-label state (``core.entity``); the worker passes
+    ``nothing_known`` until its entity-state follower exists."""
     n = len(txs)
     results: list[Result | None] = [None] * n
     rows: list[list[float]] = []
@@ -125,7 +129,7 @@ def process_batch(
             results[i] = Duplicate(tx)
             continue
         previous[i] = (tx.card_id, rec.state)
-        rec.state, vector = features.step(rec.state, tx)
+        rec.state, vector = features.step(rec.state, tx, entities)
         _remember(rec, tx, dedup_window_s)
         rows.append(vector)
         row_of.append(i)

@@ -15,12 +15,17 @@ the worker's aggregator (any order across partitions) and the offline replay (ev
 agree. Label absorption is idempotent (the same label twice changes nothing); transaction
 absorption is not (the topology delivers each transaction exactly once).
 
-Bounded: hourly buckets ``HOURLY_KEEP_H`` hours and daily buckets ``DAILY_KEEP_D`` days behind the
-newest event seen, labels of transactions at most ``LABEL_KEEP_S`` older than it, at most
-``LABEL_CAP`` labelled transactions (the newest by transaction time) and ``REPORTS_CAP`` reports
-per transaction. Because every retention rule keeps "the newest N by a fixed key" or "everything
-after a horizon that only moves forward", the final state is still a function of the set of
-events absorbed, whatever their order.
+Bounded: hourly buckets of at least ``HOURLY_KEEP_H`` hours and daily buckets of ``DAILY_KEEP_D``
+days before the newest event seen's day, labels of transactions at most ``LABEL_KEEP_D`` days
+before that day, at most ``LABEL_CAP`` labelled transactions (the newest by transaction time) and
+``REPORTS_CAP`` reports per transaction. The horizons move by whole days (pruning is then rare).
+Because every retention rule keeps "the newest N by a fixed key" or "everything after a horizon
+that only moves forward", the final state is still a function of the set of events absorbed,
+whatever their order.
+
+Genuine labels are kept too (a reversal fraud → genuine must be able to cancel a fraud), but the
+features only count frauds, so they walk a derived index of the transactions that have a fraud
+report, not every label.
 
 Nothing here imports Kafka or Faust: the worker's aggregator and the offline replay both use it.
 """
@@ -42,7 +47,7 @@ SLACK_S = 300
 DAY_S = 86400
 HOURLY_KEEP_H = 48
 DAILY_KEEP_D = 32
-LABEL_KEEP_S = 32 * DAY_S
+LABEL_KEEP_D = 32
 LABEL_CAP = 512
 REPORTS_CAP = 8
 _FORMAT = 1
@@ -55,9 +60,7 @@ MERCHANT_FEATURES: tuple[str, ...] = (
     "m_avg_amount_30d",  # their average amount; -1 when none
     "m_frauds_7d",  # known frauds among its transactions of [cutoff - 7 d, cutoff)
     "m_frauds_30d",  # known frauds among its transactions of [cutoff - 30 d, cutoff)
-    "m_labelled_30d",  # known labels (fraud or not) among those transactions
     "m_fraud_rate_30d",  # m_frauds_30d / m_count_30d; 0 without transactions
-    "m_fraud_share_30d",  # m_frauds_30d / m_labelled_30d; -1 without labels
     "m_reported_1d",  # those known frauds whose label was reported in [cutoff - 1 d, cutoff)
     "m_reported_7d",  # ... in [cutoff - 7 d, cutoff)
     "m_days_since_fraud",  # cutoff - newest known fraud's transaction time, days; -1 none
@@ -69,21 +72,7 @@ CARD_LABEL_FEATURES: tuple[str, ...] = (
     "c_days_since_fraud",  # cutoff - newest known fraud's transaction time, days; -1 none
 )
 
-_NO_MERCHANT: tuple[float, ...] = (
-    0.0,
-    0.0,
-    0.0,
-    -1.0,
-    0.0,
-    0.0,
-    0.0,
-    0.0,
-    -1.0,
-    0.0,
-    0.0,
-    -1.0,
-    -1.0,
-)
+_NO_MERCHANT: tuple[float, ...] = (0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0, -1.0)
 _NO_CARD: tuple[float, ...] = (0.0, 0.0, -1.0)
 
 
@@ -137,33 +126,46 @@ class EntityState:
     hourly: dict[int, list[int]] = field(default_factory=dict)  # hour index -> [count, cents]
     daily: dict[int, list[int]] = field(default_factory=dict)  # day index -> [count, cents]
     labels: dict[str, Label] = field(default_factory=dict)  # transaction_id -> its labels
+    # Derived, not state: the ids in ``labels`` with a fraud report (rebuilt by from_bytes).
+    _frauds: set[str] = field(default_factory=set, compare=False, repr=False)
+    _label_floor: float | None = field(default=None, compare=False, repr=False)  # oldest tx_ts
     # Features of the last cutoff asked for (not state: cleared by every absorb, not serialised).
     _memo: tuple[int, float, tuple[float, ...]] | None = field(
         default=None, compare=False, repr=False
     )
 
     # --- absorbing ------------------------------------------------------------------------------
-    def _advance(self, ts: float) -> None:
+    def _advance(self, ts: float) -> int:
+        """Move the newest time on; returns the newest day (the horizons are relative to it)."""
         old = self.newest
         if old is not None and ts <= old:
-            return
+            return int(old // DAY_S)
         self.newest = ts
-        if old is None or int(ts // BUCKET_S) != int(old // BUCKET_S):
-            self._memo = None
-            self._prune()
+        day = int(ts // DAY_S)
+        if old is None or day != int(old // DAY_S):
+            self._prune(day)
+        return day
 
-    def _prune(self) -> None:
-        newest = self.newest
-        assert newest is not None
-        h0 = int(newest // BUCKET_S) - HOURLY_KEEP_H
-        d0 = int(newest // DAY_S) - DAILY_KEEP_D
+    def _prune(self, day: int) -> None:
+        self._memo = None
+        h0, d0 = _horizons(day)
         if self.hourly and min(self.hourly) < h0:
             self.hourly = {h: v for h, v in self.hourly.items() if h >= h0}
         if self.daily and min(self.daily) < d0:
             self.daily = {d: v for d, v in self.daily.items() if d >= d0}
-        horizon = newest - LABEL_KEEP_S
-        if any(lab.tx_ts < horizon for lab in self.labels.values()):
-            self.labels = {k: v for k, v in self.labels.items() if v.tx_ts >= horizon}
+        t0 = (day - LABEL_KEEP_D) * float(DAY_S)
+        if self.labels and self._oldest_label() < t0:
+            old = [k for k, v in self.labels.items() if v.tx_ts < t0]
+            for k in old:
+                del self.labels[k]
+                self._frauds.discard(k)
+            self._label_floor = None
+
+    def _oldest_label(self) -> float:
+        floor = self._label_floor
+        if floor is None:
+            floor = self._label_floor = min(v.tx_ts for v in self.labels.values())
+        return floor
 
     def absorb_tx(self, ts: float, cents: int) -> None:
         """Count one transaction of this entity (not idempotent: deliver each exactly once)."""
@@ -171,18 +173,16 @@ class EntityState:
         memo = self._memo
         if memo is not None and ts < memo[1]:  # features at or before ts are unchanged
             self._memo = None
-        self._advance(ts)
-        newest = self.newest
-        assert newest is not None
+        h0, d0 = _horizons(self._advance(ts))
         h, d = int(ts // BUCKET_S), int(ts // DAY_S)
-        if h >= int(newest // BUCKET_S) - HOURLY_KEEP_H:
+        if h >= h0:
             b = self.hourly.get(h)
             if b is None:
                 self.hourly[h] = [1, cents]
             else:
                 b[0] += 1
                 b[1] += cents
-        if d >= int(newest // DAY_S) - DAILY_KEEP_D:
+        if d >= d0:
             b = self.daily.get(d)
             if b is None:
                 self.daily[d] = [1, cents]
@@ -201,15 +201,18 @@ class EntityState:
         memo = self._memo
         if memo is not None and reported_at < memo[1]:
             self._memo = None
-        self._advance(tx_ts)
-        newest = self.newest
-        assert newest is not None
-        if tx_ts < newest - LABEL_KEEP_S:
+        day = self._advance(tx_ts)
+        if tx_ts < (day - LABEL_KEEP_D) * float(DAY_S):
             return
         report = (float(reported_at), bool(is_fraud))
         lab = self.labels.get(tx_id)
+        if is_fraud:
+            self._frauds.add(tx_id)
         if lab is None:
             self.labels[tx_id] = Label(float(tx_ts), int(cents), [report])
+            floor = self._label_floor
+            if floor is not None and tx_ts < floor:
+                self._label_floor = float(tx_ts)
             if len(self.labels) > LABEL_CAP:
                 self._cap_labels()
             return
@@ -217,6 +220,7 @@ class EntityState:
         # disagree, keep the larger pair so that the result does not depend on their order.
         if (tx_ts, cents) > (lab.tx_ts, lab.cents):
             lab.tx_ts, lab.cents = float(tx_ts), int(cents)
+            self._label_floor = None
         if report not in lab.reports:
             lab.reports.append(report)
             lab.reports.sort()
@@ -227,6 +231,8 @@ class EntityState:
         self._memo = None
         keep = sorted(self.labels.items(), key=lambda kv: (kv[1].tx_ts, kv[0]))[-LABEL_CAP:]
         self.labels = dict(keep)
+        self._frauds.intersection_update(self.labels)
+        self._label_floor = None
 
     # --- windows --------------------------------------------------------------------------------
     def counts(self, cut: float) -> tuple[int, int, int, int, int]:
@@ -251,22 +257,21 @@ class EntityState:
                     c7 += n
         return c1, c7, c30, s30, today
 
-    def label_summary(self, cut: float) -> tuple[int, int, int, int, int, float, float]:
-        """Labels in force at ``cut`` among transactions of [cut - 30 d, cut):
-        (frauds 7 d, frauds 30 d, labelled 30 d, frauds reported 1 d, reported 7 d,
-        newest fraud's tx time, oldest fraud's tx time) — times are NaN without frauds."""
+    def label_summary(self, cut: float) -> tuple[int, int, int, int, float, float]:
+        """Frauds in force at ``cut`` among transactions of [cut - 30 d, cut):
+        (frauds 7 d, frauds 30 d, frauds reported 1 d, reported 7 d, newest fraud's tx time,
+        oldest fraud's tx time) — times are NaN without frauds."""
         lo30, lo7, lo1 = cut - 30 * DAY_S, cut - 7 * DAY_S, cut - DAY_S
-        f7 = f30 = n30 = r1 = r7 = 0
+        f7 = f30 = r1 = r7 = 0
         newest = oldest = math.nan
-        for lab in self.labels.values():
+        labels = self.labels
+        for tx_id in self._frauds:
+            lab = labels[tx_id]
             ts = lab.tx_ts
             if not lo30 <= ts < cut:
                 continue
             rep = lab.in_force(cut)
-            if rep is None:
-                continue
-            n30 += 1
-            if not rep[1]:
+            if rep is None or not rep[1]:
                 continue
             f30 += 1
             if ts >= lo7:
@@ -280,7 +285,7 @@ class EntityState:
                 newest = ts
             if not ts >= oldest:
                 oldest = ts
-        return f7, f30, n30, r1, r7, newest, oldest
+        return f7, f30, r1, r7, newest, oldest
 
     # --- serialisation --------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
@@ -333,13 +338,19 @@ class EntityState:
                 labels[tx_id] = Label(tx_ts, cents, reports)
             if pos != len(raw):
                 raise ValueError(f"{len(raw) - pos} trailing bytes")
+            frauds = {k for k, lab in labels.items() if any(v for _, v in lab.reports)}
         except (struct.error, ValueError, UnicodeDecodeError) as exc:
             raise InvalidMessage(
                 "bad_entity_state",
                 f"entity state is not a format-{_FORMAT} record ({exc}); it was written by "
                 "another version of fraudstream or damaged: rebuild the entity-state topic",
             ) from exc
-        return cls(None if math.isnan(newest) else newest, tables[0], tables[1], labels)
+        return cls(None if math.isnan(newest) else newest, tables[0], tables[1], labels, frauds)
+
+
+def _horizons(day: int) -> tuple[int, int]:
+    """The oldest hour and day index kept when the newest event is on ``day``."""
+    return (day * 24) - HOURLY_KEEP_H, day - DAILY_KEEP_D
 
 
 _HEAD = struct.Struct("<Bd")
@@ -360,7 +371,7 @@ def merchant_features(state: EntityState | None, cut: float) -> tuple[float, ...
     if memo is not None and memo[0] == 0 and memo[1] == cut:
         return memo[2]
     c1, c7, c30, s30, _ = state.counts(cut)
-    f7, f30, n30, r1, r7, newest, oldest = state.label_summary(cut)
+    f7, f30, r1, r7, newest, oldest = state.label_summary(cut)
     out = (
         float(c1),
         float(c7),
@@ -368,9 +379,7 @@ def merchant_features(state: EntityState | None, cut: float) -> tuple[float, ...
         s30 / 100.0 / c30 if c30 else -1.0,
         float(f7),
         float(f30),
-        float(n30),
         f30 / c30 if c30 else 0.0,
-        f30 / n30 if n30 else -1.0,
         float(r1),
         float(r7),
         -1.0 if f30 == 0 else (cut - newest) / DAY_S,
@@ -387,7 +396,7 @@ def card_label_features(state: EntityState | None, cut: float) -> tuple[float, .
     memo = state._memo
     if memo is not None and memo[0] == 1 and memo[1] == cut:
         return memo[2]
-    _, f30, _, _, r7, newest, _ = state.label_summary(cut)
+    _, f30, _, r7, newest, _ = state.label_summary(cut)
     out = (float(f30), float(r7), -1.0 if f30 == 0 else (cut - newest) / DAY_S)
     state._memo = (1, cut, out)
     return out

@@ -68,6 +68,7 @@ from fraudstream.core.messages import (
 )
 from fraudstream.core.outcomes import Confusion, classify
 from fraudstream.core.policy import decide_many
+from fraudstream.core.replay import replay
 from fraudstream.core.routing import assign_many
 from fraudstream.errors import TransactionAborted
 from fraudstream.settings import Settings
@@ -362,7 +363,7 @@ def counter(name: str, **labels: str) -> float:
 def expected_scores(rig_: Rig, payloads: Sequence[bytes]) -> dict[tuple[str, str], float]:
     """(transaction_id, version) -> the score of the training path: replay, then predict."""
     txs = [decode_transaction(p) for p in payloads]
-    x, ids = features.replay(txs)
+    x, ids = replay(txs, with_entities=False)  # the worker has no entity state yet
     serving = rig_.fa.serving.current
     assert serving is not None
     out: dict[tuple[str, str], float] = {}
@@ -905,7 +906,7 @@ def test_second_transaction_of_a_card_sees_the_first(tmp_path: Path, same_batch:
             assert sorted(decisions) == ["tx-a", "tx-b", "tx-o"]
             # The training path: both transactions of the card, in event-time order.
             txs = [decode_transaction(first), decode_transaction(second)]
-            x, ids = features.replay(txs)
+            x, ids = replay(txs, with_entities=False)
             assert ids == ["tx-a", "tx-b"]
             row = features.row_as_dict(x[1])
             assert row["card_count_1h"] == 1.0

@@ -42,7 +42,6 @@ def test_sentinels_when_nothing_is_known() -> None:
     assert len(en.merchant_features(None, T0)) == len(en.MERCHANT_FEATURES)
     assert en.merchant_features(None, T0) == en.merchant_features(EntityState(), T0)
     assert en.card_label_features(None, T0) == en.card_label_features(EntityState(), T0)
-    assert mf(None, T0, "m_fraud_share_30d") == -1.0
     assert mf(None, T0, "m_days_since_fraud") == -1.0
     assert cf(None, T0, "c_days_since_fraud") == -1.0
     assert en.nothing_known("m:x") is None
@@ -97,7 +96,6 @@ def test_a_label_counts_only_once_reported_before_the_cutoff() -> None:
     assert mf(s, after + 2 * DAY, "m_reported_7d") == 1
     assert mf(s, after, "m_days_since_fraud") == pytest.approx((after - tx_ts) / DAY)
     assert mf(s, after, "m_fraud_rate_30d") == 1.0
-    assert mf(s, after, "m_fraud_share_30d") == 1.0
 
 
 def test_late_label_changes_risk_only_from_its_arrival() -> None:
@@ -106,11 +104,11 @@ def test_late_label_changes_risk_only_from_its_arrival() -> None:
         s.absorb_tx(T0 + i * DAY, 100)
         label(s, i, T0 + i * DAY, T0 + 7 * DAY, fraud=i == 0)  # three genuine, one fraud
     cut = T0 + 8 * DAY
-    assert mf(s, cut, "m_fraud_share_30d") == 0.25
+    assert mf(s, cut, "m_fraud_rate_30d") == 0.25
     label(s, 9, T0 + 2.5 * DAY, T0 + 20 * DAY)  # a chargeback 17.5 days late
     assert mf(s, cut, "m_frauds_30d") == 1  # not known at cut
     assert mf(s, T0 + 21 * DAY, "m_frauds_30d") == 2
-    assert mf(s, T0 + 21 * DAY, "m_labelled_30d") == 5
+    assert mf(s, T0 + 21 * DAY, "m_fraud_rate_30d") == 0.5
 
 
 def test_never_arriving_labels_leave_risk_at_what_is_known() -> None:
@@ -118,9 +116,9 @@ def test_never_arriving_labels_leave_risk_at_what_is_known() -> None:
     for i in range(10):
         s.absorb_tx(T0 + i * 3600, 100)
     cut = T0 + 20 * DAY
-    assert mf(s, cut, "m_labelled_30d") == 0
-    assert mf(s, cut, "m_fraud_share_30d") == -1.0  # unknown, not "no fraud"
+    assert mf(s, cut, "m_frauds_30d") == 0
     assert mf(s, cut, "m_fraud_rate_30d") == 0.0
+    assert mf(s, cut, "m_days_since_fraud") == -1.0  # no fraud known, not "just now"
 
 
 def test_reversed_labels_fraud_to_genuine_and_back() -> None:
@@ -132,7 +130,7 @@ def test_reversed_labels_fraud_to_genuine_and_back() -> None:
     expect = {1: 0, 3: 1, 5: 0, 7: 1}
     for day, frauds in expect.items():
         assert cf(s, T0 + day * DAY, "c_frauds_30d") == frauds, day
-        assert mf(s, T0 + day * DAY, "m_labelled_30d") == (1 if day > 2 else 0)
+        assert mf(s, T0 + day * DAY, "m_frauds_30d") == frauds, day
     # A report at the same instant as another: fraud wins the tie, in any order.
     a, b = EntityState(), EntityState()
     label(a, 1, tx_ts, T0 + DAY, fraud=False)
@@ -169,8 +167,11 @@ def test_labels_of_old_transactions_are_pruned_and_ignored() -> None:
     assert s.labels == {}
     s = EntityState()
     label(s, 1, T0, T0 + DAY)
-    s.absorb_tx(T0 + 33 * DAY, 100)  # the newest moves on: the label is pruned
+    s.absorb_tx(T0 + 32.5 * DAY, 100)  # within the retention (whole days)
+    assert list(s.labels) == ["t1"]
+    s.absorb_tx(T0 + 33 * DAY, 100)  # the newest day moves on: the label is pruned
     assert s.labels == {}
+    assert cf(s, T0 + 33 * DAY, "c_days_since_fraud") == -1.0
 
 
 def test_bounded_size() -> None:
@@ -180,7 +181,7 @@ def test_bounded_size() -> None:
         t = T0 + i * 600.0  # ~139 days of a busy terminal
         s.absorb_tx(t, rng.randrange(100, 10_000))
         s.absorb_label(f"t{i}", t, 100, t + 3 * DAY, rng.random() < 0.1)
-    assert len(s.hourly) <= en.HOURLY_KEEP_H + 1
+    assert len(s.hourly) <= en.HOURLY_KEEP_H + 24
     assert len(s.daily) <= en.DAILY_KEEP_D + 1
     assert len(s.labels) <= en.LABEL_CAP
     assert len(s.to_bytes()) < 40_000
