@@ -21,10 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from fraudstream.core import features
 from fraudstream.core.registry import load
+from fraudstream.core.replay import replay
 from fraudstream.sim.generator import SimConfig, generate
-from fraudstream.train.trainer import evaluate, train
+from fraudstream.train.dataset import evaluate
+from fraudstream.train.trainer import simulator_labels, train
 
 SEED = 101
 VERSIONS = ("champion-v1", "challenger-v2")
@@ -106,7 +107,7 @@ def ship(models_dir: Path, *, force: bool = False, nthread: int = 0) -> dict[str
     out["ablation"] = ab
 
     # Both shipped models on the same later period (v2's validation rows; v1 never saw them).
-    X, ids = features.replay(e.tx for e in events)
+    X, ids = replay((e.tx for e in events), simulator_labels(events, SEED))
     label = {e.tx.transaction_id: e.is_fraud for e in events}
     rows = v2["training"]["validation"]["rows"]
     Xv = np.ascontiguousarray(X[-rows:].astype(np.float32))
