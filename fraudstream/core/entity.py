@@ -65,6 +65,7 @@ MERCHANT_FEATURES: tuple[str, ...] = (
     "m_reported_7d",  # ... in [cutoff - 7 d, cutoff)
     "m_days_since_fraud",  # cutoff - newest known fraud's transaction time, days; -1 none
     "m_fraud_span_days",  # newest - oldest known fraud's transaction time (30 d), days; -1 none
+    "m_genuine_after_fraud",  # transactions known genuine after the newest known fraud; -1 none
 )
 CARD_LABEL_FEATURES: tuple[str, ...] = (
     "c_frauds_30d",  # known frauds among the card's transactions of [cutoff - 30 d, cutoff)
@@ -72,7 +73,7 @@ CARD_LABEL_FEATURES: tuple[str, ...] = (
     "c_days_since_fraud",  # cutoff - newest known fraud's transaction time, days; -1 none
 )
 
-_NO_MERCHANT: tuple[float, ...] = (0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0, -1.0)
+_NO_MERCHANT: tuple[float, ...] = (0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0, -1.0, -1.0)
 _NO_CARD: tuple[float, ...] = (0.0, 0.0, -1.0)
 
 
@@ -287,6 +288,18 @@ class EntityState:
                 oldest = ts
         return f7, f30, r1, r7, newest, oldest
 
+    def genuine_after(self, cut: float, after: float) -> int:
+        """Transactions of (after, cut) whose label in force at ``cut`` is genuine: has the
+        merchant been seen clean since its last known fraud? (Walks every label: only asked
+        when a fraud is known.)"""
+        n = 0
+        for lab in self.labels.values():
+            if after < lab.tx_ts < cut:
+                rep = lab.in_force(cut)
+                if rep is not None and not rep[1]:
+                    n += 1
+        return n
+
     # --- serialisation --------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
         """Compact binary form (format 1): integers little-endian, times as float64."""
@@ -384,6 +397,7 @@ def merchant_features(state: EntityState | None, cut: float) -> tuple[float, ...
         float(r7),
         -1.0 if f30 == 0 else (cut - newest) / DAY_S,
         -1.0 if f30 == 0 else (newest - oldest) / DAY_S,
+        -1.0 if f30 == 0 else float(state.genuine_after(cut, newest)),
     )
     state._memo = (0, cut, out)
     return out
