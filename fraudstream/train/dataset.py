@@ -41,6 +41,14 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def prefix(self, n: int) -> Dataset:
+        """The first ``n`` rows: the same as replaying only them, since a row depends only on
+        its past (the label arrivals are kept: later ones never reach earlier rows)."""
+        return Dataset(
+            self.X[:n], self.y[:n], self.ts[:n], self.card[:n], self.ids[:n], self.kind[:n],
+            self.labels, self.entities,
+        )  # fmt: skip
+
     def index_at(self, t: float) -> int:
         """First row with event time >= t."""
         return int(np.searchsorted(self.ts, t, side="left"))
