@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install demo test lint unit faults bench broker-fetch clean
+.PHONY: install demo test lint unit faults bench model-quality broker-fetch clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed: set PYTHON=python3.11"'
@@ -44,6 +44,13 @@ bench: install broker-fetch
 		apt-get update -qq && apt-get install -y -qq wrk; } || \
 		echo "wrk is not installed: the API section falls back to an aiohttp loop (apt-get install wrk)"
 	$(BIN)/fraudstream bench
+
+## The Fraud Detection Handbook benchmark, in process (not in CI; ~20-40 min on 2 cores): train on
+## the labelled history before 2018-08-01, replay it through the engine, print the test week's
+## table beside the published one. Data: FRAUD_HANDBOOK_DIR, else ../shared/data/handbook.
+model-quality: install
+	$(BIN)/pip install -q -e '.[backtest]'
+	$(BIN)/python -m fraudstream.backtest.handbook --out .fraudstream/model-quality
 
 clean:
 	rm -rf $(VENV) .fraudstream .pytest_cache .mypy_cache .ruff_cache

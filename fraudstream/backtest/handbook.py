@@ -57,21 +57,27 @@ def _ts(day: str) -> float:
     return datetime.fromisoformat(day).replace(tzinfo=UTC).timestamp()
 
 
-def data_dir(given: Path | None = None) -> Path:
-    """``--data``, else ``FRAUD_HANDBOOK_DIR``, else ``../shared/data/handbook``."""
+def data_dir(given: Path | None = None) -> Path | None:
+    """Where the Handbook's data is: ``given``, else ``FRAUD_HANDBOOK_DIR``, else
+    ``../shared/data/handbook`` (beside the repository), else ``/work/shared/data/handbook``;
+    None when none of them holds ``transactions.parquet``."""
+    return next((p for p in candidates(given) if (p / "transactions.parquet").is_file()), None)
+
+
+def candidates(given: Path | None = None) -> list[Path]:
     if given is not None:
-        return given
+        return [given]
     env = os.environ.get("FRAUD_HANDBOOK_DIR")
-    return Path(env) if env else Path("../shared/data/handbook")
+    repo = Path(__file__).resolve().parents[2]
+    return [
+        *([Path(env)] if env else []),
+        repo.parent / "shared" / "data" / "handbook",
+        Path("/work/shared/data/handbook"),
+    ]
 
 
 def run(data: Path, out: Path, *, nthread: int = 0, log: Any = print) -> dict[str, Any]:
     path = data / "transactions.parquet"
-    if not path.is_file():
-        raise SystemExit(
-            f"{path} not found: point --data or FRAUD_HANDBOOK_DIR at the folder holding the "
-            "Handbook's transactions.parquet"
-        )
     t0 = time.perf_counter()
     lf = read_labelled_file(path, MAPPING, constants=CONSTANTS, naive_utc=True, until=_ts(TEST_TO))
     labels = label_events(lf.rows, None, LABEL_DELAY_DAYS)
@@ -114,7 +120,10 @@ def run(data: Path, out: Path, *, nthread: int = 0, log: Any = print) -> dict[st
     ours = result["evaluation"].by_version[VERSION]
     got = (ours["transactions"], ours["frauds"])
     if got != EXPECTED_TEST:
-        log(f"WARNING: the filtered test set has {got}, the Handbook's has {EXPECTED_TEST}")
+        raise SystemExit(
+            f"the filtered test set has {got} (transactions, frauds), the Handbook's has "
+            f"{EXPECTED_TEST}: the protocol was not reproduced"
+        )
     return {"ours": ours, "training": rep, "backtest": result}
 
 
@@ -148,7 +157,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=Path(".fraudstream/model-quality"))
     ap.add_argument("--nthread", type=int, default=0, help="XGBoost threads (0 = all cores)")
     args = ap.parse_args(argv)
-    res = run(data_dir(args.data), args.out, nthread=args.nthread)
+    data = data_dir(args.data)
+    if data is None:
+        tried = ", ".join(str(p) for p in candidates(args.data))
+        raise SystemExit(f"the Handbook's transactions.parquet is not in any of: {tried}")
+    res = run(data, args.out, nthread=args.nthread)
     print()
     print(table(res["ours"]))
     print()

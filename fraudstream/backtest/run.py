@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from fraudstream.core import engine
 from fraudstream.core.engine import CardRecord, Serving
 from fraudstream.core.messages import Decision, Score, Transaction
-from fraudstream.core.replay import Entities, LabelEvent, Timeline
+from fraudstream.core.replay import Entities, LabelEvent, Timeline, paused_gc
 
 BATCH = 512
 DEDUP_WINDOW_S = 86400.0
@@ -70,6 +70,20 @@ def run_in_process(
     run.unknown_labels, run.early_labels = tl.unknown_labels, tl.early_labels
     entities = Entities()
     records: dict[str, CardRecord] = {}
+    with paused_gc():
+        _replay(tl, entities, records, serving, run, keep, progress)
+    return run
+
+
+def _replay(
+    tl: Timeline,
+    entities: Entities,
+    records: dict[str, CardRecord],
+    serving: Serving,
+    run: BacktestRun,
+    keep: Callable[[Transaction], bool],
+    progress: Callable[[int, int], None] | None,
+) -> None:
     done, total = 0, len(tl.txs)
     for group in tl.groups(entities):
         for i in range(0, len(group), BATCH):
@@ -94,4 +108,3 @@ def run_in_process(
         done += len(group)
         if progress is not None:
             progress(done, total)
-    return run

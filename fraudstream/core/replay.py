@@ -15,7 +15,9 @@ engine). Pure: no Kafka, no files.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,6 +138,20 @@ class Timeline:
             entities.absorb_label(by_id[tx_id], at, is_fraud)
 
 
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """The cyclic garbage collector off for a long replay. Its passes over millions of live
+    objects (transactions, states, labels) took half the CPU of a 1.3 M-row replay; the replay
+    makes no reference cycles, so reference counting frees everything it drops."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def replay(
     transactions: Iterable[Transaction],
     labels: Iterable[LabelEvent] = (),
@@ -157,8 +173,9 @@ def replay(
     store = Entities() if entities is None else entities
     lookup = store.get if with_entities else entity.nothing_known
     i = 0
-    for group in tl.groups(store):
-        for tx in group:
-            states[tx.card_id], X[i] = features.step(states.get(tx.card_id), tx, lookup)
-            i += 1
+    with paused_gc():
+        for group in tl.groups(store):
+            for tx in group:
+                states[tx.card_id], X[i] = features.step(states.get(tx.card_id), tx, lookup)
+                i += 1
     return X, [t.transaction_id for t in tl.txs]

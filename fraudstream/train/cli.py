@@ -93,7 +93,7 @@ def read_options(
 @click.option(
     "--class-weight",
     type=click.Choice(["none", "sqrt", "balanced"]),
-    default="sqrt",
+    default="none",
     show_default=True,
     help="Weight of a fraud: 1, sqrt(genuine/fraud) or genuine/fraud.",
 )

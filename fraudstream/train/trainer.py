@@ -47,7 +47,7 @@ from fraudstream.core.registry import ModelMeta, save_version
 from fraudstream.core.replay import LabelEvent
 from fraudstream.train import dataset
 from fraudstream.train.dataset import CARD_K, Dataset, LabelledTx, evaluate
-from fraudstream.train.search import Params, fit, predict, search
+from fraudstream.train.search import TREE_COUNTS, Params, fit, predict, search
 
 REVIEW_RATE = 0.01
 DECLINE_RATE = 0.002
@@ -94,6 +94,7 @@ def train(
     gap_days: float | None = None,
     search_grid: Sequence[Params] | bool = False,
     n_folds: int = 3,
+    tree_counts: Sequence[int] = TREE_COUNTS,
     refit: bool = False,
     card_k: int = CARD_K,
     source: str = "unknown",
@@ -152,6 +153,7 @@ def train(
         searched = search(
             X, y, ts, start, fit_end, p,
             n_folds=n_folds, gap_s=gap_days * DAY_S, grid=grid, nthread=nthread,
+            tree_counts=tree_counts,
             extra=card_precision, log=log,
         )  # fmt: skip
         p = searched.best
