@@ -161,9 +161,14 @@ def evaluate(
     ev = Evaluation(excluded_known_cards=excluded, scores=per_version)
     for version, vs in sorted(per_version.items()):
         ev.by_version[version] = metrics(vs, card_k=card_k)
+        # A day's card precision is the one the whole period's computation gave it: cards found
+        # on an earlier day are left out (computed on the day alone, they would count again).
+        cp = quality.card_precision_at_k(vs.day, vs.card, vs.y, vs.score, card_k)
+        cp_of = dict(zip(cp.days, cp.per_day, strict=True))
         days = []
         for d in np.unique(vs.day).tolist():
             row = metrics(vs, vs.day == d, card_k)
+            row[f"card_precision_at_{card_k}"] = cp_of[d]
             row["day"] = quality_day(d)
             days.append(row)
         ev.by_day[version] = days

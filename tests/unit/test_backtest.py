@@ -82,6 +82,10 @@ def test_cli_writes_every_output(events: list[SimEvent], models: Path, tmp_path:
     assert money["fraud_caught"] + money["fraud_missed"] == pytest.approx(money["fraud_total"])
     days = body["by_day"]["bt-a"]
     assert sum(d["transactions"] for d in days) == m["transactions"]
+    # The mean of the days' card precision is the period's (the Handbook's sequence).
+    assert np.mean([d["card_precision_at_20"] for d in days]) == pytest.approx(
+        m["card_precision_at_20"]
+    )
     outcomes = pq.read_table(out / "outcomes.parquet").to_pylist()
     assert {o["outcome"] for o in outcomes} <= {"TP", "FP", "TN", "FN"}
     assert len(outcomes) == 2 * m["transactions"]
