@@ -10,12 +10,18 @@ seek is checked (``check_heads``) before any commit passes it.
 Its state lives in three tables (``JoinTable``: Faust's changelog-backed tables in the worker,
 dicts in tests): one join record per transaction, the confusion counts per
 ``partition|version|variant``, and labels held for a decision not seen yet.
+
+Entity state (docs/entity-state.md): every label applied to a known decision is also sent as
+label events (merchant and card) to ``<app>-entity-events``, and ``watermarks`` says, per
+feedback partition, up to which ``reported_at`` labels have been sent (held back by a label
+still waiting for its decision; the clock when the partition is idle).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -27,8 +33,9 @@ from aiokafka.partitioner import murmur2
 
 from fraudstream.app import metrics
 from fraudstream.app.outputs import Output
-from fraudstream.core import outcomes
+from fraudstream.core import entitylog, features, outcomes
 from fraudstream.core.messages import (
+    Feedback,
     Outcome,
     decode_decision,
     decode_feedback,
@@ -96,6 +103,9 @@ class Join:
         self._dirty: set[bytes] = set()
         self._dirty_counts: set[bytes] = set()
         self._sent = 0
+        self.events_topic = ""  # entity events: off until the wiring names the topic
+        self.label_marks: dict[int, float] = {}  # feedback partition -> newest reported_at sent
+        self.reported: dict[int, float] = {}  # feedback partition -> watermark sent
 
     # --- the agent ------------------------------------------------------------------------------
 
@@ -151,11 +161,17 @@ class Join:
     def _on_decision(self, rec: Record) -> None:
         d = decode_decision(rec.value)
         key = d.transaction_id.encode()
+        earlier = self._earlier_held(rec.partition, key)
         self.held_labels.delete(rec.partition, key)
         joined, reverted, new = outcomes.apply_decision_after_label(
             self._load(key, rec.partition), d
         )
         self._store(key, joined, rec.partition)
+        for fb in earlier:  # reports held before the last one (a reversal) count too
+            self._label_events(joined.decided, fb.transaction_id, fb.is_fraud, fb.reported_at)
+        if joined.label is not None:
+            lab = joined.label
+            self._label_events(joined.decided, d.transaction_id, lab.is_fraud, lab.reported_at)
         if reverted or new:
             self._emit(rec.partition, reverted, new)
 
@@ -179,7 +195,14 @@ class Join:
             held = outcomes.hold_label(joined, fb, labelled_at=utc_now_iso())
             self._store(key, held, rec.partition)
             value = base64.b64encode(rec.value or b"").decode()
-            entry = orjson.dumps([rec.partition, rec.offset, time.time(), value])
+            # Earlier reports held for the same transaction stay (5th element): each one is
+            # a label event of its own once the decision arrives (entity state keeps them all).
+            prev = self.held_labels.get(rec.partition, key)
+            earlier: list[str] = []
+            if prev:
+                got = orjson.loads(prev)
+                earlier = [*(got[4] if len(got) > 4 else []), got[3]]
+            entry = orjson.dumps([rec.partition, rec.offset, time.time(), value, earlier])
             self.held_labels.put(rec.partition, key, entry)
             return
         self.held_labels.delete(rec.partition, key)
@@ -192,8 +215,75 @@ class Join:
             )
         joined, reverted, new = outcomes.apply_label(joined, fb, labelled_at=utc_now_iso())
         self._store(key, joined, rec.partition)
+        self._label_events(joined.decided, fb.transaction_id, fb.is_fraud, fb.reported_at)
+        at = _posix(fb.reported_at)
+        if at is not None and at > self.label_marks.get(rec.partition, entitylog.NEVER):
+            self.label_marks[rec.partition] = at
         if reverted or new:
             self._emit(rec.partition, reverted, new)
+
+    def _earlier_held(self, partition: int, key: bytes) -> list[Feedback]:
+        raw = self.held_labels.get(partition, key)
+        if not raw:
+            return []
+        got = orjson.loads(raw)
+        out = []
+        for value in got[4] if len(got) > 4 else []:
+            with contextlib.suppress(InvalidMessage):
+                out.append(decode_feedback(base64.b64decode(value)))
+        return out
+
+    def _label_events(
+        self, d: outcomes.Decided | None, tx_id: str, is_fraud: bool, reported_at: str
+    ) -> None:
+        if not self.events_topic or d is None:
+            return
+        tx_ts, at = _posix(d.event_time), _posix(reported_at)
+        if not d.merchant_id or not d.card_id or tx_ts is None or at is None:
+            return  # a decision written before decisions carried them
+        for key, value in entitylog.label_events(
+            transaction_id=tx_id,
+            merchant_id=d.merchant_id,
+            card_id=d.card_id,
+            tx_ts=tx_ts,
+            cents=features.cents_of(d.amount),
+            reported_at=at,
+            is_fraud=is_fraud,
+        ):
+            self.out.send(self.events_topic, key, value)
+            self._sent += 1
+
+    def watermarks(self, idle: set[int], partitions: int) -> int:
+        """Send each owned feedback partition's watermark to every entity-events partition when
+        it moved: the newest ``reported_at`` whose label events were sent, held back by a label
+        that waits for its decision; the clock for an ``idle`` partition with nothing held."""
+        if not self.events_topic:
+            return 0
+        held: dict[int, float] = {}
+        for entry in self.held_labels.items():
+            got = orjson.loads(entry[1])
+            for value in [got[3], *(got[4] if len(got) > 4 else [])]:
+                try:
+                    at = _posix(decode_feedback(base64.b64decode(value)).reported_at)
+                except InvalidMessage:
+                    continue
+                if at is not None and at < held.get(int(got[0]), float("inf")):
+                    held[int(got[0])] = at
+        sent = 0
+        for p in sorted(set(self.label_marks) | idle | set(held)):
+            mark = time.time() if p in idle and p not in held else self.label_marks.get(p)
+            if p in held:
+                mark = held[p] if mark is None else min(mark, held[p])
+            if mark is None:
+                continue
+            if mark <= self.reported.get(p, entitylog.NEVER):
+                continue
+            self.reported[p] = mark
+            value = entitylog.encode_watermark(entitylog.feedback_source(p), mark)
+            for q in range(partitions):
+                self.out.send(self.events_topic, entitylog.WATERMARK_KEY, value, partition=q)
+                sent += 1
+        return sent
 
     def _emit(self, part: int, reverted: list[Outcome], new: list[Outcome]) -> None:
         s = self.s
@@ -238,7 +328,7 @@ class Join:
         (POSIX s), original value)."""
         out = {}
         for key, raw in self.held_labels.items():
-            p, o, t, v = orjson.loads(raw)
+            p, o, t, v = orjson.loads(raw)[:4]
             out[bytes(key)] = (int(p), int(o), float(t), base64.b64decode(v))
         return out
 
@@ -331,6 +421,13 @@ class Join:
     def committable(self, tp: TopicPartition, committed: int | None) -> int | None:
         """The offset the consumer may commit for ``tp`` now (None: nothing to commit)."""
         return self.offsets.committable(tp, committed)
+
+
+def _posix(when: str) -> float | None:
+    try:
+        return datetime.fromisoformat(when.upper().replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def _age_s(decided_at: str, reported_at: str) -> float:

@@ -382,6 +382,8 @@ def _score(serving: Serving, txs: list[Transaction], x: np.ndarray, now_iso: str
             amount=tx.amount,
             currency=tx.currency,
             shadow=shadow_info,
+            merchant_id=tx.merchant_id,
+            event_time=tx.event_time,
         )
         scores = [
             Score(
