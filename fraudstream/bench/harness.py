@@ -440,9 +440,10 @@ class Bench:
             "routing_salt": SALT,
             "partitions": self.cfg.partitions,
             "log_level": "WARNING",
-            # Scoring only, like the ceilings: the feedback join is a separate role (FRAUD_ROLES)
-            # that a deployment may run in the same or in other worker processes.
-            "roles": "score",
+            # Scoring and the entity aggregator (whose state the scoring path reads and waits
+            # for); the join (idle here: no labels) only reports the feedback watermark. The
+            # hand-written ceiling reads no entity state: the ratio shows what the topology costs.
+            "roles": "score,join,aggregate",
             **topics,
         }
         # Worker tuning under test, passed through from the bench's own environment.

@@ -135,7 +135,7 @@ def _decisions_of(s: Settings, txid: str, expect_total: int) -> list[dict[str, A
 
 def _offline_score(s: Settings, history: list[dict[str, Any]], version: str) -> float:
     txs = [decode_transaction(orjson.dumps(t)) for t in history]
-    x, ids = replay(txs, with_entities=False)  # the worker has no entity state yet
+    x, ids = replay(txs)  # entity state included (these minutes are past every cutoff)
     assert ids[-1] == txs[-1].transaction_id
     return float(load(s.models_dir, version).predict(np.asarray(x[-1:], dtype=np.float32))[0])
 

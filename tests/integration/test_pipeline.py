@@ -294,8 +294,9 @@ def test_per_card_state_survives_a_worker_restart(
     w.wait_ready()
     _send(s, history[3:])
     d = _decisions(s, before + 4)[history[3].transaction_id]
-    # The worker has no entity state yet (core.entity.nothing_known): replay the same way.
-    x, ids = replay(history, with_entities=False)
+    # The training path, entity state included (the history sits inside one hour: its merchant
+    # counts are past every cutoff here, the same offline and live).
+    x, ids = replay(history)
     assert ids[-1] == history[3].transaction_id
     model = load(s.models_dir, d["model_version"]).predict(np.asarray(x[-1:], dtype=np.float32))
     fresh = features.step(None, history[3], nothing_known)[1]
