@@ -8,7 +8,7 @@ from typing import Any
 
 from fraudstream.backtest.evaluate import Evaluation, evaluate
 from fraudstream.backtest.output import render, write_metrics, write_plots, write_records
-from fraudstream.backtest.run import BacktestRun, run_in_process
+from fraudstream.backtest.run import BacktestRun, ThroughKafka, run_in_process, run_through_kafka
 from fraudstream.core.engine import Serving
 from fraudstream.core.messages import Routing, Transaction
 from fraudstream.core.replay import LabelEvent
@@ -43,9 +43,12 @@ def backtest_rows(
     start: float | None = None,
     end: float | None = None,
     progress: Callable[[int, int], None] | None = None,
+    through: ThroughKafka | None = None,
 ) -> BacktestRun:
     """One replay per challenger (the champion decides in every one; the first replay's
-    decisions are kept): every version scores the transactions in ``[start, end)``."""
+    decisions are kept): every version scores the transactions in ``[start, end)``. With
+    ``through``, live workers on a broker score it instead (one champion and at most one
+    challenger, in one run)."""
     if not versions:
         raise ValueError("name at least one model version")
 
@@ -53,6 +56,10 @@ def backtest_rows(
         return (start is None or tx.ts >= start) and (end is None or tx.ts < end)
 
     champion = versions[0]
+    if through is not None:
+        return run_through_kafka(
+            rows, labels, versions, models_dir, share, shadow, keep, through, progress
+        )
     others: list[str | None] = [*versions[1:]] or [None]
     merged: BacktestRun | None = None
     for challenger in others:
@@ -83,6 +90,7 @@ def backtest_file(
     card_k: int = 100,
     out: Path = Path("backtest-out"),
     progress: Callable[[int, int], None] | None = None,
+    through: ThroughKafka | None = None,
 ) -> dict[str, Any]:
     from fraudstream.settings import get_settings
     from fraudstream.sim.files import read_labelled_file
@@ -100,8 +108,10 @@ def backtest_file(
         start=start,
         end=end,
         progress=progress,
+        through=through,
     )
-    return report(run, out, known_since=known_since, card_k=card_k, source=str(path))
+    source = str(path) if through is None else f"{path} through Kafka ({through.bootstrap})"
+    return report(run, out, known_since=known_since, card_k=card_k, source=source)
 
 
 def report(

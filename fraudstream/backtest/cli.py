@@ -45,6 +45,21 @@ from fraudstream.train.cli import file_options, parse_date, read_options
     default=None,
     help="Registry folder (default FRAUD_MODELS_DIR).",
 )
+@click.option(
+    "--through-kafka",
+    is_flag=True,
+    help="Publish the file (transactions, and labels when they arrived) to a broker and score it "
+    "with live workers instead of in process; the same metrics. Topics of its own.",
+)
+@click.option(
+    "--bootstrap",
+    default=None,
+    help="Broker for --through-kafka (default FRAUD_KAFKA_BOOTSTRAP).",
+)
+@click.option("--workers", type=int, default=1, show_default=True, help="--through-kafka workers.")
+@click.option(
+    "--partitions", type=int, default=2, show_default=True, help="--through-kafka partitions."
+)
 def backtest(
     path: Path,
     versions: tuple[str, ...],
@@ -60,18 +75,30 @@ def backtest(
     card_k: int,
     out: Path,
     models_dir: Path | None,
+    through_kafka: bool,
+    bootstrap: str | None,
+    workers: int,
+    partitions: int,
 ) -> None:
-    """Replay a labelled file through the worker's engine in process (no broker), labels
-    applied when they arrived; write decisions, scores, outcomes, metrics and a
-    precision–recall plot per version into --out, and print per version and per day AUC,
-    average precision, card precision@k, decisions at the thresholds and money.
+    """Replay a labelled file through the worker's engine in process (no broker), or with
+    --through-kafka through a broker and live workers, labels applied when they arrived;
+    write decisions, scores, outcomes, metrics and a precision–recall plot per version into
+    --out, and print per version and per day AUC, average precision, card precision@k,
+    decisions at the thresholds and money.
 
     \b
       fraudstream backtest history.parquet --version champion-v1 --version challenger-v2 \\
           --label-delay-days 7 --from 2026-03-01
     """
     from fraudstream.backtest.api import backtest_file
+    from fraudstream.backtest.run import ThroughKafka
+    from fraudstream.settings import get_settings
 
+    through = None
+    if through_kafka:
+        through = ThroughKafka(
+            bootstrap or get_settings().kafka_bootstrap, workers, partitions, out / "workers"
+        )
     t0 = time.perf_counter()
     result = backtest_file(
         path,
@@ -86,6 +113,7 @@ def backtest(
         card_k=card_k,
         out=out,
         progress=_progress,
+        through=through,
         **read_options(mapping, constants, naive_utc),
     )
     click.echo("", err=True)
@@ -99,4 +127,4 @@ def _progress(done: int, total: int, _last: list[Any] = [0.0]) -> None:  # noqa:
     now = time.monotonic()
     if now - _last[0] >= 2.0 or done == total:
         _last[0] = now
-        click.echo(f"\rreplayed {done:,} / {total:,} transactions", nl=False, err=True)
+        click.echo(f"\rdecided {done:,} / {total:,} transactions", nl=False, err=True)

@@ -5,13 +5,25 @@ broker takes it, and the live workers' scores read back. Used by ``fraudstream b
 
 from __future__ import annotations
 
+import sys
 import time
-from collections.abc import Iterable, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
-import orjson
-
-from fraudstream.core.messages import Feedback, Transaction, encode_feedback, encode_transaction
+from fraudstream.core.messages import (
+    Decision,
+    Feedback,
+    Score,
+    Transaction,
+    decode_decision,
+    decode_score,
+    encode_feedback,
+    encode_transaction,
+)
 from fraudstream.core.replay import LabelEvent
 from fraudstream.errors import BrokerError
 from fraudstream.kafka.clients import make_consumer, make_producer
@@ -54,31 +66,137 @@ def publish_timeline(
     return len(txs), n_labels
 
 
-def read_scores(
-    s: Settings, want: int, *, timeout: float = 600.0, idle_s: float = 60.0
-) -> dict[tuple[str, str], float]:
-    """(transaction_id, model_version) -> score from ``fraud.scores`` (read_committed), once
-    ``want`` scores are there; raises if none arrive for ``idle_s``, or at ``timeout``."""
+def settings_for(
+    bootstrap: str,
+    models_dir: Path,
+    champion: str,
+    challenger: str | None,
+    share: float,
+    shadow: bool,
+    *,
+    partitions: int,
+    salt: str = "fraudstream",
+) -> Settings:
+    """Settings of a through-Kafka run: topics and an app id of its own (nothing shared with a
+    deployment on the same broker), labels held as long as a replay needs."""
+    uid = uuid.uuid4().hex[:8]
+    topics = {
+        f"topic_{k}": f"backtest.{uid}.{v}"
+        for k, v in Settings(_env_file=None).topic_names().items()  # type: ignore[call-arg]
+    }
+    values: dict[str, Any] = {
+        "kafka_bootstrap": bootstrap,
+        "app_id": f"backtest-{uid}",
+        "models_dir": models_dir,
+        "partitions": partitions,
+        "champion": champion,
+        "challenger": challenger,
+        "challenger_share": share if challenger else 0.0,
+        "shadow": bool(challenger) and (shadow or share == 0.0),
+        "routing_salt": salt,
+        # The join reads every label at once while decisions come at the scoring's pace.
+        "feedback_grace_seconds": 30 * 86400.0,
+        "decision_retention_days": 3650.0,
+        "entity_max_wait_s": 600.0,
+        "log_level": "WARNING",
+        **topics,
+    }
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def worker_env(s: Settings, *, web_port: int, data_dir: Path) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for name, raw in s.model_dump().items():
+        if raw is None:
+            continue
+        value = raw.get_secret_value() if hasattr(raw, "get_secret_value") else raw
+        env[f"FRAUD_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    env["FRAUD_WEB_PORT"] = str(web_port)
+    env["FRAUD_DATA_DIR"] = str(data_dir)
+    return env
+
+
+@dataclass(slots=True)
+class Collected:
+    decisions: dict[str, Decision] = field(default_factory=dict)
+    scores: dict[tuple[str, str], Score] = field(default_factory=dict)
+    dead: int = 0
+
+
+def collect(
+    s: Settings,
+    want: int,
+    *,
+    idle_s: float = 120.0,
+    alive: Callable[[], bool] = lambda: True,
+    progress: Callable[[int, int], None] | None = None,
+) -> Collected:
+    """Read decisions, scores and dead letters (read_committed) until ``want`` transactions
+    are decided or dead-lettered; raises when nothing arrives for ``idle_s`` or a worker
+    died."""
     consumer = make_consumer(s, group_id=f"{s.app_id}-backtest-reader")
-    consumer.subscribe([s.topic_scores])
-    out: dict[tuple[str, str], float] = {}
-    deadline = time.monotonic() + timeout
+    consumer.subscribe([s.topic_decisions, s.topic_scores, s.topic_dlq])
+    got = Collected()
     last = time.monotonic()
     try:
-        while len(out) < want:
-            now = time.monotonic()
-            if now > deadline or now - last > idle_s:
+        while len(got.decisions) + got.dead < want:
+            if not alive():
+                raise BrokerError("a worker stopped before every transaction was decided")
+            if time.monotonic() - last > idle_s:
                 raise BrokerError(
-                    f"{len(out)} of {want} scores arrived on {s.topic_scores!r} "
-                    f"({'timeout' if now > deadline else f'none for {idle_s:.0f}s'}); "
-                    "see the workers' logs"
+                    f"{len(got.decisions)} of {want} transactions decided, then nothing for "
+                    f"{idle_s:.0f}s; see the workers' logs"
                 )
             for msg in consumer.consume(10_000, 0.5):
-                if msg.error() is not None or msg.value() is None:
+                if msg.error() is not None:
                     continue
-                obj = orjson.loads(msg.value() or b"{}")
-                out[(obj["transaction_id"], obj["model_version"])] = float(obj["score"])
+                topic, value = msg.topic(), msg.value()
+                if topic == s.topic_decisions:
+                    d = decode_decision(value)
+                    got.decisions[d.transaction_id] = d
+                elif topic == s.topic_scores:
+                    sc = decode_score(value)
+                    got.scores[(sc.transaction_id, sc.model_version)] = sc
+                else:
+                    got.dead += 1
                 last = time.monotonic()
+            if progress is not None:
+                progress(len(got.decisions) + got.dead, want)
     finally:
         consumer.close()
-    return out
+    return got
+
+
+def score_through_kafka(
+    s: Settings,
+    txs: Sequence[Transaction],
+    labels: Iterable[LabelEvent],
+    *,
+    workers: int = 1,
+    log_dir: Path,
+    progress: Callable[[int, int], None] | None = None,
+) -> Collected:
+    """Publish the timeline, then decide it with ``workers`` live worker processes (published
+    first: the workers replay it as fast as they can, the gate keeping entity state at every
+    cutoff); the decisions and scores they wrote."""
+    from fraudstream.bench.procs import Proc
+    from fraudstream.kafka.admin import create_topics
+    from fraudstream.kafka.broker import free_port
+
+    create_topics(s)
+    publish_timeline(s, txs, labels)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for i in range(workers):
+        port = free_port()
+        env = worker_env(s, web_port=port, data_dir=log_dir / f"worker-{i}-data")
+        procs.append(
+            Proc(f"worker-{i}", [sys.executable, "-m", "fraudstream", "worker"], log_dir, env, port)
+        )
+    try:
+        for p in procs:
+            p.start()
+        return collect(s, len(txs), alive=lambda: all(p.alive() for p in procs), progress=progress)
+    finally:
+        for p in procs:
+            p.stop()
