@@ -8,19 +8,26 @@ transaction before 2018-08-01 (the Handbook's own baseline uses 2018-07-25 … 0
 point-in-time with the 7-day label delay, with the trainer's defaults, then replay 2018-04-01 …
 08-14 through the worker's engine (``fraudstream backtest``'s code) and measure the test week.
 
-    python -m fraudstream.backtest.handbook [--data DIR] [--out DIR]
+    python -m fraudstream.backtest.handbook [--data DIR] [--out DIR] [--through-kafka [BOOTSTRAP]]
+
+With ``--through-kafka`` the replay goes through a broker and a live worker instead (``fraudstream
+backtest --through-kafka``: entity state from the aggregator, labels through the join); without a
+bootstrap, the project's own broker is started for the run (``make model-quality``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from fraudstream.backtest.api import backtest_rows, report
+from fraudstream.backtest.run import ThroughKafka
 from fraudstream.sim.files import read_labelled_file
 from fraudstream.train.dataset import label_events
 from fraudstream.train.trainer import train
@@ -76,7 +83,15 @@ def candidates(given: Path | None = None) -> list[Path]:
     ]
 
 
-def run(data: Path, out: Path, *, nthread: int = 0, log: Any = print) -> dict[str, Any]:
+def run(
+    data: Path,
+    out: Path,
+    *,
+    nthread: int = 0,
+    log: Any = print,
+    through: ThroughKafka | None = None,
+    model: Path | None = None,
+) -> dict[str, Any]:
     path = data / "transactions.parquet"
     t0 = time.perf_counter()
     lf = read_labelled_file(path, MAPPING, constants=CONSTANTS, naive_utc=True, until=_ts(TEST_TO))
@@ -84,6 +99,10 @@ def run(data: Path, out: Path, *, nthread: int = 0, log: Any = print) -> dict[st
     log(f"read {len(lf.rows):,} transactions up to {TEST_TO} ({time.perf_counter() - t0:.0f}s)")
 
     models = out / "models"
+    if model is not None:  # a model this protocol trained before (its own folder)
+        models = model
+        log(f"using {models / VERSION} (trained before; not trained again)")
+        return _evaluate(lf, labels, models, out, path, through, log)
     if (models / VERSION).exists():
         import shutil
 
@@ -111,12 +130,31 @@ def run(data: Path, out: Path, *, nthread: int = 0, log: Any = print) -> dict[st
         f"AP {m['average_precision']:.4f} CP@{CARD_K} {m[f'card_precision_at_{CARD_K}']:.3f}"
     )
 
+    return {**_evaluate(lf, labels, models, out, path, through, log), "training": rep}
+
+
+def _evaluate(
+    lf: Any, labels: Any, models: Path, out: Path, path: Path, through: Any, log: Any
+) -> dict[str, Any]:
     t0 = time.perf_counter()
-    bt = backtest_rows(lf.rows, labels, [VERSION], models, start=_ts(TEST_FROM), end=_ts(TEST_TO))
-    result = report(
-        bt, out / "backtest", known_since=_ts(KNOWN_SINCE), card_k=CARD_K, source=str(path)
+    bt = backtest_rows(
+        lf.rows,
+        labels,
+        [VERSION],
+        models,
+        start=_ts(TEST_FROM),
+        end=_ts(TEST_TO),
+        through=through,
     )
-    log(f"replayed through the engine ({time.perf_counter() - t0:.0f}s)")
+    where = "in process" if through is None else f"through Kafka ({through.bootstrap})"
+    result = report(
+        bt,
+        out / ("backtest" if through is None else "backtest-kafka"),
+        known_since=_ts(KNOWN_SINCE),
+        card_k=CARD_K,
+        source=f"{path} {where}",
+    )
+    log(f"replayed {where} ({time.perf_counter() - t0:.0f}s)")
     ours = result["evaluation"].by_version[VERSION]
     got = (ours["transactions"], ours["frauds"])
     if got != EXPECTED_TEST:
@@ -124,10 +162,10 @@ def run(data: Path, out: Path, *, nthread: int = 0, log: Any = print) -> dict[st
             f"the filtered test set has {got} (transactions, frauds), the Handbook's has "
             f"{EXPECTED_TEST}: the protocol was not reproduced"
         )
-    return {"ours": ours, "training": rep, "backtest": result}
+    return {"ours": ours, "backtest": result, "where": where}
 
 
-def table(ours: dict[str, Any]) -> str:
+def table(ours: dict[str, Any], where: str = "in process") -> str:
     cp = f"card_precision_at_{CARD_K}"
     rows = [
         "| model | AUC ROC | average precision | card precision@100 |",
@@ -135,7 +173,7 @@ def table(ours: dict[str, Any]) -> str:
     ]
     rows += [f"| {name} (published) | {a:.3f} | {p:.3f} | {c:.3f} |" for name, a, p, c in PUBLISHED]
     rows.append(
-        f"| **fraudstream {VERSION}** (in process) | **{ours['auc_roc']:.3f}** | "
+        f"| **fraudstream {VERSION}** ({where}) | **{ours['auc_roc']:.3f}** | "
         f"**{ours['average_precision']:.3f}** | **{ours[cp]:.3f}** |"
     )
     rows.append(
@@ -151,19 +189,47 @@ def table(ours: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+@contextlib.contextmanager
+def _broker(given: str | None, out: Path) -> Iterator[str | None]:
+    if given != "start":
+        yield given
+        return
+    from fraudstream.kafka.broker import LocalBroker
+
+    broker = LocalBroker(out / "broker")
+    info = broker.start(port=None)
+    try:
+        yield info.bootstrap
+    finally:
+        broker.stop()
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--data", type=Path, default=None, help="folder with transactions.parquet")
     ap.add_argument("--out", type=Path, default=Path(".fraudstream/model-quality"))
     ap.add_argument("--nthread", type=int, default=0, help="XGBoost threads (0 = all cores)")
+    ap.add_argument(
+        "--through-kafka",
+        nargs="?",
+        const="start",
+        default=None,
+        metavar="BOOTSTRAP",
+        help="replay through a broker and a live worker (no value: start the project's broker)",
+    )
+    ap.add_argument("--model", type=Path, default=None, help="models folder holding " + VERSION)
     args = ap.parse_args(argv)
     data = data_dir(args.data)
     if data is None:
         tried = ", ".join(str(p) for p in candidates(args.data))
         raise SystemExit(f"the Handbook's transactions.parquet is not in any of: {tried}")
-    res = run(data, args.out, nthread=args.nthread)
+    with _broker(args.through_kafka, args.out) as bootstrap:
+        through = None
+        if bootstrap is not None:
+            through = ThroughKafka(bootstrap, 1, 2, args.out / "workers")
+        res = run(data, args.out, nthread=args.nthread, through=through, model=args.model)
     print()
-    print(table(res["ours"]))
+    print(table(res["ours"], res["where"]))
     print()
     print(res["backtest"]["text"])
 
