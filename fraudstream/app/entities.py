@@ -15,6 +15,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
 
@@ -47,6 +48,9 @@ class EntityFollower:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.failed: BaseException | None = None
+        # Called (on the reader thread) when the watermark moves: wakes parked partitions at
+        # once instead of at the next commit tick.
+        self.on_advance: Callable[[], None] | None = None
 
     # --- the lookup the engine reads (event loop) ------------------------------------------
 
@@ -170,7 +174,10 @@ class EntityFollower:
         return False
 
     def _refresh(self) -> None:
+        was = self.watermark
         self.watermark = entitylog.combined(self.marks, self.partitions, self.sources)
+        if self.watermark > was and self.on_advance is not None:
+            self.on_advance()
         metrics.ENTITY_TABLE_SIZE.set(len(self.raw))
         metrics.ENTITY_TABLE_BYTES.set(self.bytes)
 

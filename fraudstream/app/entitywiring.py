@@ -35,7 +35,7 @@ log = logging.getLogger("fraudstream.entitywiring")
 
 #: A partition caught up for this long reports the clock as its watermark.
 IDLE_S = 2.0
-WATERMARK_INTERVAL_S = 0.2
+WATERMARK_INTERVAL_S = 0.1
 
 
 def install_aggregator(
@@ -151,6 +151,16 @@ def install_scoring_watermarks(
 
     @app.task
     async def follow_entities() -> None:
+        loop = asyncio.get_running_loop()
+
+        def wake() -> None:
+            supervisor.spawn(coordinator.wake(), name="entity-wake")
+
+        def advanced() -> None:  # on the follower's thread
+            if handler.gate is not None and handler.gate.parked:
+                loop.call_soon_threadsafe(wake)
+
+        follower.on_advance = advanced
         follower.start()
 
 
