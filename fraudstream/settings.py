@@ -135,6 +135,26 @@ class Settings(BaseSettings):
         }
 
 
+def own_topics(name_format: str) -> dict[str, str]:
+    """Topic-name settings of their own, ``name_format.format(name=<default name>)`` each: a run
+    (a test, a through-Kafka backtest, a bench) that shares a broker with others."""
+    return {
+        f"topic_{k}": name_format.format(name=v)
+        for k, v in Settings(_env_file=None).topic_names().items()  # type: ignore[call-arg]
+    }
+
+
+def as_env(settings: Settings) -> dict[str, str]:
+    """``settings`` as the ``FRAUD_*`` environment of a worker process (secrets included)."""
+    env: dict[str, str] = {}
+    for name, raw in settings.model_dump().items():
+        if raw is None:
+            continue
+        value = raw.get_secret_value() if hasattr(raw, "get_secret_value") else raw
+        env[f"FRAUD_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    return env
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()

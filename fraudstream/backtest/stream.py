@@ -27,7 +27,7 @@ from fraudstream.core.messages import (
 from fraudstream.core.replay import LabelEvent
 from fraudstream.errors import BrokerError
 from fraudstream.kafka.clients import make_consumer, make_producer
-from fraudstream.settings import Settings
+from fraudstream.settings import Settings, as_env, own_topics
 
 
 def iso(ts: float) -> str:
@@ -80,10 +80,7 @@ def settings_for(
     """Settings of a through-Kafka run: topics and an app id of its own (nothing shared with a
     deployment on the same broker), labels held as long as a replay needs."""
     uid = uuid.uuid4().hex[:8]
-    topics = {
-        f"topic_{k}": f"backtest.{uid}.{v}"
-        for k, v in Settings(_env_file=None).topic_names().items()  # type: ignore[call-arg]
-    }
+    topics = own_topics(f"backtest.{uid}.{{name}}")
     values: dict[str, Any] = {
         "kafka_bootstrap": bootstrap,
         "app_id": f"backtest-{uid}",
@@ -105,15 +102,7 @@ def settings_for(
 
 
 def worker_env(s: Settings, *, web_port: int, data_dir: Path) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for name, raw in s.model_dump().items():
-        if raw is None:
-            continue
-        value = raw.get_secret_value() if hasattr(raw, "get_secret_value") else raw
-        env[f"FRAUD_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
-    env["FRAUD_WEB_PORT"] = str(web_port)
-    env["FRAUD_DATA_DIR"] = str(data_dir)
-    return env
+    return {**as_env(s), "FRAUD_WEB_PORT": str(web_port), "FRAUD_DATA_DIR": str(data_dir)}
 
 
 @dataclass(slots=True)

@@ -78,13 +78,10 @@ def recovery(bootstrap: str, merchants: int) -> dict[str, Any]:
     from fraudstream.app.entities import EntityFollower
     from fraudstream.core import entitylog
     from fraudstream.kafka.admin import create_topics, entity_state_topic
-    from fraudstream.settings import Settings
+    from fraudstream.settings import Settings, own_topics
 
     uid = uuid.uuid4().hex[:8]
-    topics = {
-        f"topic_{k}": f"benchent.{uid}.{v}"
-        for k, v in Settings(_env_file=None).topic_names().items()  # type: ignore[call-arg]
-    }
+    topics = own_topics(f"benchent.{uid}.{{name}}")
     values: dict[str, Any] = {
         "kafka_bootstrap": bootstrap,
         "app_id": f"benchent-{uid}",
