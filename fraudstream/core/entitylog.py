@@ -154,12 +154,15 @@ def required(ts: float, now: float) -> float:
 @dataclass(slots=True)
 class Fold:
     """One aggregator partition: the entity states and the watermark map it owns, committed and
-    pending (what the open transaction changed; dropped if Kafka aborts it)."""
+    pending (what the open transaction changed; dropped if Kafka aborts it). Committed states
+    are kept as bytes (a third of the memory of live objects, and what the state topic holds);
+    a state is decoded when an event touches it."""
 
-    states: dict[str, EntityState] = field(default_factory=dict)
+    states: dict[str, bytes] = field(default_factory=dict)
     marks: dict[str, float] = field(default_factory=dict)
     pending: dict[str, EntityState] = field(default_factory=dict)
     pending_marks: dict[str, float] = field(default_factory=dict)
+    _encoded: dict[str, bytes] = field(default_factory=dict)  # pending, as written
 
     def restore(self, key: bytes, value: bytes | None) -> None:
         if key == WATERMARK_KEY:
@@ -169,17 +172,21 @@ class Fold:
         if value is None:
             self.states.pop(k, None)
         else:
-            self.states[k] = EntityState.from_bytes(value)
+            EntityState.from_bytes(value)  # refuse what this version cannot read, at restore
+            self.states[k] = value
 
     def get(self, key: str) -> EntityState | None:
         got = self.pending.get(key)
-        return got if got is not None else self.states.get(key)
+        if got is not None:
+            return got
+        raw = self.states.get(key)
+        return None if raw is None else EntityState.from_bytes(raw)
 
     def _writable(self, key: str) -> EntityState:
         st = self.pending.get(key)
         if st is None:
-            base = self.states.get(key)
-            st = EntityState() if base is None else EntityState.from_bytes(base.to_bytes())
+            raw = self.states.get(key)
+            st = EntityState() if raw is None else EntityState.from_bytes(raw)
             self.pending[key] = st
         return st
 
@@ -202,19 +209,24 @@ class Fold:
     def changes(self) -> list[tuple[bytes, bytes | None]]:
         """What the open transaction writes to the state topic: the changed states, then the
         watermark map (after them: a follower that sees the map has seen the states)."""
+        self._encoded = {k: st.to_bytes() for k, st in self.pending.items()}
         out: list[tuple[bytes, bytes | None]] = [
-            (k.encode(), st.to_bytes()) for k, st in self.pending.items()
+            (k.encode(), raw) for k, raw in self._encoded.items()
         ]
         if self.pending_marks:
             out.append((WATERMARK_KEY, encode_marks({**self.marks, **self.pending_marks})))
         return out
 
     def committed(self) -> None:
-        self.states.update(self.pending)
+        for k, st in self.pending.items():
+            raw = self._encoded.get(k)
+            self.states[k] = raw if raw is not None else st.to_bytes()
         self.marks.update(self.pending_marks)
         self.pending = {}
         self.pending_marks = {}
+        self._encoded = {}
 
     def aborted(self) -> None:
         self.pending = {}
         self.pending_marks = {}
+        self._encoded = {}

@@ -55,7 +55,8 @@ def test_the_aggregator_absorbs_each_event_once_through_an_abort_and_a_new_owner
         again = AggregateHandler()
         n = again.restore(0, writers.changelog[0])
         assert n == 1
-        st = again.folds[0].states["m:shop"]
+        st = again.folds[0].get("m:shop")
+        assert st is not None
         assert st.counts(T0 + 86400 * 2)[2] == 5  # five transactions in 30 days, none twice
         assert again.folds[0].marks == {"t:0": T0 + 300}
         # The map is written after the states of its commit.
