@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -32,10 +31,10 @@ import orjson
 from aiokafka.partitioner import murmur2
 
 from fraudstream.app import metrics
+from fraudstream.app.joinentities import EntityLabels, posix
 from fraudstream.app.outputs import Output
-from fraudstream.core import entitylog, features, outcomes
+from fraudstream.core import entitylog, outcomes
 from fraudstream.core.messages import (
-    Feedback,
     Outcome,
     decode_decision,
     decode_feedback,
@@ -79,7 +78,7 @@ class JoinSource(Protocol):
     async def seek(self, tp: TopicPartition, offset: int) -> None: ...
 
 
-class Join:
+class Join(EntityLabels):
     def __init__(
         self,
         settings: Settings,
@@ -103,9 +102,7 @@ class Join:
         self._dirty: set[bytes] = set()
         self._dirty_counts: set[bytes] = set()
         self._sent = 0
-        self.events_topic = ""  # entity events: off until the wiring names the topic
-        self.label_marks: dict[int, float] = {}  # feedback partition -> newest reported_at sent
-        self.reported: dict[int, float] = {}  # feedback partition -> watermark sent
+        EntityLabels.__init__(self)
 
     # --- the agent ------------------------------------------------------------------------------
 
@@ -216,74 +213,11 @@ class Join:
         joined, reverted, new = outcomes.apply_label(joined, fb, labelled_at=utc_now_iso())
         self._store(key, joined, rec.partition)
         self._label_events(joined.decided, fb.transaction_id, fb.is_fraud, fb.reported_at)
-        at = _posix(fb.reported_at)
+        at = posix(fb.reported_at)
         if at is not None and at > self.label_marks.get(rec.partition, entitylog.NEVER):
             self.label_marks[rec.partition] = at
         if reverted or new:
             self._emit(rec.partition, reverted, new)
-
-    def _earlier_held(self, partition: int, key: bytes) -> list[Feedback]:
-        raw = self.held_labels.get(partition, key)
-        if not raw:
-            return []
-        got = orjson.loads(raw)
-        out = []
-        for value in got[4] if len(got) > 4 else []:
-            with contextlib.suppress(InvalidMessage):
-                out.append(decode_feedback(base64.b64decode(value)))
-        return out
-
-    def _label_events(
-        self, d: outcomes.Decided | None, tx_id: str, is_fraud: bool, reported_at: str
-    ) -> None:
-        if not self.events_topic or d is None:
-            return
-        tx_ts, at = _posix(d.event_time), _posix(reported_at)
-        if not d.merchant_id or not d.card_id or tx_ts is None or at is None:
-            return  # a decision written before decisions carried them
-        for key, value in entitylog.label_events(
-            transaction_id=tx_id,
-            merchant_id=d.merchant_id,
-            card_id=d.card_id,
-            tx_ts=tx_ts,
-            cents=features.cents_of(d.amount),
-            reported_at=at,
-            is_fraud=is_fraud,
-        ):
-            self.out.send(self.events_topic, key, value)
-            self._sent += 1
-
-    def watermarks(self, idle: set[int], partitions: int) -> int:
-        """Send each owned feedback partition's watermark to every entity-events partition when
-        it moved: the newest ``reported_at`` whose label events were sent, held back by a label
-        that waits for its decision; the clock for an ``idle`` partition with nothing held."""
-        if not self.events_topic:
-            return 0
-        held: dict[int, float] = {}
-        for entry in self.held_labels.items():
-            got = orjson.loads(entry[1])
-            for value in [got[3], *(got[4] if len(got) > 4 else [])]:
-                try:
-                    at = _posix(decode_feedback(base64.b64decode(value)).reported_at)
-                except InvalidMessage:
-                    continue
-                if at is not None and at < held.get(int(got[0]), float("inf")):
-                    held[int(got[0])] = at
-        sent = 0
-        for p in sorted(set(self.label_marks) | idle | set(held)):
-            mark = time.time() if p in idle and p not in held else self.label_marks.get(p)
-            if p in held:
-                mark = held[p] if mark is None else min(mark, held[p])
-            if mark is None:
-                continue
-            if mark <= self.reported.get(p, entitylog.NEVER):
-                continue
-            self.reported[p] = mark
-            value = entitylog.encode_watermark(entitylog.feedback_source(p), mark)
-            for q in range(partitions):
-                self.out.send(self.events_topic, entitylog.WATERMARK_KEY, value, partition=q)
-                sent += 1
-        return sent
 
     def _emit(self, part: int, reverted: list[Outcome], new: list[Outcome]) -> None:
         s = self.s
@@ -421,13 +355,6 @@ class Join:
     def committable(self, tp: TopicPartition, committed: int | None) -> int | None:
         """The offset the consumer may commit for ``tp`` now (None: nothing to commit)."""
         return self.offsets.committable(tp, committed)
-
-
-def _posix(when: str) -> float | None:
-    try:
-        return datetime.fromisoformat(when.upper().replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 def _age_s(decided_at: str, reported_at: str) -> float:
