@@ -160,6 +160,7 @@ class Join(EntityLabels):
         key = d.transaction_id.encode()
         earlier = self._earlier_held(rec.partition, key)
         self.held_labels.delete(rec.partition, key)
+        self._release(rec.partition, key)
         joined, reverted, new = outcomes.apply_decision_after_label(
             self._load(key, rec.partition), d
         )
@@ -201,8 +202,10 @@ class Join(EntityLabels):
                 earlier = [*(got[4] if len(got) > 4 else []), got[3]]
             entry = orjson.dumps([rec.partition, rec.offset, time.time(), value, earlier])
             self.held_labels.put(rec.partition, key, entry)
+            self._hold(rec.partition, key, fb.reported_at)
             return
         self.held_labels.delete(rec.partition, key)
+        self._release(rec.partition, key)
         if _age_s(joined.decided.decided_at, fb.reported_at) > self.retention_s:
             metrics.FEEDBACK_UNKNOWN.inc()
             raise InvalidMessage(
@@ -272,6 +275,7 @@ class Join(EntityLabels):
         expired = [(k, v) for k, v in self.held().items() if now - v[2] >= grace_s]
         for key, (partition, offset, _, raw) in expired:
             self.held_labels.delete(partition, key)
+            self._release(partition, key)
             got = self.records.get(partition, key)
             joined = outcomes.JoinRecord.from_dict(orjson.loads(got)) if got else None
             if joined is not None and joined.decided is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import heapq
 import time
 from datetime import datetime
 from typing import Any
@@ -34,6 +35,27 @@ class EntityLabels:
         self.events_topic = ""  # entity events: off until the wiring names the topic
         self.label_marks: dict[int, float] = {}  # feedback partition -> newest reported_at sent
         self.reported: dict[int, float] = {}  # feedback partition -> watermark sent
+        # Labels waiting for their decision, per feedback partition: key -> since (wall clock),
+        # and a heap of (reported_at, since, key) to find the oldest without a scan.
+        self._holding: dict[int, dict[bytes, float]] = {}
+        self._heaps: dict[int, list[tuple[float, float, bytes]]] = {}
+
+    def _hold(self, partition: int, key: bytes, reported_at: str) -> None:
+        at = posix(reported_at)
+        if at is None:
+            return
+        now = time.time()
+        self._holding.setdefault(partition, {}).setdefault(key, now)
+        heapq.heappush(self._heaps.setdefault(partition, []), (at, now, key))
+
+    def _release(self, partition: int, key: bytes) -> None:
+        self._holding.get(partition, {}).pop(key, None)
+
+    def _held_min(self, partition: int, now: float) -> float | None:
+        heap, holding = self._heaps[partition], self._holding.get(partition, {})
+        while heap and (heap[0][2] not in holding or now - heap[0][1] > HOLD_BACK_S):
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
 
     def _earlier_held(self, partition: int, key: bytes) -> list[Feedback]:
         raw = self.held_labels.get(partition, key)
@@ -72,19 +94,8 @@ class EntityLabels:
         that waits for its decision; the clock for an ``idle`` partition with nothing held."""
         if not self.events_topic:
             return 0
-        held: dict[int, float] = {}
         now = time.time()
-        for entry in self.held_labels.items():
-            got = orjson.loads(entry[1])
-            if now - float(got[2]) > HOLD_BACK_S:
-                continue  # most likely a label no decision will come for (see HOLD_BACK_S)
-            for value in [got[3], *(got[4] if len(got) > 4 else [])]:
-                try:
-                    at = posix(decode_feedback(base64.b64decode(value)).reported_at)
-                except InvalidMessage:
-                    continue
-                if at is not None and at < held.get(int(got[0]), float("inf")):
-                    held[int(got[0])] = at
+        held = {p: at for p in list(self._heaps) if (at := self._held_min(p, now)) is not None}
         sent = 0
         for p in sorted(set(self.label_marks) | idle | set(held)):
             mark = time.time() if p in idle and p not in held else self.label_marks.get(p)
