@@ -122,8 +122,9 @@ def install_scoring_watermarks(
 
     async def scoring_watermarks() -> None:
         follower.check()
-        if not follower.ready.is_set():
-            return
+        if follower.partitions == 0:
+            return  # the entity topics' partition count is not known yet
+
         consumer = app.consumer
         caught: dict[int, bool] = {}
         for p in list(coordinator.partitions):
