@@ -95,7 +95,7 @@ def settings_for(
         "feedback_grace_seconds": 30 * 86400.0,
         "decision_retention_days": 3650.0,
         "entity_max_wait_s": 600.0,
-        "log_level": "WARNING",
+        "log_level": "INFO",
         **topics,
     }
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -116,7 +116,7 @@ def collect(
     s: Settings,
     want: int,
     *,
-    idle_s: float = 120.0,
+    idle_s: float = 600.0,
     alive: Callable[[], bool] = lambda: True,
     progress: Callable[[int, int], None] | None = None,
 ) -> Collected:
