@@ -22,6 +22,8 @@ from fraudstream.errors import InvalidMessage
 # (an unknown id) would otherwise hold every scoring partition for FRAUD_FEEDBACK_GRACE_SECONDS.
 # Below the cutoff's 5-minute slack, so live traffic never waits for it.
 HOLD_BACK_S = 120.0
+# An idle feedback partition reports the clock this often at most (as scoring's do).
+IDLE_EVERY_S = 60.0
 
 
 class EntityLabels:
@@ -103,7 +105,8 @@ class EntityLabels:
                 mark = held[p] if mark is None else min(mark, held[p])
             if mark is None:
                 continue
-            if mark <= self.reported.get(p, entitylog.NEVER):
+            last = self.reported.get(p, entitylog.NEVER)
+            if mark <= last or (p in idle and p not in held and mark - last < IDLE_EVERY_S):
                 continue
             self.reported[p] = mark
             value = entitylog.encode_watermark(entitylog.feedback_source(p), mark)

@@ -35,6 +35,10 @@ from fraudstream.settings import Settings
 
 log = logging.getLogger("fraudstream.scoring")
 
+# An idle partition reports the clock this often at most: the gate needs the watermark past
+# cutoff(now), which moves hourly; more often would commit a transaction per tick for nothing.
+IDLE_EVERY_S = 60.0
+
 
 class ScoringHandler:
     """Decides transactions; one ``engine.Verdict`` per record."""
@@ -168,7 +172,12 @@ class ScoringHandler:
             mark = time.time()
         else:
             mark = self.newest.get(partition)
-        if mark is None or mark <= self.reported.get(partition, entitylog.NEVER):
+        last = self.reported.get(partition, entitylog.NEVER)
+        if (
+            mark is None
+            or mark <= last
+            or (waiting is None and idle and mark - last < IDLE_EVERY_S)
+        ):
             return []
         self.reported[partition] = mark
         value = entitylog.encode_watermark(entitylog.tx_source(partition), mark)
