@@ -479,7 +479,7 @@ def score(source: Any) -> None:
     sys.exit(1 if run.rejected else 0)
 
 
-# --- simulate, train, report ------------------------------------------------------------------
+# --- simulate, report (train, backtest: their own modules) -------------------------------
 @main.command()
 @click.option(
     "-n",
@@ -587,62 +587,6 @@ def simulate(
         f" in {stats.elapsed_s:.1f}s",
         err=True,
     )
-
-
-@main.command()
-@click.option("--version", "version", required=True, help="Name of the new model version.")
-@click.option(
-    "--from-file",
-    type=click.Path(exists=True, path_type=Path),
-    default=None,
-    help="Labelled CSV or Parquet; default: the simulator.",
-)
-@click.option(
-    "--map",
-    "mapping",
-    multiple=True,
-    help="field=column, for --from-file (e.g. card_id=pan_token).",
-)
-@click.option(
-    "-n", "--count", type=int, default=300_000, show_default=True, help="Simulated transactions."
-)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--trees", type=int, default=300, show_default=True)
-def train(
-    version: str,
-    from_file: Path | None,
-    mapping: tuple[str, ...],
-    count: int,
-    seed: int,
-    trees: int,
-) -> None:
-    """Train and register a model version (features replayed through the worker's own code).
-
-    \b
-      fraudstream train --version champion-v3
-      fraudstream train --version v4 --from-file history.parquet --map card_id=card --map amount=amt
-    """
-    from rich.console import Console
-
-    from fraudstream.train.trainer import train_from_file, train_from_simulator
-
-    s = settings()
-    source = str(from_file) if from_file is not None else f"{count:,} simulated transactions"
-    with Console(stderr=True).status(f"training {version} on {source} (features replayed)…"):
-        if from_file is not None:
-            cols = dict(m.split("=", 1) for m in mapping)
-            meta, report = train_from_file(
-                from_file, version, s.models_dir, cols, n_trees=trees, seed=seed
-            )
-        else:
-            meta, report = train_from_simulator(
-                version, s.models_dir, n=count, seed=seed, n_trees=trees
-            )
-    if meta is None:
-        raise click.ClickException("training did not produce a model (see the report above)")
-    click.echo(f"registered {meta.version} in {s.models_dir} (sha256 {meta.sha256[:12]})")
-    for k, v in report.items():
-        click.echo(f"  {k}: {v}")
 
 
 _WHEN = "ISO date/date-time (UTC unless an offset is given) or a duration ago: 36h, 7d"
@@ -807,13 +751,17 @@ def tail(topic: str, from_beginning: bool, max_messages: int, timeout: float) ->
     follow(settings(), topic, from_beginning, max_messages, timeout, click.echo)
 
 
-def _register_bench() -> None:
+def _register() -> None:
+    from fraudstream.backtest.cli import backtest
     from fraudstream.bench.cli import bench
+    from fraudstream.train.cli import train
 
+    main.add_command(train)
+    main.add_command(backtest)
     main.add_command(bench)
 
 
-_register_bench()
+_register()
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -52,9 +52,13 @@ class Settings(BaseSettings):
     app_id: str = "fraudstream"
     data_dir: Path = Path(".fraudstream/worker")
     table_store: str = "rocksdb://"
-    # Which agents this worker runs: "score" (transactions → decisions), "join" (feedback →
-    # outcomes), or both. Split them to scale scoring and the join apart.
-    roles: str = Field(default="score,join", pattern=r"^\s*(score|join)\s*(,\s*(score|join)\s*)?$")
+    # Which roles this worker runs: "score" (transactions → decisions), "join" (feedback →
+    # outcomes and label events), "aggregate" (entity events → entity state), any of them.
+    # Split them to scale scoring, the join and the aggregator apart.
+    roles: str = Field(
+        default="score,join,aggregate",
+        pattern=r"^\s*(score|join|aggregate)\s*(,\s*(score|join|aggregate)\s*)*$",
+    )
     # The most transactions decided in one batch: a fetch is decided in batches of this size.
     batch_size: int = Field(default=512, ge=1, le=10_000)
     dedup_window_hours: float = Field(default=24.0, gt=0)
@@ -72,6 +76,10 @@ class Settings(BaseSettings):
     # no new owner opens its partition.
     transaction_timeout_ms: int = Field(default=60_000, ge=10_000, le=900_000)
     decision_retention_days: float = Field(default=90.0, gt=0)
+    # A scoring partition waits at most this long for the entity state's watermark to reach a
+    # transaction's cutoff, then scores with the state it has (counted): a stalled aggregator or
+    # join must not stop scoring. Live traffic never waits (docs/entity-state.md).
+    entity_max_wait_s: float = Field(default=60.0, gt=0)
     # A label whose decision has not arrived this long after it is dead-lettered as unknown.
     feedback_grace_seconds: float = Field(default=300.0, gt=0)
     # How often the join deletes its records of decisions older than decision_retention_days
@@ -140,6 +148,26 @@ class Settings(BaseSettings):
             "control": self.topic_control,
             "metrics": self.topic_metrics,
         }
+
+
+def own_topics(name_format: str) -> dict[str, str]:
+    """Topic-name settings of their own, ``name_format.format(name=<default name>)`` each: a run
+    (a test, a through-Kafka backtest, a bench) that shares a broker with others."""
+    return {
+        f"topic_{k}": name_format.format(name=v)
+        for k, v in Settings(_env_file=None).topic_names().items()  # type: ignore[call-arg]
+    }
+
+
+def as_env(settings: Settings) -> dict[str, str]:
+    """``settings`` as the ``FRAUD_*`` environment of a worker process (secrets included)."""
+    env: dict[str, str] = {}
+    for name, raw in settings.model_dump().items():
+        if raw is None:
+            continue
+        value = raw.get_secret_value() if hasattr(raw, "get_secret_value") else raw
+        env[f"FRAUD_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    return env
 
 
 @lru_cache(maxsize=1)

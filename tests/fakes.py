@@ -24,6 +24,7 @@ class Sent:
     key: bytes | None
     value: bytes | None
     headers: dict[str, str]
+    to_partition: int | None = None
 
 
 class FakeWriters:
@@ -59,10 +60,11 @@ class FakeWriters:
         key: bytes | None,
         value: bytes | None,
         headers: list[tuple[str, bytes]] | None = None,
+        to_partition: int | None = None,
     ) -> None:
         assert partition in self.open_sends, "a send on a partition that is not open"
         hdrs = {k: v.decode() for k, v in headers or ()}
-        self.open_sends[partition].append(Sent(partition, topic, key, value, hdrs))
+        self.open_sends[partition].append(Sent(partition, topic, key, value, hdrs, to_partition))
 
     def keep(self, partition: int, key: bytes, value: bytes | None) -> None:
         assert partition in self.open_state, "state for a partition that is not open"

@@ -11,6 +11,7 @@ from typing import Any
 import faust
 
 from fraudstream.app import faust_boundary
+from fraudstream.kafka.admin import entity_events_topic
 from fraudstream.settings import Settings
 
 RAW: dict[str, Any] = {
@@ -50,6 +51,7 @@ class FaustApp:
     app: faust.App
     hooks: faust_boundary.Hooks
     transactions: Any
+    entity_events: Any  # the aggregator's input (docs/entity-state.md)
     join_inputs: Any  # decisions, feedback, moved feedback (decisions carry their shadow score)
     join_records: Any  # transaction_id -> join record
     join_counts: Any  # partition|version|variant -> confusion counts
@@ -91,6 +93,9 @@ def create_app(settings: Settings) -> FaustApp:
     transactions = app.topic(
         settings.topic_transactions, partitions=settings.partitions, allow_empty=True, **RAW
     )
+    entity_events = app.topic(
+        entity_events_topic(settings), partitions=settings.partitions, allow_empty=True, **RAW
+    )
     join_inputs = app.topic(
         settings.topic_decisions,
         settings.topic_feedback,
@@ -108,4 +113,6 @@ def create_app(settings: Settings) -> FaustApp:
     join_records = app.Table("decision-join", **table)
     join_counts = app.Table("version-metrics", **table)
     held_labels = app.Table("held-labels", **table)
-    return FaustApp(app, hooks, transactions, join_inputs, join_records, join_counts, held_labels)
+    return FaustApp(
+        app, hooks, transactions, entity_events, join_inputs, join_records, join_counts, held_labels
+    )

@@ -8,7 +8,8 @@ What the worker changes in Faust, all through subclasses installed when the app 
   holds an empty fetch for at most ``FETCH_MAX_WAIT_MS`` and waits for ``fetch_min_bytes``;
 - its consumer hands the scoring topic's records to the scoring path a fetch at a time, before
   Faust's per-event delivery (``Hooks.divert``), and never commits that topic's offsets (they
-  are committed inside the scoring transactions);
+  are committed inside the scoring transactions); the same for the entity aggregator's input
+  (``Hooks.more_feeds``);
 - its consumer asks the join for the join topics' offsets to commit (``Hooks.join_offset``):
   Faust's ack counting stalls on the holes commit markers leave in a transactional topic;
 - its producer runs ``Hooks.before_flush`` whenever Faust flushes before committing offsets
@@ -145,6 +146,8 @@ class Hooks:
     fetch_min_bytes: int = 1
     divert_topic: str | None = None  # this topic's records go to ``feed`` a fetch at a time
     feed: asyncio.Queue[list[Record]] = field(default_factory=lambda: asyncio.Queue(maxsize=2))
+    # More topics handled the same way, each with its own feed (the entity aggregator's input)
+    more_feeds: dict[str, asyncio.Queue[list[Record]]] = field(default_factory=dict)
     before_flush: Callable[[], Awaitable[None]] = _nothing
     join_topics: frozenset[str] = frozenset()
     # (tp, Faust's committed offset) -> the offset to commit now, or None
@@ -194,10 +197,19 @@ def install(app: faust.App, hooks: Hooks) -> None:
                 # loop: back-pressure.
                 if batch and self.flow_active:
                     await hooks.feed.put(batch)
+            for topic, feed in hooks.more_feeds.items():
+                if records:
+                    batch = diverted(records, active, topic)
+                    if batch and self.flow_active:
+                        await feed.put(batch)
             return records, active
 
         async def _commit(self, offsets: Any) -> bool:
-            rest = {tp: o for tp, o in offsets.items() if tp.topic != hooks.divert_topic}
+            rest = {
+                tp: o
+                for tp, o in offsets.items()
+                if tp.topic != hooks.divert_topic and tp.topic not in hooks.more_feeds
+            }
             return bool(await super()._commit(rest)) if rest else True
 
         def _new_offset(self, tp: Any) -> int | None:

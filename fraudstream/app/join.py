@@ -10,6 +10,11 @@ seek is checked (``check_heads``) before any commit passes it.
 Its state lives in three tables (``JoinTable``: Faust's changelog-backed tables in the worker,
 dicts in tests): one join record per transaction, the confusion counts per
 ``partition|version|variant``, and labels held for a decision not seen yet.
+
+Entity state (docs/entity-state.md): every label applied to a known decision is also sent as
+label events (merchant and card) to ``<app>-entity-events``, and ``watermarks`` says, per
+feedback partition, up to which ``reported_at`` labels have been sent (held back by a label
+still waiting for its decision; the clock when the partition is idle).
 """
 
 from __future__ import annotations
@@ -25,10 +30,11 @@ from typing import Protocol
 import orjson
 
 from fraudstream.app import metrics
+from fraudstream.app.joinentities import EntityLabels, posix
 from fraudstream.app.mover import misplaced
 from fraudstream.app.outputs import Output
 from fraudstream.app.partitioning import home
-from fraudstream.core import outcomes
+from fraudstream.core import entitylog, outcomes
 from fraudstream.core.messages import (
     Outcome,
     decode_decision,
@@ -73,7 +79,7 @@ class JoinSource(Protocol):
     async def seek(self, tp: TopicPartition, offset: int) -> None: ...
 
 
-class Join:
+class Join(EntityLabels):
     def __init__(
         self,
         settings: Settings,
@@ -97,6 +103,7 @@ class Join:
         self._dirty: set[bytes] = set()
         self._dirty_counts: set[bytes] = set()
         self._sent = 0
+        EntityLabels.__init__(self)
 
     # --- the agent ------------------------------------------------------------------------------
 
@@ -152,11 +159,18 @@ class Join:
     def _on_decision(self, rec: Record) -> None:
         d = decode_decision(rec.value)
         key = d.transaction_id.encode()
+        earlier = self._earlier_held(rec.partition, key)
         self.held_labels.delete(rec.partition, key)
+        self._release(rec.partition, key)
         joined, reverted, new = outcomes.apply_decision_after_label(
             self._load(key, rec.partition), d
         )
         self._store(key, joined, rec.partition)
+        for fb in earlier:  # reports held before the last one (a reversal) count too
+            self._label_events(joined.decided, fb.transaction_id, fb.is_fraud, fb.reported_at)
+        if joined.label is not None:
+            lab = joined.label
+            self._label_events(joined.decided, d.transaction_id, lab.is_fraud, lab.reported_at)
         if reverted or new:
             self._emit(rec.partition, reverted, new)
 
@@ -182,10 +196,22 @@ class Join:
             held = outcomes.hold_label(joined, fb, labelled_at=utc_now_iso())
             self._store(key, held, rec.partition)
             value = base64.b64encode(rec.value or b"").decode()
-            entry = orjson.dumps([rec.partition, rec.offset, time.time(), value, rec.topic])
+            # Earlier reports held for the same transaction stay (5th element): each one is
+            # a label event of its own once the decision arrives (entity state keeps them all);
+            # the 6th is the topic it was read from (feedback or its repartition topic).
+            prev = self.held_labels.get(rec.partition, key)
+            earlier: list[str] = []
+            if prev:
+                got = orjson.loads(prev)
+                earlier = [*(got[4] if len(got) > 4 and isinstance(got[4], list) else []), got[3]]
+            entry = orjson.dumps(
+                [rec.partition, rec.offset, time.time(), value, earlier, rec.topic]
+            )
             self.held_labels.put(rec.partition, key, entry)
+            self._hold(rec.partition, key, fb.reported_at)
             return
         self.held_labels.delete(rec.partition, key)
+        self._release(rec.partition, key)
         if _age_s(joined.decided.decided_at, fb.reported_at) > self.retention_s:
             metrics.FEEDBACK_UNKNOWN.inc()
             raise InvalidMessage(
@@ -195,6 +221,10 @@ class Join:
             )
         joined, reverted, new = outcomes.apply_label(joined, fb, labelled_at=utc_now_iso())
         self._store(key, joined, rec.partition)
+        self._label_events(joined.decided, fb.transaction_id, fb.is_fraud, fb.reported_at)
+        at = posix(fb.reported_at)
+        if at is not None and at > self.label_marks.get(rec.partition, entitylog.NEVER):
+            self.label_marks[rec.partition] = at
         if reverted or new:
             self._emit(rec.partition, reverted, new)
 
@@ -241,8 +271,12 @@ class Join:
         (POSIX s), original value, topic read from)."""
         out = {}
         for key, raw in self.held_labels.items():
-            p, o, t, v, *topic = orjson.loads(raw)  # entries held before topics were stored
-            origin = str(topic[0]) if topic else self.s.topic_feedback
+            got = orjson.loads(raw)
+            p, o, t, v = got[:4]
+            # The topic read from: 6th element (5th in entries held before the entity labels'
+            # list existed; absent in older ones).
+            topic = [x for x in got[4:] if isinstance(x, str)]
+            origin = topic[0] if topic else self.s.topic_feedback
             out[bytes(key)] = (int(p), int(o), float(t), base64.b64decode(v), origin)
         return out
 
@@ -252,6 +286,7 @@ class Join:
         expired = [(k, v) for k, v in self.held().items() if now - v[2] >= grace_s]
         for key, (partition, offset, _, raw, topic) in expired:
             self.held_labels.delete(partition, key)
+            self._release(partition, key)
             got = self.records.get(partition, key)
             joined = outcomes.JoinRecord.from_dict(orjson.loads(got)) if got else None
             if joined is not None and joined.decided is not None:

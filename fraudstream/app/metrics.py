@@ -187,3 +187,36 @@ REFETCHES = Counter(
     "fraudstream_refetches_total",
     "Holes in a partition's delivered offsets that held records and were fetched again.",
 )
+
+# --- entity state (docs/entity-state.md) ------------------------------------------------------
+ENTITY_STATES = Gauge(
+    "fraudstream_entity_states",
+    "Entity states (merchants, cards with labels) an aggregator partition holds.",
+    ["partition"],
+)
+ENTITY_EVENTS = Counter(
+    "fraudstream_entity_events_total", "Entity events and watermarks the aggregator absorbed."
+)
+ENTITY_EVENTS_BAD = Counter(
+    "fraudstream_entity_events_bad_total",
+    "Entity events the aggregator could not read (dropped; a bug or another version's writer).",
+)
+ENTITY_TABLE_SIZE = Gauge(
+    "fraudstream_entity_table_entries", "Entity states held by this worker's follower."
+)
+ENTITY_TABLE_BYTES = Gauge(
+    "fraudstream_entity_table_bytes", "Bytes of entity states held by this worker's follower."
+)
+ENTITY_WATERMARK_LAG = Gauge(
+    "fraudstream_entity_watermark_lag_seconds",
+    "Wall clock minus the entity state's watermark, as this worker's follower sees it.",
+)
+GATE_WAITS = Counter(
+    "fraudstream_entity_gate_waits_total",
+    "Times a scoring partition waited for the entity state to reach a transaction's cutoff.",
+)
+GATE_TIMEOUTS = Counter(
+    "fraudstream_entity_gate_timeouts_total",
+    "Times a scoring partition stopped waiting for the entity watermark and scored with the "
+    "state it had (FRAUD_ENTITY_MAX_WAIT_S): a stalled aggregator or join.",
+)

@@ -90,13 +90,20 @@ class Output:
         key: bytes | None,
         value: bytes | None,
         headers: list[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
     ) -> None:
         barrier = self._barrier
         barrier.add()
+        extra: dict[str, Any] = {} if partition is None else {"partition": partition}
         while True:
             try:
                 self.producer.produce(
-                    topic, value=value, key=key, headers=cast("Any", headers), on_delivery=barrier
+                    topic,
+                    value=value,
+                    key=key,
+                    headers=cast("Any", headers),
+                    on_delivery=barrier,
+                    **extra,
                 )
                 return
             except BufferError:

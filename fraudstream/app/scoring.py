@@ -1,7 +1,13 @@
 """The fraud decision as a coordinator handler: a batch of raw `transactions` records goes down
 to the core once (``engine.step``) and comes back as decisions, scores and dead letters to send
 and card records to keep. The per-card records of each owned partition live here, split into
-what Kafka has committed and what the open transaction changed (``CardStore``)."""
+what Kafka has committed and what the open transaction changed (``CardStore``).
+
+With entity state (docs/entity-state.md) the handler also reads merchant and card-label state
+from the worker's follower, writes one entity event per decided transaction into the same
+transaction (so the aggregator absorbs each exactly once), reports its partitions' watermarks
+(``watermarks``), and holds a transaction back (``admit``) until the follower's watermark
+reaches its cutoff."""
 
 from __future__ import annotations
 
@@ -13,17 +19,27 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from fraudstream.app import metrics
+from fraudstream.app.entities import EntityFollower, Gate
 from fraudstream.app.partitioning import card_home
 from fraudstream.app.serving import ServingManager
 from fraudstream.coordinator.ports import Handled, Send
-from fraudstream.core import engine
+from fraudstream.core import engine, entity, entitylog, features
 from fraudstream.core.cardstore import CardStore
-from fraudstream.core.messages import encode_decision, encode_score, utc_now_iso
+from fraudstream.core.messages import (
+    decode_transaction,
+    encode_decision,
+    encode_score,
+    utc_now_iso,
+)
 from fraudstream.core.records import Record, dead_letter_headers
 from fraudstream.errors import FraudStreamError
 from fraudstream.settings import Settings
 
 log = logging.getLogger("fraudstream.scoring")
+
+# An idle partition reports the clock this often at most: the gate needs the watermark past
+# cutoff(now), which moves hourly; more often would commit a transaction per tick for nothing.
+IDLE_EVERY_S = 60.0
 
 
 #: The state key of a partition's position in the transactions repartition topic: not UTF-8,
@@ -58,6 +74,9 @@ class ScoringHandler:
         settings: Settings,
         serving: ServingManager,
         partitions: Callable[[], int | None] | None = None,
+        follower: EntityFollower | None = None,
+        *,
+        events_topic: str = "",
     ) -> None:
         self.s = settings
         self.serving = serving
@@ -67,6 +86,11 @@ class ScoringHandler:
         self.side_topic = settings.topic_transactions_repartition
         self.positions: dict[int, Position] = {}
         self._moved: Counter[int] = Counter()  # moves in each open transaction, for the metric
+        self.follower = follower
+        self.gate = None if follower is None else Gate(follower, settings.entity_max_wait_s)
+        self.events_topic = events_topic
+        self.newest: dict[int, float] = {}  # partition -> newest event time decided
+        self.reported: dict[int, float] = {}  # partition -> watermark written (open or committed)
 
     def restore(self, partition: int, state: Sequence[tuple[bytes, bytes | None]]) -> int:
         records: list[tuple[str, engine.CardRecord | None]] = []
@@ -91,7 +115,14 @@ class ScoringHandler:
         return n
 
     def admit(self, record: Record) -> bool:
-        return True  # card features are exact to the event: nothing to wait for
+        gate = self.gate
+        if gate is None or gate.live():
+            return True  # live traffic: the watermark is seconds behind, cutoffs minutes
+        try:
+            ts: float | None = decode_transaction(record.value, self.s.max_message_bytes).ts
+        except Exception:  # noqa: BLE001 - step dead-letters it with the reason
+            ts = None
+        return gate.open_for(record.partition, ts)
 
     def step(self, records: Sequence[Record]) -> Handled[engine.Verdict]:
         serving = self.serving.current
@@ -107,6 +138,7 @@ class ScoringHandler:
             max_bytes=self.s.max_message_bytes,
             now_iso=utc_now_iso(),
             dedup_window_s=self.window_s,
+            entities=entity.nothing_known if self.follower is None else self.follower.get,
         )
         if done.retried_singly:
             log.error("a batch of %d failed as a whole; it was decided one at a time", len(records))
@@ -163,6 +195,8 @@ class ScoringHandler:
                 d = verdict.decision
                 key = d.transaction_id.encode()
                 out.append(Send(p, s.topic_decisions, key, encode_decision(d)))
+                if self.follower is not None:
+                    out.extend(self._entity_event(p, verdict))
                 for sc in verdict.scores:
                     out.append(Send(p, s.topic_scores, key, encode_score(sc)))
                     scores.setdefault((sc.model_version, sc.role), []).append(sc.score)
@@ -187,6 +221,45 @@ class ScoringHandler:
             metrics.DUPLICATES.inc(duplicates)
         return out
 
+    def _entity_event(self, partition: int, verdict: engine.Scored) -> list[Send]:
+        tx = verdict.tx
+        if tx.ts > self.newest.get(partition, entitylog.NEVER):
+            self.newest[partition] = tx.ts
+        if not features.valid_amount(tx.amount):
+            return []  # the offline timeline leaves it out too (core.replay)
+        key = entity.merchant_key(tx.merchant_id).encode()
+        value = entitylog.encode_tx(tx.ts, features.cents_of(tx.amount))
+        return [Send(partition, self.events_topic, key, value)]
+
+    def watermarks(self, partition: int, *, idle: bool, partitions: int) -> list[Send]:
+        """The watermark records partition ``partition`` owes the aggregator now (to each of the
+        ``partitions`` entity-events partitions), or none when it has not moved: the event time
+        of the transaction it waits at, the clock when it is ``idle`` (caught up for a while),
+        else the newest event time it decided (transactions come in time order per partition;
+        a later one that is older is absorbed late: docs/entity-state.md)."""
+        if self.follower is None:
+            return []
+        waiting = None if self.gate is None else self.gate.waiting_at(partition)
+        if waiting is not None:
+            mark: float | None = waiting
+        elif idle:
+            mark = time.time()
+        else:
+            mark = self.newest.get(partition)
+        last = self.reported.get(partition, entitylog.NEVER)
+        if (
+            mark is None
+            or mark <= last
+            or (waiting is None and idle and mark - last < IDLE_EVERY_S)
+        ):
+            return []
+        self.reported[partition] = mark
+        value = entitylog.encode_watermark(entitylog.tx_source(partition), mark)
+        return [
+            Send(partition, self.events_topic, entitylog.WATERMARK_KEY, value, to_partition=q)
+            for q in range(partitions)
+        ]
+
     def changes(self, partition: int) -> list[tuple[bytes, bytes | None]]:
         out: list[tuple[bytes, bytes | None]] = [
             (card.encode(), engine.record_to_bytes(rec))
@@ -209,10 +282,13 @@ class ScoringHandler:
         if (at := self.positions.get(partition)) is not None:
             at.pending = at.committed  # its records are decided again from memory
         self._moved.pop(partition, None)
+        self.reported.pop(partition, None)  # its watermark records were undone too
 
     def drop(self, partition: int) -> None:
         self.store.drop(partition)
         self.positions.pop(partition, None)
         self._moved.pop(partition, None)
+        self.reported.pop(partition, None)
+        self.newest.pop(partition, None)
         with contextlib.suppress(KeyError):
             metrics.CARD_RECORDS.remove(str(partition))

@@ -23,6 +23,13 @@ from faust.types import TP
 
 from fraudstream.app import api, faust_boundary, metrics, mover, web
 from fraudstream.app.app import FaustApp, create_app
+from fraudstream.app.entities import EntityFollower
+from fraudstream.app.entitywiring import (
+    install_aggregator,
+    install_join_watermarks,
+    install_scoring_watermarks,
+)
+from fraudstream.app.feeds import as_record, decide_batches
 from fraudstream.app.join import Join, TopicPartition
 from fraudstream.app.observers import MetricsObserver
 from fraudstream.app.outputs import Output
@@ -33,9 +40,8 @@ from fraudstream.app.supervisor import Supervisor
 from fraudstream.coordinator.coordinator import Coordinator
 from fraudstream.coordinator.ports import Writers
 from fraudstream.core.engine import Verdict
-from fraudstream.core.records import Record
 from fraudstream.errors import BrokerError
-from fraudstream.kafka.admin import changelog_topic
+from fraudstream.kafka.admin import changelog_topic, entity_events_topic
 from fraudstream.kafka.clients import has_committed_records
 from fraudstream.settings import Settings
 
@@ -55,6 +61,8 @@ class Worker:
     coordinator: Coordinator[Verdict] | None
     join: Join | None
     mover: Coordinator[bool] | None = None
+    aggregator: Coordinator[None] | None = None
+    follower: EntityFollower | None = None
 
 
 class KafkaSource:
@@ -121,32 +129,6 @@ class JoinInputs:
         await self.app.consumer.seek(TP(*tp), offset)
 
 
-def as_record(message: Any) -> Record:
-    return Record(
-        message.topic,
-        message.partition,
-        message.offset,
-        message.key,
-        message.value,
-        message.timestamp,
-    )
-
-
-async def decide_batches(
-    feed: asyncio.Queue[list[Record]], coordinator: Coordinator[Verdict], batch_size: int
-) -> None:
-    """Decide what the boundary feeds, in batches of at most ``batch_size``. A failure here is
-    a bug, not bad input (that is dead-lettered): it goes to the supervisor."""
-    pending: list[Record] = []
-    while True:
-        if not pending:
-            pending = await feed.get()
-        while len(pending) < batch_size and not feed.empty():
-            pending.extend(feed.get_nowait())
-        batch, pending = pending[:batch_size], pending[batch_size:]
-        await coordinator.handle(batch)
-
-
 def assemble(
     settings: Settings,
     serving: ServingManager,
@@ -154,20 +136,40 @@ def assemble(
     *,
     writers: Writers | None = None,
     output: Output | None = None,
+    aggregate_writers: Writers | None = None,
 ) -> Worker:
-    """Build the worker. ``writers`` and ``output`` replace the Kafka producers (tests)."""
+    """Build the worker. ``writers``, ``aggregate_writers`` and ``output`` replace the Kafka
+    producers (tests)."""
     fa = create_app(settings)
     app, s = fa.app, settings
+    follower = EntityFollower(s) if "score" in s.role_set else None
     coordinator = (
-        _install_scoring(fa, s, serving, supervisor, writers) if "score" in s.role_set else None
+        _install_scoring(fa, s, serving, supervisor, writers, follower)
+        if follower is not None
+        else None
     )
     join, mover = _install_join(fa, s, supervisor, output) if "join" in s.role_set else (None, None)
+    aggregator = (
+        install_aggregator(
+            fa,
+            s,
+            supervisor,
+            source=KafkaSource(app, entity_events_topic(s), s),
+            observer=MetricsObserver(),
+            clock=Clock(),
+            writers=aggregate_writers,
+        )
+        if "aggregate" in s.role_set
+        else None
+    )
 
     async def before_flush() -> None:
         # Faust flushes its producer before it commits offsets (timer, rebalance, shutdown):
         # the scoring transactions and the join's outputs go first.
         if coordinator is not None:
             await supervisor.guard(coordinator.commit_all())
+        if aggregator is not None:
+            await supervisor.guard(aggregator.commit_all())
         if join is not None:
             await supervisor.guard(join.out.flush())
         if mover is not None:
@@ -190,13 +192,14 @@ def assemble(
 
     def ready_partitions() -> bool:
         assignment = app.consumer.assignment() if app.consumer else set()
-        return coordinator is None or all(
-            coordinator.owns(tp.partition) for tp in assignment if tp.topic == s.topic_transactions
+        owned = {s.topic_transactions: coordinator, entity_events_topic(s): aggregator}
+        return (follower is None or follower.ready.is_set()) and all(
+            c.owns(tp.partition) for tp in assignment if (c := owned.get(tp.topic)) is not None
         )
 
     web.install(app, s, serving, ready_partitions)
     api.install(app, s, serving, coordinator)
-    return Worker(fa, s, serving, supervisor, coordinator, join, mover)
+    return Worker(fa, s, serving, supervisor, coordinator, join, mover, aggregator, follower)
 
 
 def _on_assignment(app: Any, receiver: Callable[..., Awaitable[None]]) -> None:
@@ -217,6 +220,7 @@ def _install_scoring(
     serving: ServingManager,
     supervisor: Supervisor,
     writers: Writers | None,
+    follower: EntityFollower,
 ) -> Coordinator[Verdict]:
     app = fa.app
     if writers is None:
@@ -228,7 +232,7 @@ def _install_scoring(
         n: int | None = app.consumer.topic_partitions(s.topic_transactions)
         return n or s.partitions
 
-    handler = ScoringHandler(s, serving, partitions)
+    handler = ScoringHandler(s, serving, partitions, follower, events_topic=entity_events_topic(s))
     coordinator: Coordinator[Verdict] = Coordinator(
         handler=handler,
         writers=writers,
@@ -279,6 +283,7 @@ def _install_scoring(
     app.task(read_moved)
     app.timer(interval=max(0.1, coordinator.interval_s))(commit_due)
     _on_assignment(app, on_assigned)
+    install_scoring_watermarks(fa, s, supervisor, coordinator, handler, follower)
     return coordinator
 
 
@@ -337,6 +342,7 @@ def _install_join(
     app.timer(interval=1.0)(join.check_heads)
     app.timer(interval=s.join_prune_seconds)(prune)
     _on_assignment(app, restart_offsets)
+    install_join_watermarks(fa, s, supervisor, join)
     return join, mover_coordinator
 
 

@@ -317,3 +317,20 @@ class SeenClock:
         self._thread.join(10)
         self.c.close()
         return self.seen
+
+
+def as_live(txs: list[Any], start: float, rate: float) -> list[Any]:
+    """The transactions as live traffic: the i-th one dated ``start + i / rate`` (its planned
+    send time), in its own UTC offset. Entity features see events up to an hour and five
+    minutes back (docs/entity-state.md): a worker waits for the entity watermark to reach a
+    transaction's cutoff, so the simulator's own clock (a day of traffic in seconds) would
+    bench a replay, not live traffic."""
+    from dataclasses import replace
+    from datetime import datetime, timedelta, timezone
+
+    out = []
+    for i, tx in enumerate(txs):
+        ts = start + i / rate
+        when = datetime.fromtimestamp(ts, timezone(timedelta(seconds=tx.utc_offset_s)))
+        out.append(replace(tx, ts=ts, event_time=when.isoformat(timespec="milliseconds")))
+    return out

@@ -47,6 +47,7 @@ from fraudstream.bench.common import (
     CommittedCounter,
     Pipe,
     SeenClock,
+    as_live,
     consumer_conf,
     create,
     high_watermarks,
@@ -255,10 +256,35 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
-def stage_costs(txs: list[Any], models_dir: Path) -> dict[str, float]:
+def warm_state(seed: int, before: float, days: float = 4.0) -> tuple[dict[str, Any], Any]:
+    """Card states and entity state after ``days`` of the simulated world (another seed's),
+    shifted to end at ``before``, labels arriving by the feedback schedule (one-day delays)."""
+    from dataclasses import replace
+
+    from fraudstream.core import features
+    from fraudstream.core.replay import Entities, LabelEvent, Timeline
+    from fraudstream.sim.generator import SimConfig, feedback_schedule, generate
+
+    events = list(generate(SimConfig(seed=seed + 1), days=days))
+    shift = before - 1.0 - events[-1].tx.ts
+    txs = [replace(e.tx, ts=e.tx.ts + shift) for e in events]
+    labels = [
+        LabelEvent(fb.transaction_id, due + shift, fb.is_fraud)
+        for due, fb in feedback_schedule(events, delay_s=86400.0, seed=seed)
+    ]
+    states: dict[str, Any] = {}
+    ents = Entities()
+    for group in Timeline.build(txs, labels).groups(ents):
+        for tx in group:
+            states[tx.card_id], _ = features.step(states.get(tx.card_id), tx, ents.get)
+    return states, ents
+
+
+def stage_costs(txs: list[Any], models_dir: Path, seed: int = 0) -> dict[str, float]:
     """Microseconds per transaction of each stage of the worker's core, in this process."""
     from fraudstream.bench.common import load_serving
     from fraudstream.core import engine, features
+    from fraudstream.core.entity import nothing_known
     from fraudstream.core.messages import (
         decode_transaction,
         encode_decision,
@@ -276,13 +302,23 @@ def stage_costs(txs: list[Any], models_dir: Path) -> dict[str, float]:
     decoded = [decode_transaction(r) for r in raws]
     out["decode_transaction"] = (time.perf_counter() - t) / n * 1e6
 
-    states: dict[str, Any] = {}
+    # Card and entity state as a worker that has run a while holds them: four days of the same
+    # simulated world replayed first, with labels by the feedback schedule (one-day delays).
+    states, ents = warm_state(seed, decoded[0].ts)
+    warm_states = {k: v.copy() for k, v in states.items()}
     rows = []
     t = time.perf_counter()
     for tx in decoded:
-        states[tx.card_id], row = features.step(states.get(tx.card_id), tx)
+        states[tx.card_id], row = features.step(states.get(tx.card_id), tx, ents.get)
         rows.append(row)
-    out["features.step"] = (time.perf_counter() - t) / n * 1e6
+    out["features.step (card and entity features)"] = (time.perf_counter() - t) / n * 1e6
+    states = {k: v.copy() for k, v in warm_states.items()}
+    t = time.perf_counter()
+    for tx in decoded:
+        states[tx.card_id], row = features.step(states.get(tx.card_id), tx, nothing_known)
+    out["features.step (card features only, entity lookup empty)"] = (
+        (time.perf_counter() - t) / n * 1e6
+    )
 
     x = np.asarray(rows, dtype=np.float32)
     model = serving.models[CHAMPION].model
@@ -298,15 +334,16 @@ def stage_costs(txs: list[Any], models_dir: Path) -> dict[str, float]:
     model.contributions(x[:512])
     out["contributions (per flagged row, batch of 512)"] = (time.perf_counter() - t) / 512 * 1e6
 
-    records: dict[str, engine.CardRecord] = {}
+    records = {k: engine.CardRecord(v.copy()) for k, v in warm_states.items()}
     results = []
     t = time.perf_counter()
     for i in range(0, n, 512):
         batch = decoded[i : i + 512]
         recs = {tx.card_id: records.setdefault(tx.card_id, engine.CardRecord()) for tx in batch}
         results += engine.process_batch(
-            serving, batch, recs, now_iso=utc_now_iso(), dedup_window_s=86400.0
-        )
+            serving, batch, recs, now_iso=utc_now_iso(), dedup_window_s=86400.0,
+            entities=ents.get,
+        )  # fmt: skip
     out["engine.process_batch (features, 2 models, reasons), batches of 512"] = (
         (time.perf_counter() - t) / n * 1e6
     )
@@ -404,9 +441,10 @@ class Bench:
             "routing_salt": SALT,
             "partitions": self.cfg.partitions,
             "log_level": "WARNING",
-            # Scoring only, like the ceilings: the feedback join is a separate role (FRAUD_ROLES)
-            # that a deployment may run in the same or in other worker processes.
-            "roles": "score",
+            # Scoring and the entity aggregator (whose state the scoring path reads and waits
+            # for); the join (idle here: no labels) only reports the feedback watermark. The
+            # hand-written ceiling reads no entity state: the ratio shows what the topology costs.
+            "roles": "score,join,aggregate",
             **topics,
         }
         # Worker tuning under test, passed through from the bench's own environment.
@@ -490,7 +528,9 @@ class Bench:
             producer_conf(self.bootstrap, **{"linger.ms": 20, "batch.num.messages": 10000})
         )
         t = time.perf_counter()
-        for tx in txs:
+        # A backlog of the last moments (1,000 transactions a second): what a worker catching
+        # up after a stop finds, without a replay's waits for the entity watermark.
+        for tx in as_live(txs, time.time() - len(txs) / 1000.0, 1000.0):
             produce(p, self.input, tx.card_id.encode(), encode_transaction(tx))
         left = p.flush(60)
         secs = time.perf_counter() - t
@@ -676,7 +716,8 @@ class Bench:
             for rate, seconds, warmup in plan:
                 k = int(rate * seconds)
                 batch = [
-                    (t.card_id.encode(), encode_transaction(t)) for t in live[cursor : cursor + k]
+                    (t.card_id.encode(), encode_transaction(t))
+                    for t in as_live(live[cursor : cursor + k], time.time(), rate)
                 ]
                 cursor += k
                 tx_start = high_watermarks(probe, topic)
@@ -884,7 +925,7 @@ class Bench:
         self.log(f"generating {cfg.n:,} transactions (+{live_n:,} for the offered-rate runs) …")
         gen = generate(SimConfig(seed=cfg.seed), n=None)
         txs = [next(gen).tx for _ in range(cfg.n)]
-        result["stages_us_per_tx"] = stage_costs(txs[:5000], cfg.models_dir)
+        result["stages_us_per_tx"] = stage_costs(txs[:5000], cfg.models_dir, cfg.seed)
         with self.broker() as bootstrap:
             self.bootstrap = bootstrap
             self.broker_ps = broker_process(bootstrap, self.broker_pid)

@@ -23,6 +23,7 @@ def build(pipe: Any) -> Any:
 
     from fraudstream.bench.common import load_serving, say_ready
     from fraudstream.core import engine, features
+    from fraudstream.core.entity import nothing_known
     from fraudstream.core.messages import (
         Decision,
         Score,
@@ -81,7 +82,7 @@ def build(pipe: Any) -> Any:
             rec = engine.record_from_bytes(cards.get(key))
             if tx.transaction_id in rec.seen:
                 continue
-            rec.state, row = features.step(rec.state, tx)
+            rec.state, row = features.step(rec.state, tx, nothing_known)
             rec.seen[tx.transaction_id] = tx.ts
             variant = assign(tx.card_id, routing.salt, routing.challenger_share)
             version = routing.challenger if variant == "challenger" else routing.champion

@@ -301,12 +301,36 @@ class Coordinator(Generic[R]):
         and write what it returns."""
         handled = self.handler.step(records)
         self.fence()  # the last moment before anything of this batch is written
-        for send in handled.sends:
-            self.writers.send(send.partition, send.topic, send.key, send.value, send.headers)
-            self.partitions[send.partition].wrote()
+        self._write(handled.sends)
         for rec, result in zip(records, handled.results, strict=True):
             if not rec.from_log:
                 self.partitions[rec.partition].answers[id(rec)] = result
+
+    def _write(self, sends: Sequence[ports.Send]) -> None:
+        for send in sends:
+            if send.to_partition is None:
+                self.writers.send(send.partition, send.topic, send.key, send.value, send.headers)
+            else:
+                self.writers.send(
+                    send.partition,
+                    send.topic,
+                    send.key,
+                    send.value,
+                    send.headers,
+                    to_partition=send.to_partition,
+                )
+            self.partitions[send.partition].wrote()
+
+    async def emit(self, make: Callable[[int], Sequence[ports.Send]]) -> None:
+        """Write what ``make(partition)`` returns into each owned partition's open transaction,
+        between batches (records that are not decisions of a record: watermarks). A partition
+        that is committing is skipped; ``make`` is asked again next time."""
+        async with self.lock:
+            self.fence()
+            for p, st in list(self.partitions.items()):
+                if st.committing is None:
+                    self._write(make(p))
+            self._start_due()
 
     # --- committing -------------------------------------------------------------------------
 

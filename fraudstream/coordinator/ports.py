@@ -37,6 +37,7 @@ class Send:
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]] | None = None
+    to_partition: int | None = None  # the output partition; None: the producer's partitioner
 
 
 @dataclass(slots=True)
@@ -85,8 +86,10 @@ class Writers(Protocol):
         key: bytes | None,
         value: bytes | None,
         headers: list[tuple[str, bytes]] | None = None,
+        to_partition: int | None = None,
     ) -> None:
-        """Write one output record into ``partition``'s open transaction."""
+        """Write one output record into ``partition``'s open transaction (into output
+        partition ``to_partition`` when given)."""
         ...
 
     def keep(self, partition: int, key: bytes, value: bytes | None) -> None:

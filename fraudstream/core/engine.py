@@ -18,6 +18,7 @@ import numpy as np
 import orjson
 
 from fraudstream.core import features
+from fraudstream.core.entity import Lookup, nothing_known
 from fraudstream.core.messages import (
     Decision,
     Routing,
@@ -121,9 +122,12 @@ def process_batch(
     *,
     now_iso: str,
     dedup_window_s: float,
+    entities: Lookup = nothing_known,
 ) -> list[Result]:
     """Decide a batch. ``records`` holds the record of every card in the batch (an empty
-    ``CardRecord`` for a new card) and is updated in place; results come in input order."""
+    ``CardRecord`` for a new card) and is updated in place; results come in input order.
+    ``entities`` answers merchant and card-label state (``core.entity``); the worker passes
+    ``nothing_known`` until its entity-state follower exists."""
     n = len(txs)
     results: list[Result | None] = [None] * n
     rows: list[list[float]] = []
@@ -136,7 +140,7 @@ def process_batch(
             results[i] = Duplicate(tx)
             continue
         previous[i] = (tx.card_id, rec.state)
-        rec.state, vector = features.step(rec.state, tx)
+        rec.state, vector = features.step(rec.state, tx, entities)
         _remember(rec, tx, dedup_window_s)
         rows.append(vector)
         row_of.append(i)
@@ -203,6 +207,7 @@ def step(
     max_bytes: int,
     now_iso: str,
     dedup_window_s: float,
+    entities: Lookup = nothing_known,
 ) -> Step:
     """Decode, check and decide ``records``; the card records found by ``lookup`` are not
     changed (the changed ones come back, as new objects, in ``Step.cards``).
@@ -239,7 +244,7 @@ def step(
             cards[slot] = CardRecord() if found is None else _copy(found)
     retried = False
     try:
-        results = _decide(serving, todo, cards, now_iso, dedup_window_s)
+        results = _decide(serving, todo, cards, now_iso, dedup_window_s, entities)
     except FraudStreamError:
         raise
     except Exception:  # noqa: BLE001 - the batch again, one record at a time
@@ -250,7 +255,7 @@ def step(
             slot = (item[1].partition, item[2].card_id)
             single = {slot: _copy(cards[slot])}
             try:
-                results.update(_decide(serving, [item], single, now_iso, dedup_window_s))
+                results.update(_decide(serving, [item], single, now_iso, dedup_window_s, entities))
             except FraudStreamError:
                 raise
             except Exception as exc:  # noqa: BLE001 - dead-lettered with its reason
@@ -268,6 +273,7 @@ def _decide(
     cards: dict[tuple[int, str], CardRecord],
     now_iso: str,
     dedup_window_s: float,
+    entities: Lookup,
 ) -> dict[int, Verdict]:
     """``process_batch`` over ``todo``, once per partition when one card id shows up in two
     partitions (a producer that does not key by card: each partition keeps its own record)."""
@@ -282,7 +288,9 @@ def _decide(
     for items in groups.values():
         view = {tx.card_id: cards[(rec.partition, tx.card_id)] for _, rec, tx in items}
         txs = [tx for _, _, tx in items]
-        results = process_batch(serving, txs, view, now_iso=now_iso, dedup_window_s=dedup_window_s)
+        results = process_batch(
+            serving, txs, view, now_iso=now_iso, dedup_window_s=dedup_window_s, entities=entities
+        )
         for (i, rec, tx), result in zip(items, results, strict=True):
             assert result.tx is tx
             cards[(rec.partition, tx.card_id)] = view[tx.card_id]
@@ -374,6 +382,8 @@ def _score(serving: Serving, txs: list[Transaction], x: np.ndarray, now_iso: str
             amount=tx.amount,
             currency=tx.currency,
             shadow=shadow_info,
+            merchant_id=tx.merchant_id,
+            event_time=tx.event_time,
         )
         scores = [
             Score(

@@ -3,20 +3,33 @@
 Both paths call :func:`step`, so there is no train/serve skew by construction. A feature row is a
 ``list[float]`` in the order of :data:`FEATURE_NAMES`; no feature is ever NaN (sentinels instead).
 
-Per-card state (:class:`CardState`) is small and bounded because the worker writes it to a Kafka
-changelog after every transaction:
+Three groups (feature set ``fs2``):
+
+* stateless features of the transaction itself;
+* card features from the card's own past (:class:`CardState`, exact to the event: the worker keeps
+  it next to the card's partition);
+* entity features — the merchant's traffic and what labels already reported say about the
+  merchant and the card — read through ``entities``, a lookup of
+  :class:`~fraudstream.core.entity.EntityState` by key, as of
+  :func:`~fraudstream.core.entity.cutoff` of the event time (see ``core/entity.py``: the same
+  rule offline and live). ``step`` never changes an entity state.
+
+Per-card state is small and bounded because the worker writes it to a Kafka changelog after every
+transaction:
 
 * the 1 h features are exact over a capped list of recent (ts, cents) pairs (``RECENT_CAP``; a card
   with more transactions in one hour saturates the 1 h count at the cap);
-* the 24 h and 7 d features are exact to the hour: they sum whole UTC-hour buckets, from the hour
-  23 (resp. 167) hours before the transaction's hour up to and including its own hour, so they
-  look back between 23 and 24 hours (resp. 167 and 168);
+* the 24 h features are exact to the hour: they sum whole UTC-hour buckets from 23 hours before the
+  transaction's hour up to and including its own hour (so they look back 23 to 24 hours);
+* the 7 d and 30 d features sum whole UTC-day buckets from 7 (resp. 30) days before the
+  transaction's day up to and including its own day (they look back 7 to 8, resp. 30 to 31 days);
 * merchants and devices already seen are kept as 24-bit CRC32 hashes in bounded LRU lists;
 * amounts are kept as integer cents, so sums are exact and serialise compactly.
 
 All arithmetic that a later feature depends on happens inside :func:`step` (amounts are turned into
 cents there, not at serialisation), so a state that round-trips through JSON yields bit-identical
-later features.
+later features. A state stored by the previous feature set (format 1) is upgraded on read without
+losing its windows (:meth:`CardState.from_obj`).
 
 The feature set is versioned: changing a feature, its order or its meaning requires a new
 :data:`FEATURE_SET_VERSION`, and the registry refuses models trained on another one.
@@ -34,10 +47,12 @@ from typing import Any
 import numpy as np
 import orjson
 
+from fraudstream.core import entity
+from fraudstream.core.entity import Lookup
 from fraudstream.core.messages import Transaction
 from fraudstream.errors import InvalidMessage
 
-FEATURE_SET_VERSION = "fs1"
+FEATURE_SET_VERSION = "fs2"
 
 STATELESS_FEATURES: tuple[str, ...] = (
     "amount",
@@ -58,20 +73,34 @@ CARD_FEATURES: tuple[str, ...] = (
     "card_amount_1h",
     "card_count_24h",  # exact to the hour
     "card_amount_24h",
-    "card_count_7d",  # exact to the hour
+    "card_count_7d",  # exact to the day
     "card_amount_7d",
+    "card_count_30d",  # exact to the day
+    "card_amount_30d",
     "amount_to_card_avg",  # amount / card's average amount so far; 1.0 for the first
+    "amount_to_avg_24h",  # amount / card's average over the 24 h window; -1 when it is empty
+    "amount_to_avg_7d",
+    "amount_to_avg_30d",
     "secs_since_prev",  # -1.0 for the first; 0.0 when the event is older than the newest seen
+    "card_age_days",  # since the card's first transaction seen (a lower bound after an upgrade)
     "new_merchant",  # 1.0 when the card has not been seen at this merchant (bounded LRU)
     "new_device",  # 1.0 when a device is given and the card has not used it; 0.0 without device
+    "card_devices",  # distinct devices the card used (bounded LRU), this one included
     "foreign_country",  # 1.0 when country differs from the card's first seen country
     "small_count_1h",  # transactions < SMALL_AMOUNT in the last hour (card testing)
     "countries_24h",  # distinct countries in the last ~24 h, INCLUDING this transaction
 )
 
-FEATURE_NAMES: tuple[str, ...] = STATELESS_FEATURES + CARD_FEATURES
+ENTITY_FEATURES: tuple[str, ...] = (
+    *entity.MERCHANT_FEATURES,
+    "amount_to_merchant_avg",  # amount / the merchant's 30 d average amount; -1 when unknown
+    *entity.CARD_LABEL_FEATURES,
+)
+
+FEATURE_NAMES: tuple[str, ...] = STATELESS_FEATURES + CARD_FEATURES + ENTITY_FEATURES
 N_FEATURES = len(FEATURE_NAMES)
-CARD_FEATURE_SLICE = slice(len(STATELESS_FEATURES), N_FEATURES)
+CARD_FEATURE_SLICE = slice(len(STATELESS_FEATURES), len(STATELESS_FEATURES) + len(CARD_FEATURES))
+ENTITY_FEATURE_SLICE = slice(CARD_FEATURE_SLICE.stop, N_FEATURES)
 
 SMALL_AMOUNT = 5.0
 RECENT_CAP = 48
@@ -82,11 +111,14 @@ _HASH_MASK = 0xFFFFFF  # 24 bits: short in JSON; a false "seen" needs a collisio
 _SMALL_CENTS = round(SMALL_AMOUNT * 100)
 _MAX_AMOUNT = 1e12  # larger amounts are not real card payments and would overflow cents maths
 _MAX_ABS_TS = 1e11
-_STATE_FORMAT = 1
+_STATE_FORMAT = 2
 
 _HOUR = 3600.0
+_DAY = 86400.0
 _HOURS_24 = 24
-_HOURS_7D = 168
+_DAYS_7 = 7
+_DAYS_30 = 30
+_UPGRADE_AGE_S = 8 * _DAY  # a format-1 state with history older than its buckets: at least this
 
 # Risk groups of merchant category codes, following the usual card-scheme "high-risk" lists.
 _HIGH_RISK_MCC = (4829, 5816, 5818, 5967, 6051, 6211, 6540, 7801, 7802, 7995)
@@ -118,23 +150,33 @@ def short_hash(value: str) -> int:
     return zlib.crc32(value.encode()) & _HASH_MASK
 
 
+def cents_of(amount: float) -> int:
+    """The one conversion of an amount to integer cents (card and entity state alike)."""
+    return round(amount * 100.0)
+
+
 @dataclass(slots=True)
 class CardState:
     """Everything the card features need to know about one card's past.
 
-    Lists are kept small by construction (see the module docstring). ``b_h`` is sorted ascending;
-    the other ``b_*`` lists are parallel to it, as are ``r_*`` and ``cty*``.
+    Lists are kept small by construction (see the module docstring). ``h_h`` and ``d_d`` are
+    sorted ascending; the other ``h_*`` / ``d_*`` lists are parallel to them, as are ``r_*`` and
+    ``cty*``.
     """
 
     n: int = 0  # transactions absorbed
     sum_c: int = 0  # their total amount in cents
     last_ts: float = -1.0  # newest event time seen (POSIX seconds); -1.0 = none
+    first_ts: float = -1.0  # oldest event time seen (a lower bound after an upgrade); -1.0 = none
     home: str = ""  # first country seen; "" = none yet
     r_ts: list[float] = field(default_factory=list)  # recent (≤ 1 h) event times
     r_c: list[int] = field(default_factory=list)  # their amounts in cents
-    b_h: list[int] = field(default_factory=list)  # hour index (ts // 3600) of each bucket
-    b_n: list[int] = field(default_factory=list)  # transactions in the bucket
-    b_c: list[int] = field(default_factory=list)  # cents in the bucket
+    h_h: list[int] = field(default_factory=list)  # hour index (ts // 3600) of each hourly bucket
+    h_n: list[int] = field(default_factory=list)  # transactions in the bucket
+    h_c: list[int] = field(default_factory=list)  # cents in the bucket
+    d_d: list[int] = field(default_factory=list)  # day index (ts // 86400) of each daily bucket
+    d_n: list[int] = field(default_factory=list)
+    d_c: list[int] = field(default_factory=list)
     merch: list[int] = field(default_factory=list)  # LRU of merchant hashes, most recent last
     dev: list[int] = field(default_factory=list)  # LRU of device hashes, most recent last
     cty: list[str] = field(default_factory=list)  # countries seen within ~24 h
@@ -145,12 +187,16 @@ class CardState:
             self.n,
             self.sum_c,
             self.last_ts,
+            self.first_ts,
             self.home,
             self.r_ts.copy(),
             self.r_c.copy(),
-            self.b_h.copy(),
-            self.b_n.copy(),
-            self.b_c.copy(),
+            self.h_h.copy(),
+            self.h_n.copy(),
+            self.h_c.copy(),
+            self.d_d.copy(),
+            self.d_n.copy(),
+            self.d_c.copy(),
             self.merch.copy(),
             self.dev.copy(),
             self.cty.copy(),
@@ -164,12 +210,16 @@ class CardState:
             self.n,
             self.sum_c,
             self.last_ts,
+            self.first_ts,
             self.home,
             self.r_ts,
             self.r_c,
-            self.b_h,
-            self.b_n,
-            self.b_c,
+            self.h_h,
+            self.h_n,
+            self.h_c,
+            self.d_d,
+            self.d_n,
+            self.d_c,
             self.merch,
             self.dev,
             self.cty,
@@ -178,12 +228,16 @@ class CardState:
 
     @classmethod
     def from_obj(cls, obj: Any) -> CardState:
-        """Inverse of :meth:`to_obj`; raises ``InvalidMessage`` for anything else."""
-        if not isinstance(obj, list) or len(obj) != 14 or obj[0] != _STATE_FORMAT:
+        """Inverse of :meth:`to_obj`, also reading (and upgrading) the format-1 state that
+        feature set fs1 stored; raises ``InvalidMessage`` for anything else."""
+        if isinstance(obj, list) and len(obj) == 14 and obj[0] == 1:
+            return _upgrade_format_1(obj)
+        if not isinstance(obj, list) or len(obj) != 18 or obj[0] != _STATE_FORMAT:
             raise InvalidMessage(
                 "bad_card_state",
-                "card state is not a format-1 list of 14 items; it was written by another "
-                "version of fraudstream: clear the card-state table or replay the changelog",
+                "card state is not a format-2 list of 18 items (nor a format-1 one); it was "
+                "written by another version of fraudstream: clear the card-state table or "
+                "replay the changelog",
             )
         try:
             # Written by to_obj (via orjson), so the item types are right: copy, do not convert
@@ -192,8 +246,8 @@ class CardState:
                 int(obj[1]),
                 int(obj[2]),
                 float(obj[3]),
-                str(obj[4]),
-                list(obj[5]),
+                float(obj[4]),
+                str(obj[5]),
                 list(obj[6]),
                 list(obj[7]),
                 list(obj[8]),
@@ -202,11 +256,60 @@ class CardState:
                 list(obj[11]),
                 list(obj[12]),
                 list(obj[13]),
+                list(obj[14]),
+                list(obj[15]),
+                list(obj[16]),
+                list(obj[17]),
             )
         except (TypeError, ValueError) as exc:
             raise InvalidMessage(
                 "bad_card_state", f"card state has a malformed item: {exc}"
             ) from exc
+
+
+def _upgrade_format_1(obj: list[Any]) -> CardState:
+    """fs1's state (hourly buckets over 7 days) → format 2: the hours of the last day stay hourly,
+    every hour is also summed into its day, so the 24 h and 7 d windows lose nothing and the 30 d
+    window starts from the 7 days that were kept. fs1 did not store the first event's time: the
+    card's age is the oldest bucket when every transaction is in the buckets, else at least
+    ``_UPGRADE_AGE_S`` (a lower bound)."""
+    try:
+        n, sum_c, last_ts, home = int(obj[1]), int(obj[2]), float(obj[3]), str(obj[4])
+        b_h, b_n, b_c = [int(x) for x in obj[7]], [int(x) for x in obj[8]], [int(x) for x in obj[9]]
+        state = CardState(
+            n=n,
+            sum_c=sum_c,
+            last_ts=last_ts,
+            home=home,
+            r_ts=[float(x) for x in obj[5]],
+            r_c=[int(x) for x in obj[6]],
+            merch=[int(x) for x in obj[10]],
+            dev=[int(x) for x in obj[11]],
+            cty=[str(x) for x in obj[12]],
+            cty_h=[int(x) for x in obj[13]],
+        )
+    except (TypeError, ValueError, IndexError) as exc:
+        raise InvalidMessage(
+            "bad_card_state", f"format-1 card state has a malformed item: {exc}"
+        ) from exc
+    newest_hour = int(last_ts // _HOUR)
+    days: dict[int, list[int]] = {}
+    for h, cnt, c in zip(b_h, b_n, b_c, strict=True):
+        if h > newest_hour - _HOURS_24:
+            state.h_h.append(h)
+            state.h_n.append(cnt)
+            state.h_c.append(c)
+        day = days.setdefault(h // 24, [0, 0])
+        day[0] += cnt
+        day[1] += c
+    for d in sorted(days):
+        state.d_d.append(d)
+        state.d_n.append(days[d][0])
+        state.d_c.append(days[d][1])
+    if n:
+        all_in_buckets = bool(b_h) and sum(b_n) >= n
+        state.first_ts = b_h[0] * _HOUR if all_in_buckets else last_ts - _UPGRADE_AGE_S
+    return state
 
 
 def state_to_json(state: CardState) -> bytes:
@@ -219,6 +322,11 @@ def state_from_json(raw: bytes) -> CardState:
     except orjson.JSONDecodeError as exc:
         raise InvalidMessage("bad_card_state", f"card state is not JSON: {exc}") from exc
     return CardState.from_obj(obj)
+
+
+def valid_amount(amount: float) -> bool:
+    """A finite, sane amount (NaN fails too): what the features, and entity state, accept."""
+    return 0.0 <= amount <= _MAX_AMOUNT
 
 
 def _valid(amount: float, ts: float) -> bool:
@@ -264,21 +372,58 @@ def _stateless(tx: Transaction, amount: float, ts: float) -> list[float]:
     ]
 
 
-def step(state: CardState | None, tx: Transaction) -> tuple[CardState, list[float]]:
-    """Features of ``tx`` from the card's state before it, then the state absorbs ``tx``.
+def _ratio(cents: int, count: int, total: int) -> float:
+    """amount / the window's average amount (floored at 1 cent); -1 for an empty window."""
+    return -1.0 if count == 0 else cents * count / max(total, count)
+
+
+def _add(keys: list[int], ns: list[int], cs: list[int], key: int, cents: int) -> None:
+    """Add one transaction to the sorted bucket lists."""
+    if keys and keys[-1] == key:
+        ns[-1] += 1
+        cs[-1] += cents
+        return
+    i = bisect_left(keys, key)
+    if i < len(keys) and keys[i] == key:
+        ns[i] += 1
+        cs[i] += cents
+    else:
+        keys.insert(i, key)
+        ns.insert(i, 1)
+        cs.insert(i, cents)
+
+
+def _entity_features(tx: Transaction, amount: float, ts: float, entities: Lookup) -> list[float]:
+    cut = entity.cutoff(ts)
+    m = entity.merchant_features(entities(entity.merchant_key(tx.merchant_id)), cut)
+    avg = m[3]
+    return [
+        *m,
+        amount / avg if avg > 0.0 else -1.0,
+        *entity.card_label_features(entities(entity.card_key(tx.card_id)), cut),
+    ]
+
+
+def step(
+    state: CardState | None, tx: Transaction, entities: Lookup
+) -> tuple[CardState, list[float]]:
+    """Features of ``tx`` from the card's state before it and what ``entities`` knew at the
+    cutoff, then the card state absorbs ``tx``.
 
     ``state`` itself is never modified: the returned state is a new object, so a caller can
-    roll back by keeping the old one. When the amount or the event time is not a finite, sane
-    number (NaN, infinite, negative, above 1e12), ``state`` is returned as is and the row has NaN
-    in the offending features (nowhere else), for the caller to dead-letter it.
+    roll back by keeping the old one. Entity states are only read. When the amount or the event
+    time is not a finite, sane number (NaN, infinite, negative, above 1e12), ``state`` is returned
+    as is and the row has NaN in the offending features (nowhere else), for the caller to
+    dead-letter it.
     """
     amount, ts = float(tx.amount), float(tx.ts)
     if not _valid(amount, ts):
         return (CardState() if state is None else state), _invalid_row(amount, ts)
     row = _stateless(tx, amount, ts)
     state = CardState() if state is None else state.copy()
-    cents = round(amount * 100.0)
+    cents = cents_of(amount)
     hour = int(ts // _HOUR)
+    day = int(ts // _DAY)
 
     # --- features, from the state before tx ---------------------------------------------------
     lo = ts - _HOUR
@@ -289,19 +434,25 @@ def step(state: CardState | None, tx: Transaction) -> tuple[CardState, list[floa
             s1 += c
             if c < _SMALL_CENTS:
                 small += 1
-    b_h, b_n, b_c = state.b_h, state.b_n, state.b_c
-    # Buckets are sorted by hour: the windows are slices, summed in C.
-    lo7 = bisect_left(b_h, hour - _HOURS_7D + 1)
-    lo24 = bisect_left(b_h, hour - _HOURS_24 + 1, lo7)
-    hi = len(b_h) if not b_h or b_h[-1] <= hour else bisect_left(b_h, hour + 1, lo24)
-    c24 = sum(b_n[lo24:hi])
-    s24 = sum(b_c[lo24:hi])
-    c7 = c24 + sum(b_n[lo7:lo24])
-    s7 = s24 + sum(b_c[lo7:lo24])
+    # Buckets are sorted: the windows are slices, summed in C.
+    h_h = state.h_h
+    lo24 = bisect_left(h_h, hour - _HOURS_24 + 1)
+    hi = len(h_h) if not h_h or h_h[-1] <= hour else bisect_left(h_h, hour + 1, lo24)
+    c24 = sum(state.h_n[lo24:hi])
+    s24 = sum(state.h_c[lo24:hi])
+    d_d = state.d_d
+    lo30 = bisect_left(d_d, day - _DAYS_30)
+    lo7 = bisect_left(d_d, day - _DAYS_7, lo30)
+    hi = len(d_d) if not d_d or d_d[-1] <= day else bisect_left(d_d, day + 1, lo7)
+    c7 = sum(state.d_n[lo7:hi])
+    s7 = sum(state.d_c[lo7:hi])
+    c30 = c7 + sum(state.d_n[lo30:lo7])
+    s30 = s7 + sum(state.d_c[lo30:lo7])
     n = state.n
     ratio = 1.0 if n == 0 else cents * n / max(state.sum_c, n)  # average floored at 1 cent
     last = state.last_ts
     since = -1.0 if n == 0 else max(ts - last, 0.0)
+    age = 0.0 if n == 0 else max(ts - state.first_ts, 0.0) / _DAY
 
     mh = short_hash(tx.merchant_id)
     merch = state.merch
@@ -317,9 +468,9 @@ def step(state: CardState | None, tx: Transaction) -> tuple[CardState, list[floa
             del merch[0]
 
     new_device = 0.0
+    dev = state.dev
     if tx.device_id is not None:
         dh = short_hash(tx.device_id)
-        dev = state.dev
         if dh in dev:
             if dev[-1] != dh:
                 dev.remove(dh)
@@ -349,48 +500,53 @@ def step(state: CardState | None, tx: Transaction) -> tuple[CardState, list[floa
         s24 / 100.0,
         float(c7),
         s7 / 100.0,
+        float(c30),
+        s30 / 100.0,
         ratio,
+        _ratio(cents, c24, s24),
+        _ratio(cents, c7, s7),
+        _ratio(cents, c30, s30),
         since,
+        age,
         new_merchant,
         new_device,
+        float(len(dev)),
         foreign,
         float(small),
         float(distinct),
     )
+    row += _entity_features(tx, amount, ts, entities)
 
     # --- absorb tx ----------------------------------------------------------------------------
     state.n = n + 1
     state.sum_c += cents
+    if n == 0 or ts < state.first_ts:
+        state.first_ts = ts
     if ts > last:
         last = ts
         state.last_ts = ts
     newest_hour = int(last // _HOUR)
+    newest_day = int(last // _DAY)
 
     r_ts, r_c = state.r_ts, state.r_c
     r_ts.append(ts)
     r_c.append(cents)
-    cutoff = last - _HOUR
-    if r_ts[0] <= cutoff or len(r_ts) > RECENT_CAP:
-        keep = [i for i, t in enumerate(r_ts) if t > cutoff][-RECENT_CAP:]
+    horizon = last - _HOUR
+    if r_ts[0] <= horizon or len(r_ts) > RECENT_CAP:
+        keep = [i for i, t in enumerate(r_ts) if t > horizon][-RECENT_CAP:]
         state.r_ts = [r_ts[i] for i in keep]
         state.r_c = [r_c[i] for i in keep]
 
-    if b_h and b_h[-1] == hour:
-        b_n[-1] += 1
-        b_c[-1] += cents
-    else:
-        i = bisect_left(b_h, hour)
-        if i < len(b_h) and b_h[i] == hour:
-            b_n[i] += 1
-            b_c[i] += cents
-        else:
-            b_h.insert(i, hour)
-            b_n.insert(i, 1)
-            b_c.insert(i, cents)
-    old = newest_hour - _HOURS_7D
-    if b_h[0] <= old:
-        j = bisect_left(b_h, old + 1)
-        del b_h[:j], b_n[:j], b_c[:j]
+    _add(h_h, state.h_n, state.h_c, hour, cents)
+    old = newest_hour - _HOURS_24
+    if h_h[0] <= old:
+        j = bisect_left(h_h, old + 1)
+        del h_h[:j], state.h_n[:j], state.h_c[:j]
+    _add(d_d, state.d_n, state.d_c, day, cents)
+    old = newest_day - _DAYS_30 - 1
+    if d_d[0] <= old:
+        j = bisect_left(d_d, old + 1)
+        del d_d[:j], state.d_n[:j], state.d_c[:j]
 
     if country:
         if not state.home:
@@ -411,30 +567,17 @@ def step(state: CardState | None, tx: Transaction) -> tuple[CardState, list[floa
     return state, row
 
 
-def step_many(states: MutableMapping[str, CardState], txs: Iterable[Transaction]) -> np.ndarray:
-    """The worker's batch path: steps ``txs`` in the given (arrival) order through ``states``.
-
-    ``states`` maps card_id → state and is updated; returns a float64 matrix, one row per tx.
-    """
+def step_many(
+    states: MutableMapping[str, CardState], txs: Iterable[Transaction], entities: Lookup
+) -> np.ndarray:
+    """Steps ``txs`` in the given order through ``states`` (card_id → state, updated) with the
+    entity states ``entities`` answers; returns a float64 matrix, one row per tx."""
     rows: list[list[float]] = []
     for tx in txs:
-        st, row = step(states.get(tx.card_id), tx)
+        st, row = step(states.get(tx.card_id), tx, entities)
         states[tx.card_id] = st
         rows.append(row)
     return _matrix(rows)
-
-
-def replay(
-    transactions: Iterable[Transaction], states: dict[str, CardState] | None = None
-) -> tuple[np.ndarray, list[str]]:
-    """The training path: features of every transaction in event-time order.
-
-    Sorts by (ts, transaction_id), steps each event through its card's state and returns the
-    float64 matrix (rows in sorted order) and the sorted transaction ids.
-    """
-    ordered = sorted(transactions, key=lambda t: (t.ts, t.transaction_id))
-    X = step_many({} if states is None else states, ordered)
-    return X, [t.transaction_id for t in ordered]
 
 
 def _matrix(rows: list[list[float]]) -> np.ndarray:

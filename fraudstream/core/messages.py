@@ -75,6 +75,10 @@ class Decision:
     # In shadow mode, what the other model said (also on fraud.scores with role "shadow"):
     # the feedback join evaluates it from here without reading fraud.scores.
     shadow: Shadow | None = None
+    # From the transaction, so the join's label events can name the merchant and the event time
+    # (entity state, docs/DESIGN-entity-state.md); "" in decisions written before.
+    merchant_id: str = ""
+    event_time: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -461,6 +465,8 @@ def decode_decision(raw: bytes | None, max_bytes: int = 1_000_000) -> Decision:
             if obj.get("shadow")
             else None
         ),
+        merchant_id=obj.get("merchant_id", ""),
+        event_time=obj.get("event_time", ""),
     )
 
 
@@ -553,6 +559,8 @@ def encode_decision(d: Decision) -> bytes:
                 if d.shadow is not None
                 else {}
             ),
+            **({"merchant_id": d.merchant_id} if d.merchant_id else {}),
+            **({"event_time": d.event_time} if d.event_time else {}),
         },
         option=_DUMPS_OPTS,
     )

@@ -151,6 +151,10 @@ class Decided:
     currency: str
     decided_at: str
     card_id: str = ""  # stored apart ("c"): records stored before it existed still load
+    # Stored apart too ("m", "e"): the join's label events for entity state name the merchant
+    # and the transaction's event time.
+    merchant_id: str = ""
+    event_time: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +203,8 @@ class JoinRecord:
             # Its own key, not an 8th element of "d": a worker of the previous version, in a
             # rolling upgrade, still reads these records (and ignores keys it does not know).
             **({"c": d.card_id} if d is not None and d.card_id else {}),
+            **({"m": d.merchant_id} if d is not None and d.merchant_id else {}),
+            **({"e": d.event_time} if d is not None and d.event_time else {}),
         }
 
     @classmethod
@@ -207,7 +213,14 @@ class JoinRecord:
         lab = data.get("l")
         return cls(
             transaction_id=data["t"],
-            decided=None if d is None else replace(Decided(*d), card_id=data.get("c", "")),
+            decided=None
+            if d is None
+            else replace(
+                Decided(*d),
+                card_id=data.get("c", ""),
+                merchant_id=data.get("m", ""),
+                event_time=data.get("e", ""),
+            ),
             shadows=tuple(ShadowScore(*s) for s in data.get("s", ())),
             label=None if lab is None else Label(*lab),
         )
@@ -283,6 +296,8 @@ def record_decision(rec: JoinRecord | None, decision: Decision) -> JoinRecord:
         currency=decision.currency,
         decided_at=decision.decided_at,
         card_id=decision.card_id,
+        merchant_id=decision.merchant_id,
+        event_time=decision.event_time,
     )
     base = replace(rec or _empty(decision.transaction_id), decided=decided)
     if decision.shadow is None:

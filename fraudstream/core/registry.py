@@ -368,7 +368,10 @@ def _check_files(
     if meta.feature_set_version != FEATURE_SET_VERSION:
         raise ModelError(
             f"model {version!r} was trained on feature set {meta.feature_set_version!r} but this "
-            f"code computes {FEATURE_SET_VERSION!r}; retrain it with this version of fraudstream"
+            f"code computes {FEATURE_SET_VERSION!r} (fs2 added merchant, label and 30-day card "
+            "features an fs1 model never saw, so it cannot score them); retrain it with this "
+            "version of fraudstream (`fraudstream train`; the shipped versions: `python -m "
+            "fraudstream.train.ship --force`)"
         )
     _compare_names(version, "metadata", meta.feature_names, expected_features)
     return meta, model_path

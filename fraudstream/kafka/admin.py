@@ -58,7 +58,20 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     ]
     for table in (*CARD_TABLES, *JOIN_TABLES):
         specs.append(TopicSpec(changelog_topic(settings, table), n, compact, True))
+    # Entity state (docs/entity-state.md): events keyed by entity, and the aggregator's state,
+    # compacted, which every scoring worker reads whole. Co-partitioned: aggregator partition p
+    # keeps its states in partition p of the state topic.
+    specs.append(TopicSpec(entity_events_topic(settings), n, week, True))
+    specs.append(TopicSpec(entity_state_topic(settings), n, compact, True))
     return specs
+
+
+def entity_events_topic(settings: Settings) -> str:
+    return f"{settings.app_id}-entity-events"
+
+
+def entity_state_topic(settings: Settings) -> str:
+    return f"{settings.app_id}-entity-state"
 
 
 def changelog_topic(settings: Settings, table: str) -> str:

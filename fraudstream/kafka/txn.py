@@ -347,8 +347,9 @@ class TransactionalWriters:
         key: bytes | None,
         value: bytes | None,
         headers: list[tuple[str, bytes]] | None = None,
+        to_partition: int | None = None,
     ) -> None:
-        self._writers[partition].send(topic, key, value, headers)
+        self._writers[partition].send(topic, key, value, headers, to_partition)
 
     def keep(self, partition: int, key: bytes, value: bytes | None) -> None:
         # The state of input partition p lives in partition p of its changelog.

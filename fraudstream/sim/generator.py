@@ -26,6 +26,11 @@ Fraud (``fraud_kind``)
   purchases within a few hours.
 * ``card_testing`` — 5-20 amounts below 5.00 within minutes at a digital-goods merchant, then one
   or two large purchases.
+* ``compromised_terminal`` — a skimmed shop terminal or ATM: for 10-28 days every transaction
+  there is fraudulent (amounts and cards look ordinary; only what labels later say about the
+  terminal gives it away — the Handbook's "compromised terminal" scenario).
+* ``leaked_credentials`` — a card's details leaked: for 10-20 days a third of its transactions
+  are fraudulent at 3-8 times the amount it would have been.
 
 ``fraud_rate`` is the expected share of fraudulent transactions; episodes are scheduled from it
 with a per-kind accumulator, so the realised rate stays close and every kind appears early.
@@ -46,7 +51,14 @@ import numpy as np
 
 from fraudstream.core.messages import Feedback, Transaction
 
-FRAUD_KINDS = ("compromised_card", "compromised_merchant", "account_takeover", "card_testing")
+FRAUD_KINDS = (
+    "compromised_card",
+    "compromised_merchant",
+    "account_takeover",
+    "card_testing",
+    "compromised_terminal",
+    "leaked_credentials",
+)
 
 # code, standard UTC offset (s), currency, weight as a card holder's home
 _COUNTRIES: tuple[tuple[str, int, str, float], ...] = (
@@ -112,13 +124,18 @@ _HOURLY = _HOURLY / _HOURLY.sum()
 _WEEKDAY = np.array([0.95, 0.95, 1.0, 1.0, 1.15, 1.2, 0.8])
 _CHANNEL_NAMES = ("pos", "ecom", "atm", "moto")
 
-# Expected fraudulent transactions per episode (used to turn a fraud rate into episode counts).
+# Expected fraudulent transactions per episode (used to turn a fraud rate into episode counts);
+# the two kinds that corrupt ordinary traffic depend on the world (see _Generator.__init__).
 _EPISODE_SIZE = {
     "compromised_card": 5.5,
     "compromised_merchant": 37.5,
     "account_takeover": 3.5,
     "card_testing": 14.0,
 }
+_TERMINAL_DAYS = (10, 28)  # a compromised terminal stays compromised this many days
+_LEAK_DAYS = (10, 20)
+_LEAK_SHARE = 1 / 3  # of a leaked card's transactions, the fraudulent ones
+_LEAK_SCALE = (3.0, 8.0)
 
 
 class SimEvent(NamedTuple):
@@ -138,10 +155,12 @@ class SimConfig:
     # Share of the fraudulent transactions that each kind contributes.
     fraud_mix: Mapping[str, float] = field(
         default_factory=lambda: {
-            "compromised_card": 0.35,
-            "compromised_merchant": 0.20,
-            "account_takeover": 0.20,
-            "card_testing": 0.25,
+            "compromised_card": 0.20,
+            "compromised_merchant": 0.10,
+            "account_takeover": 0.15,
+            "card_testing": 0.15,
+            "compromised_terminal": 0.25,
+            "leaked_credentials": 0.15,
         }
     )
 
@@ -289,10 +308,22 @@ class _Generator:
         expected_daily = float(self.w.c_rate.sum())
         budget = expected_daily * cfg.fraud_rate / (1.0 - cfg.fraud_rate) if cfg.fraud_rate else 0
         total_mix = sum(cfg.fraud_mix.values()) or 1.0
+        # A terminal sees its share of the cards' in-person and ATM traffic.
+        chan = np.diff(np.c_[np.zeros(cfg.n_cards), np.asarray(self.w.c_chan_cum)], axis=1)
+        in_person = float((self.w.c_rate * (chan[:, 0] + chan[:, 2])).sum())
+        terminals = len(self.w.global_pool["shop"]) + len(self.w.global_pool["atm"])
+        size = {
+            **_EPISODE_SIZE,
+            "compromised_terminal": in_person / terminals * sum(_TERMINAL_DAYS) / 2,
+            "leaked_credentials": cfg.tx_per_card_day * sum(_LEAK_DAYS) / 2 * _LEAK_SHARE,
+        }
         self.per_day = {
-            k: budget * cfg.fraud_mix.get(k, 0.0) / total_mix / _EPISODE_SIZE[k]
+            k: budget * cfg.fraud_mix.get(k, 0.0) / total_mix / max(size[k], 1.0)
             for k in FRAUD_KINDS
         }
+        # Ongoing corruptions of ordinary traffic: merchant / card -> (start_ms, end_ms).
+        self.terminals: dict[int, tuple[int, int]] = {}
+        self.leaks: dict[int, tuple[int, int]] = {}
         # Start half full, so that even a short run shows the kinds that are due soonest.
         self.acc = dict.fromkeys(FRAUD_KINDS, 0.5)
 
@@ -312,6 +343,10 @@ class _Generator:
                 while self.acc[kind] >= 1.0:
                     self.acc[kind] -= 1.0
                     self.episode(kind, d0_ms)
+            if self.terminals or self.leaks:
+                raws = [self.corrupt(raw) for raw in raws]
+                self.terminals = {m: w for m, w in self.terminals.items() if w[1] > d0_ms}
+                self.leaks = {c: w for c, w in self.leaks.items() if w[1] > d0_ms}
             end_ms = d0_ms + 86_400_000
             while self.pending and self.pending[0][0] < end_ms:
                 raws.append(heappop(self.pending)[2])
@@ -389,12 +424,30 @@ class _Generator:
         offset = _OFFSET[w.m_country[m]] if ch in ("pos", "atm") else _OFFSET[here]
         return (ts_ms, c, m, amount, ch, device, "", offset, None)
 
+    def corrupt(self, raw: _Raw) -> _Raw:
+        """An ordinary transaction at a compromised terminal, or of a leaked card, turned fraud."""
+        ts_ms, c, m = raw[0], raw[1], raw[2]
+        window = self.terminals.get(m)
+        if window is not None and window[0] <= ts_ms < window[1] and raw[4] in ("pos", "atm"):
+            return (*raw[:8], "compromised_terminal")
+        window = self.leaks.get(c)
+        if window is not None and window[0] <= ts_ms < window[1] and self.r.random() < _LEAK_SHARE:
+            amount = round(raw[3] * self.r.uniform(*_LEAK_SCALE), 2)
+            return (ts_ms, c, m, amount, *raw[4:8], "leaked_credentials")
+        return raw
+
     # --- fraud episodes --------------------------------------------------------------------------
     def episode(self, kind: str, d0_ms: int) -> None:
         r, w = self.r, self.w
         start = d0_ms + r.randrange(86_400_000)
         c = r.randrange(self.cfg.n_cards)
-        if kind == "compromised_card":
+        if kind == "compromised_terminal":
+            terminals = w.global_pool["shop"] + w.global_pool["atm"]
+            m = terminals[r.randrange(len(terminals))]
+            self.terminals[m] = (start, start + r.randint(*_TERMINAL_DAYS) * 86_400_000)
+        elif kind == "leaked_credentials":
+            self.leaks[c] = (start, start + r.randint(*_LEAK_DAYS) * 86_400_000)
+        elif kind == "compromised_card":
             stealth = r.random() < 0.15
             online = r.random() < 0.6
             device = w.new_device(r) if online else None

@@ -1,12 +1,10 @@
-"""Training: replays history through ``fraudstream.core.features``; registers XGBoost versions."""
+"""Training: replays history point-in-time through ``fraudstream.core``; registers versions."""
 
+from fraudstream.core.quality import auc_roc, average_precision, precision_at_k
+from fraudstream.train.dataset import evaluate
+from fraudstream.train.search import Params
 from fraudstream.train.trainer import (
     THRESHOLD_RULE,
-    ablation,
-    auc_roc,
-    average_precision,
-    evaluate,
-    precision_at_k,
     train,
     train_from_file,
     train_from_simulator,
@@ -14,7 +12,7 @@ from fraudstream.train.trainer import (
 
 __all__ = [
     "THRESHOLD_RULE",
-    "ablation",
+    "Params",
     "auc_roc",
     "average_precision",
     "evaluate",

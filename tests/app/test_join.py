@@ -37,6 +37,7 @@ class Sent:
     key: bytes | None
     value: bytes | None
     headers: dict[str, str]
+    partition: int | None = None
 
 
 class RecordingOutput(Output):
@@ -52,10 +53,11 @@ class RecordingOutput(Output):
         key: bytes | None,
         value: bytes | None,
         headers: list[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
     ) -> None:
         hdrs = {k: v.decode() for k, v in headers or ()}
         assert len(hdrs) == len(headers or ()), "a header name repeats"
-        self.records.append(Sent(topic, key, value, hdrs))
+        self.records.append(Sent(topic, key, value, hdrs, partition))
 
     def checkpoint(self) -> Barrier:
         return Barrier().close(asyncio.get_running_loop())  # nothing is in flight

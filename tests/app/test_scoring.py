@@ -18,6 +18,7 @@ from fraudstream.core import engine, features
 from fraudstream.core.messages import Decision, decode_decision, decode_score, decode_transaction
 from fraudstream.core.policy import decide_many
 from fraudstream.core.records import NO_OFFSET, Record
+from fraudstream.core.replay import replay
 from fraudstream.core.routing import assign_many
 from fraudstream.settings import Settings
 from tests.app.conftest import CHALLENGER, CHAMPION, DROP, HAS_CHALLENGER, SALT, tx_bytes
@@ -108,7 +109,7 @@ def test_valid_transactions_get_one_decision_and_one_score_per_version(
         assert r.sent(r.s.topic_dlq) == []
         assert counter("fraudstream_transactions_received_total") - before == len(cards)
         txs = [decode_transaction(p) for p in payloads]
-        x, ids = features.replay(txs)
+        x, ids = replay(txs, with_entities=False)  # this handler has no entity state
         current = r.serving.current
         assert current is not None
         expected = {
@@ -277,7 +278,9 @@ def test_the_second_transaction_of_a_card_sees_the_first(
             for one in recs:
                 await r.c.handle([one])
         decisions = r.decisions()
-        x, ids = features.replay([decode_transaction(first), decode_transaction(second)])
+        x, ids = replay(
+            [decode_transaction(first), decode_transaction(second)], with_entities=False
+        )
         assert ids == ["tx-a", "tx-b"]
         row = features.row_as_dict(x[1])
         assert (row["card_count_1h"], row["secs_since_prev"], row["new_merchant"]) == (

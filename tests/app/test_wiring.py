@@ -4,6 +4,7 @@ the path from the boundary's feed to the coordinator, and what runs before Faust
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from typing import Any
 
@@ -13,6 +14,7 @@ from fraudstream.app.serving import ServingManager
 from fraudstream.app.supervisor import Supervisor
 from fraudstream.app.wiring import Worker, assemble, decide_batches
 from fraudstream.core.records import Record
+from fraudstream.kafka.admin import entity_events_topic
 from fraudstream.settings import Settings
 from tests.app.conftest import tx_bytes
 from tests.app.test_join import RecordingOutput
@@ -22,7 +24,18 @@ from tests.fakes import FakeWriters, record
 def build(settings: Settings, serving: ServingManager, **kw: Any) -> tuple[Worker, FakeWriters]:
     writers = FakeWriters()
     sup = Supervisor(pause_limit_s=60.0, exit_process=lambda code: None)
-    worker = assemble(settings, serving, sup, writers=writers, output=RecordingOutput(), **kw)
+    worker = assemble(
+        settings,
+        serving,
+        sup,
+        writers=writers,
+        output=RecordingOutput(),
+        aggregate_writers=FakeWriters(),
+        **kw,
+    )
+    if worker.follower is not None:
+        # No entity-state topic here: the follower is taken as caught up (the gate stays open).
+        worker.follower.watermark = math.inf
     return worker, writers
 
 
@@ -31,9 +44,16 @@ def test_each_role_installs_its_agent_and_hooks(
 ) -> None:
     async def body() -> None:
         both, _ = build(settings, serving)
-        assert set(both.faust.app.agents) == {"score-transactions", "join-feedback"}
+        assert set(both.faust.app.agents) == {
+            "score-transactions",
+            "join-feedback",
+            "aggregate-entity-events",
+        }
         hooks = both.faust.hooks
         assert hooks.divert_topic == settings.topic_transactions
+        assert set(hooks.more_feeds) == {entity_events_topic(settings)}
+        assert both.aggregator is not None
+        assert both.follower is not None
         assert hooks.join_topics == {
             settings.topic_decisions,
             settings.topic_feedback,
@@ -48,10 +68,21 @@ def test_each_role_installs_its_agent_and_hooks(
         assert join_only.faust.hooks.divert_topic is None
         assert join_only.coordinator is None
         assert join_only.mover is not None
+        assert join_only.aggregator is None
+        assert join_only.follower is None
+        assert join_only.faust.hooks.more_feeds == {}
+        assert join_only.join is not None
+        assert join_only.join.events_topic == entity_events_topic(settings)
 
         score_only, _ = build(settings.model_copy(update={"roles": "score"}), serving)
         assert score_only.join is None
         assert score_only.mover is None
+
+        aggregate_only, _ = build(settings.model_copy(update={"roles": "aggregate"}), serving)
+        assert set(aggregate_only.faust.app.agents) == {"aggregate-entity-events"}
+        assert aggregate_only.coordinator is None
+        assert aggregate_only.join is None
+        assert aggregate_only.aggregator is not None
 
     asyncio.run(body())
 

@@ -19,7 +19,7 @@ from confluent_kafka import Message
 
 from fraudstream.kafka.clients import read_all
 from fraudstream.kafka.jvm import free_port
-from fraudstream.settings import Settings
+from fraudstream.settings import Settings, as_env, own_topics
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -28,10 +28,7 @@ def fresh_settings(kafka_bootstrap: str, **overrides: Any) -> Settings:
     """Settings for one test module: the session broker, topic names and an app id of its own,
     the repository's models, two partitions; ``overrides`` on top."""
     uid = uuid.uuid4().hex[:8]
-    topics = {
-        f"topic_{k}": f"{v}.{uid}"
-        for k, v in Settings(_env_file=None).topic_names().items()  # type: ignore[call-arg]
-    }
+    topics = own_topics(f"{{name}}.{uid}")
     values: dict[str, Any] = {
         "kafka_bootstrap": kafka_bootstrap,
         "app_id": f"fs-{uid}",
@@ -45,11 +42,7 @@ def fresh_settings(kafka_bootstrap: str, **overrides: Any) -> Settings:
 
 def settings_env(settings: Settings, **extra: Any) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUD_")}
-    for name, raw in settings.model_dump().items():
-        if raw is None:
-            continue
-        value = raw.get_secret_value() if hasattr(raw, "get_secret_value") else raw
-        env[f"FRAUD_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    env.update(as_env(settings))
     for name, value in extra.items():
         env[f"FRAUD_{name.upper()}"] = str(value)
     env["PYTHONUNBUFFERED"] = "1"

@@ -17,9 +17,9 @@ import orjson
 import pytest
 
 from fraudstream.app.api import DECIDED_BY, PARTITION, card_partition
-from fraudstream.core import features
 from fraudstream.core.messages import decode_transaction
 from fraudstream.core.registry import load
+from fraudstream.core.replay import replay
 from fraudstream.core.routing import assign
 from fraudstream.kafka.admin import create_topics
 from fraudstream.kafka.clients import make_producer
@@ -135,7 +135,7 @@ def _decisions_of(s: Settings, txid: str, expect_total: int) -> list[dict[str, A
 
 def _offline_score(s: Settings, history: list[dict[str, Any]], version: str) -> float:
     txs = [decode_transaction(orjson.dumps(t)) for t in history]
-    x, ids = features.replay(txs)
+    x, ids = replay(txs)  # entity state included (these minutes are past every cutoff)
     assert ids[-1] == txs[-1].transaction_id
     return float(load(s.models_dir, version).predict(np.asarray(x[-1:], dtype=np.float32))[0])
 

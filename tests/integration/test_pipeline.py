@@ -18,8 +18,10 @@ import orjson
 import pytest
 
 from fraudstream.core import features
+from fraudstream.core.entity import nothing_known
 from fraudstream.core.messages import Routing, Transaction, decode_transaction, encode_transaction
 from fraudstream.core.registry import load
+from fraudstream.core.replay import replay
 from fraudstream.core.routing import assign
 from fraudstream.kafka.admin import create_topics
 from fraudstream.kafka.clients import make_producer, read_all
@@ -292,10 +294,12 @@ def test_per_card_state_survives_a_worker_restart(
     w.wait_ready()
     _send(s, history[3:])
     d = _decisions(s, before + 4)[history[3].transaction_id]
-    x, ids = features.replay(history)
+    # The training path, entity state included (the history sits inside one hour: its merchant
+    # counts are past every cutoff here, the same offline and live).
+    x, ids = replay(history)
     assert ids[-1] == history[3].transaction_id
     model = load(s.models_dir, d["model_version"]).predict(np.asarray(x[-1:], dtype=np.float32))
-    fresh = features.step(None, history[3])[1]
+    fresh = features.step(None, history[3], nothing_known)[1]
     model_fresh = load(s.models_dir, d["model_version"]).predict(
         np.asarray([fresh], dtype=np.float32)
     )

@@ -7,9 +7,13 @@ import math
 import numpy as np
 import pytest
 
+from fraudstream.core import entity as en
 from fraudstream.core import features as fx
 from fraudstream.core.messages import Transaction
+from fraudstream.core.replay import Entities, LabelEvent, replay
 from fraudstream.sim.generator import SimConfig, generate
+
+NONE = en.nothing_known
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z, a Thursday
 IDX = {name: i for i, name in enumerate(fx.FEATURE_NAMES)}
@@ -48,7 +52,7 @@ def run(txs: list[Transaction]) -> list[list[float]]:
     state = None
     rows = []
     for t in txs:
-        state, row = fx.step(state, t)
+        state, row = fx.step(state, t, NONE)
         rows.append(row)
     return rows
 
@@ -61,14 +65,26 @@ def test_names_are_unique_and_versioned() -> None:
     assert len(set(fx.FEATURE_NAMES)) == len(fx.FEATURE_NAMES) == fx.N_FEATURES
     assert set(fx.STATELESS_FEATURES) <= set(fx.FEATURE_NAMES)
     assert fx.FEATURE_NAMES[fx.CARD_FEATURE_SLICE] == fx.CARD_FEATURES
+    assert fx.FEATURE_NAMES[fx.ENTITY_FEATURE_SLICE] == fx.ENTITY_FEATURES
+    assert fx.FEATURE_SET_VERSION == "fs2"
     assert fx.FEATURE_SET_VERSION
 
 
 def test_first_transaction_sentinels() -> None:
-    state, row = fx.step(None, tx(T0, 42.0, device="d1"))
+    state, row = fx.step(None, tx(T0, 42.0, device="d1"), NONE)
     assert len(row) == fx.N_FEATURES
     for name in ("card_count_1h", "card_amount_1h", "card_count_24h", "card_count_7d"):
         assert f(row, name) == 0.0
+    for name in ("amount_to_avg_24h", "amount_to_avg_7d", "amount_to_avg_30d"):
+        assert f(row, name) == -1.0
+    assert f(row, "card_age_days") == 0.0
+    assert f(row, "card_devices") == 1.0
+    # Nothing known about the merchant or the card's labels: the sentinels.
+    assert row[fx.ENTITY_FEATURE_SLICE] == [
+        *en.merchant_features(None, 0.0),
+        -1.0,
+        *en.card_label_features(None, 0.0),
+    ]
     assert f(row, "secs_since_prev") == -1.0
     assert f(row, "amount_to_card_avg") == 1.0
     assert f(row, "new_merchant") == 1.0
@@ -165,12 +181,12 @@ def test_merchant_lru_is_bounded() -> None:
     seq = [tx(T0 + i, merchant=f"m-{i}") for i in range(fx.MERCHANT_CAP + 10)]
     state = None
     for t in seq:
-        state, _ = fx.step(state, t)
+        state, _ = fx.step(state, t, NONE)
     assert state is not None
     assert len(state.merch) == fx.MERCHANT_CAP
-    _, row = fx.step(state, tx(T0 + 1000, merchant="m-0"))  # evicted: new again
+    _, row = fx.step(state, tx(T0 + 1000, merchant="m-0"), NONE)  # evicted: new again
     assert f(row, "new_merchant") == 1.0
-    _, row = fx.step(state, tx(T0 + 1000, merchant=f"m-{fx.MERCHANT_CAP + 9}"))
+    _, row = fx.step(state, tx(T0 + 1000, merchant=f"m-{fx.MERCHANT_CAP + 9}"), NONE)
     assert f(row, "new_merchant") == 0.0
 
 
@@ -185,16 +201,17 @@ def test_out_of_order_events_are_tolerated() -> None:
     assert all(math.isfinite(v) for v in very_late)
     state = None
     for t in seq:
-        state, _ = fx.step(state, t)
+        state, _ = fx.step(state, t, NONE)
     assert state is not None
-    assert state.b_h == sorted(state.b_h)
+    assert state.h_h == sorted(state.h_h)
+    assert state.d_d == sorted(state.d_d)
     assert state.last_ts == T0 + 3700
 
 
 def test_step_never_modifies_its_input_state() -> None:
-    state, _ = fx.step(None, tx(T0, 10.0, device="d"))
+    state, _ = fx.step(None, tx(T0, 10.0, device="d"), NONE)
     before = fx.state_to_json(state)
-    new, _ = fx.step(state, tx(T0 + 5, 3.0, merchant="zz", device="e", country="US"))
+    new, _ = fx.step(state, tx(T0 + 5, 3.0, merchant="zz", device="e", country="US"), NONE)
     assert fx.state_to_json(state) == before
     assert new is not state
     assert new.n == 2
@@ -213,8 +230,8 @@ def test_step_never_modifies_its_input_state() -> None:
 def test_unusable_input_gives_nan_where_it_is_and_keeps_state(
     amount: float, ts: float, bad: set[str]
 ) -> None:
-    state, _ = fx.step(None, tx(T0 - 60, 5.0))
-    same, row = fx.step(state, tx(ts, amount))
+    state, _ = fx.step(None, tx(T0 - 60, 5.0), NONE)
+    same, row = fx.step(state, tx(ts, amount), NONE)
     assert same is state
     assert {n for n, v in zip(fx.FEATURE_NAMES, row, strict=True) if not math.isfinite(v)} == bad
 
@@ -224,10 +241,10 @@ def test_serialisation_round_trip_gives_identical_later_features() -> None:
     direct: dict[str, fx.CardState] = {}
     via_json: dict[str, bytes] = {}
     for t in events:
-        st, row_a = fx.step(direct.get(t.card_id), t)
+        st, row_a = fx.step(direct.get(t.card_id), t, NONE)
         direct[t.card_id] = st
         raw = via_json.get(t.card_id)
-        st2, row_b = fx.step(None if raw is None else fx.state_from_json(raw), t)
+        st2, row_b = fx.step(None if raw is None else fx.state_from_json(raw), t, NONE)
         via_json[t.card_id] = fx.state_to_json(st2)
         assert row_a == row_b
         assert fx.state_to_json(st) == via_json[t.card_id]
@@ -246,7 +263,7 @@ def test_bad_state_is_refused() -> None:
 def test_never_nan_over_a_simulated_day_and_small_states() -> None:
     events = [e.tx for e in generate(SimConfig(seed=5, n_cards=300), days=1.5)]
     states: dict[str, fx.CardState] = {}
-    X = fx.step_many(states, events)
+    X = fx.step_many(states, events, NONE)
     assert X.shape == (len(events), fx.N_FEATURES)
     assert np.isfinite(X).all()
     sizes = [len(fx.state_to_json(s)) for s in states.values()]
@@ -257,10 +274,90 @@ def test_replay_sorts_by_event_time_then_id() -> None:
     a = tx(T0 + 10, 1.0, n=2)
     b = tx(T0 + 10, 2.0, n=1)
     c = tx(T0, 3.0, n=3)
-    X, ids = fx.replay([a, b, c])
+    X, ids = replay([a, b, c])
     assert ids == [c.transaction_id, b.transaction_id, a.transaction_id]
     assert X[:, IDX["amount"]].tolist() == [3.0, 2.0, 1.0]
     assert X[2, IDX["card_count_1h"]] == 2.0
-    empty, none = fx.replay([])
+    empty, none = replay([])
     assert empty.shape == (0, fx.N_FEATURES)
     assert none == []
+
+
+def test_30_day_windows_and_averages() -> None:
+    day = 86400.0
+    seq = [
+        tx(T0, 10.0),
+        tx(T0 + 3 * day, 30.0),
+        tx(T0 + 20 * day, 20.0),
+        tx(T0 + 20 * day + 60, 200.0),
+        tx(T0 + 31.5 * day, 50.0),  # day 31: day 0 left the 30 d window (days 1 … 31)
+    ]
+    rows = run(seq)
+    assert [f(r, "card_count_30d") for r in rows] == [0, 1, 2, 3, 3]
+    assert [f(r, "card_count_7d") for r in rows] == [0, 1, 0, 1, 0]
+    assert f(rows[3], "card_amount_30d") == 60.0
+    assert f(rows[3], "amount_to_avg_30d") == pytest.approx(200.0 / 20.0)
+    assert f(rows[3], "amount_to_avg_7d") == pytest.approx(200.0 / 20.0)
+    assert f(rows[3], "amount_to_avg_24h") == pytest.approx(200.0 / 20.0)
+    assert f(rows[4], "amount_to_avg_30d") == pytest.approx(50.0 / (250.0 / 3))
+    assert f(rows[4], "amount_to_avg_24h") == -1.0
+    assert f(rows[4], "card_age_days") == pytest.approx(31.5)
+
+
+def test_devices_per_card() -> None:
+    rows = run([tx(T0, device="a"), tx(T0 + 1, device="b"), tx(T0 + 2), tx(T0 + 3, device="a")])
+    assert [f(r, "card_devices") for r in rows] == [1, 2, 2, 2]
+
+
+def test_entity_features_come_from_the_lookup_as_of_the_cutoff() -> None:
+    ents = Entities()
+    day = 86400.0
+    history = [tx(T0 + i * 3600.0, 40.0, card=f"c{i}", merchant="shop", n=i) for i in range(30)]
+    for t in history:
+        ents.absorb_tx(t)
+    ents.absorb_label(history[0], T0 + 2 * day, True)  # reported two days later
+    late = tx(T0 + 3 * day, 400.0, card="c0", merchant="shop", n=99)
+    before = {t.transaction_id: t for t in history}
+    snapshot = {k: v.to_bytes() for k, v in ents.states.items()}
+    _, row = fx.step(None, late, ents.get)
+    assert {k: v.to_bytes() for k, v in ents.states.items()} == snapshot  # only read
+    assert f(row, "m_count_7d") == 30
+    assert f(row, "m_frauds_30d") == 1
+    assert f(row, "m_reported_1d") == 1
+    assert f(row, "amount_to_merchant_avg") == pytest.approx(10.0)
+    assert f(row, "c_frauds_30d") == 1  # the card c0 had the fraud
+    assert f(row, "c_days_since_fraud") == pytest.approx((en.cutoff(late.ts) - T0) / day)
+    # Before the label was reported, nothing was known about it.
+    _, early = fx.step(None, tx(T0 + 2 * day, 1.0, card="c0", merchant="shop"), ents.get)
+    assert f(early, "m_frauds_30d") == 0
+    assert f(early, "c_frauds_30d") == 0
+    assert before  # the history itself is untouched
+
+
+def test_replay_applies_labels_when_they_arrive() -> None:
+    day = 86400.0
+    txs = [tx(T0 + i * day, 10.0, card="c1", merchant="m", n=i) for i in range(12)]
+    labels = [LabelEvent(txs[0].transaction_id, T0 + 5 * day + 1, True)]
+    X, _ = replay(txs, labels)
+    col = fx.FEATURE_NAMES.index("m_frauds_30d")
+    assert X[:, col].tolist() == [0] * 6 + [1] * 6  # known from the cutoff after its arrival
+    X_none, _ = replay(txs, labels, with_entities=False)
+    assert (X_none[:, col] == 0).all()
+
+
+def test_format_1_state_upgrades_without_losing_windows() -> None:
+    hour0 = int(T0 // 3600)
+    hours = [hour0, hour0 + 30, hour0 + 99, hour0 + 100]
+    obj = [1, 5, 5000, T0 + 100 * 3600.0, "FR", [], [], hours, [1, 2, 1, 1],
+           [1000, 2000, 1000, 1000], [7], [8], ["FR"], [hour0 + 100]]  # fmt: skip
+    st = fx.CardState.from_obj(obj)
+    assert st.h_h == [hour0 + 99, hour0 + 100]  # the last day stays hourly
+    assert sum(st.d_n) == 5
+    assert st.d_d == [int(T0 // 86400) + d for d in (0, 1, 4)]
+    assert st.first_ts == T0  # every transaction is in the buckets
+    _, row = fx.step(st, tx(T0 + 100.5 * 3600, 10.0), NONE)
+    assert f(row, "card_count_7d") == 5
+    assert f(row, "card_count_24h") == 2
+    assert fx.CardState.from_obj(st.to_obj()) == st
+    obj[1] = 9  # more transactions than the buckets hold: the age is a lower bound
+    assert fx.CardState.from_obj(obj).first_ts == T0 + 100 * 3600.0 - 8 * 86400.0

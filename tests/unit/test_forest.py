@@ -10,6 +10,7 @@ import pytest
 import xgboost as xgb
 
 from fraudstream.core import features, registry
+from fraudstream.core.entity import nothing_known
 from fraudstream.core.forest import Forest
 from fraudstream.sim.generator import SimConfig, generate
 
@@ -22,7 +23,7 @@ def _rows(n: int, seed: int) -> np.ndarray:
     rows = []
     for _ in range(n):
         tx = next(gen).tx
-        states[tx.card_id], row = features.step(states.get(tx.card_id), tx)
+        states[tx.card_id], row = features.step(states.get(tx.card_id), tx, nothing_known)
         rows.append(row)
     return np.asarray(rows, dtype=np.float32)
 

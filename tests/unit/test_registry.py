@@ -191,6 +191,10 @@ def test_feature_set_version_mismatch_is_refused(models: Path) -> None:
     meta["feature_set_version"] = "fs0"
     meta_path.write_bytes(orjson.dumps(meta))
     _expect(models, "feature set 'fs0'.*retrain")
+    # A model of the previous feature set is refused with what to do (it cannot score fs2 rows).
+    meta["feature_set_version"] = "fs1"
+    meta_path.write_bytes(orjson.dumps(meta))
+    _expect(models, "feature set 'fs1' but this code computes 'fs2'.*train.ship --force")
 
 
 def test_broken_metadata_is_refused(models: Path) -> None:
