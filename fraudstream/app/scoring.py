@@ -74,8 +74,8 @@ class ScoringHandler:
         settings: Settings,
         serving: ServingManager,
         partitions: Callable[[], int | None] | None = None,
-        follower: EntityFollower | None = None,
         *,
+        follower: EntityFollower | None = None,
         events_topic: str = "",
     ) -> None:
         self.s = settings

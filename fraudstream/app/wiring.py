@@ -232,7 +232,9 @@ def _install_scoring(
         n: int | None = app.consumer.topic_partitions(s.topic_transactions)
         return n or s.partitions
 
-    handler = ScoringHandler(s, serving, partitions, follower, events_topic=entity_events_topic(s))
+    handler = ScoringHandler(
+        s, serving, partitions, follower=follower, events_topic=entity_events_topic(s)
+    )
     coordinator: Coordinator[Verdict] = Coordinator(
         handler=handler,
         writers=writers,

@@ -79,7 +79,7 @@ def _scoring(settings: Settings, serving: ServingManager, wm: float) -> ScoringH
     follower = EntityFollower(settings)
     follower.watermark = wm
     follower.partitions = 2
-    return ScoringHandler(settings, serving, follower, events_topic=EVENTS)
+    return ScoringHandler(settings, serving, follower=follower, events_topic=EVENTS)
 
 
 def test_scoring_writes_one_entity_event_per_decision_and_reads_merchant_state(
