@@ -66,6 +66,7 @@ MERCHANT_FEATURES: tuple[str, ...] = (
     "m_days_since_fraud",  # cutoff - newest known fraud's transaction time, days; -1 none
     "m_fraud_span_days",  # newest - oldest known fraud's transaction time (30 d), days; -1 none
     "m_genuine_after_fraud",  # transactions known genuine after the newest known fraud; -1 none
+    "m_fraud_share_since_first",  # known frauds / labelled transactions since the oldest; -1 none
 )
 CARD_LABEL_FEATURES: tuple[str, ...] = (
     "c_frauds_30d",  # known frauds among the card's transactions of [cutoff - 30 d, cutoff)
@@ -73,7 +74,10 @@ CARD_LABEL_FEATURES: tuple[str, ...] = (
     "c_days_since_fraud",  # cutoff - newest known fraud's transaction time, days; -1 none
 )
 
-_NO_MERCHANT: tuple[float, ...] = (0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0, -1.0, -1.0)
+_NO_MERCHANT: tuple[float, ...] = (
+    *(0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 0.0),
+    *(-1.0, -1.0, -1.0, -1.0),
+)
 _NO_CARD: tuple[float, ...] = (0.0, 0.0, -1.0)
 
 
@@ -288,17 +292,21 @@ class EntityState:
                 oldest = ts
         return f7, f30, r1, r7, newest, oldest
 
-    def genuine_after(self, cut: float, after: float) -> int:
-        """Transactions of (after, cut) whose label in force at ``cut`` is genuine: has the
-        merchant been seen clean since its last known fraud? (Walks every label: only asked
-        when a fraud is known.)"""
-        n = 0
+    def genuine_since(self, cut: float, oldest: float, newest: float) -> tuple[int, int]:
+        """Transactions whose label in force at ``cut`` is genuine: (those of (newest, cut) —
+        has the merchant been seen clean since its last known fraud? — and those of
+        [oldest, cut) — how much of its traffic since the first known fraud was clean). Walks
+        every label: only asked when a fraud is known."""
+        after = since = 0
         for lab in self.labels.values():
-            if after < lab.tx_ts < cut:
+            ts = lab.tx_ts
+            if oldest <= ts < cut:
                 rep = lab.in_force(cut)
                 if rep is not None and not rep[1]:
-                    n += 1
-        return n
+                    since += 1
+                    if ts > newest:
+                        after += 1
+        return after, since
 
     # --- serialisation --------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
@@ -385,6 +393,7 @@ def merchant_features(state: EntityState | None, cut: float) -> tuple[float, ...
         return memo[2]
     c1, c7, c30, s30, _ = state.counts(cut)
     f7, f30, r1, r7, newest, oldest = state.label_summary(cut)
+    after, since = state.genuine_since(cut, oldest, newest) if f30 else (-1, -1)
     out = (
         float(c1),
         float(c7),
@@ -397,7 +406,8 @@ def merchant_features(state: EntityState | None, cut: float) -> tuple[float, ...
         float(r7),
         -1.0 if f30 == 0 else (cut - newest) / DAY_S,
         -1.0 if f30 == 0 else (newest - oldest) / DAY_S,
-        -1.0 if f30 == 0 else float(state.genuine_after(cut, newest)),
+        float(after),
+        -1.0 if f30 == 0 else f30 / (f30 + since),
     )
     state._memo = (0, cut, out)
     return out

@@ -112,6 +112,9 @@ def test_late_label_changes_risk_only_from_its_arrival() -> None:
     # Known genuine after the newest known fraud (at T0 + 2.5 d): the one of T0 + 3 d.
     assert mf(s, T0 + 21 * DAY, "m_genuine_after_fraud") == 1
     assert mf(s, cut, "m_genuine_after_fraud") == 3  # before the chargeback: after T0
+    # Since the oldest known fraud (T0): 1 of 4 labelled, then the chargeback makes it 2 of 5.
+    assert mf(s, cut, "m_fraud_share_since_first") == 0.25
+    assert mf(s, T0 + 21 * DAY, "m_fraud_share_since_first") == 0.4
 
 
 def test_never_arriving_labels_leave_risk_at_what_is_known() -> None:
@@ -123,6 +126,7 @@ def test_never_arriving_labels_leave_risk_at_what_is_known() -> None:
     assert mf(s, cut, "m_fraud_rate_30d") == 0.0
     assert mf(s, cut, "m_days_since_fraud") == -1.0  # no fraud known, not "just now"
     assert mf(s, cut, "m_genuine_after_fraud") == -1.0
+    assert mf(s, cut, "m_fraud_share_since_first") == -1.0
 
 
 def test_reversed_labels_fraud_to_genuine_and_back() -> None:
