@@ -28,6 +28,7 @@ from fraudstream.core.messages import (
     decode_transaction,
 )
 from fraudstream.core.policy import Thresholds, decide_many, top_reasons
+from fraudstream.core.reasons import explain_all
 from fraudstream.core.records import Record
 from fraudstream.core.registry import LoadedModel
 from fraudstream.core.routing import assign_many
@@ -374,6 +375,7 @@ def _score(serving: Serving, txs: list[Transaction], x: np.ndarray, now_iso: str
             amount=tx.amount,
             currency=tx.currency,
             shadow=shadow_info,
+            reason_codes=explain_all(reasons.get(i, ()), tx.currency),
         )
         scores = [
             Score(

@@ -59,6 +59,18 @@ class Reason:
 
 
 @dataclass(frozen=True, slots=True)
+class ReasonCode:
+    """A reason in words: a stable code (core/reasons.py, core/rules.py), a sentence filled with
+    the transaction's values, where it came from (``model`` or ``rule``) and what (the feature
+    name or the rule id)."""
+
+    code: str
+    text: str
+    source: Literal["model", "rule"]
+    ref: str
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     transaction_id: str
     card_id: str
@@ -75,6 +87,11 @@ class Decision:
     # In shadow mode, what the other model said (also on fraud.scores with role "shadow"):
     # the feedback join evaluates it from here without reading fraud.scores.
     shadow: Shadow | None = None
+    # The controls in force (0: none published, the model's own thresholds / no rules) and the
+    # reasons in words, rule hits first. Absent in records written before.
+    policy_version: int = 0
+    rules_version: int = 0
+    reason_codes: tuple[ReasonCode, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -461,6 +478,12 @@ def decode_decision(raw: bytes | None, max_bytes: int = 1_000_000) -> Decision:
             if obj.get("shadow")
             else None
         ),
+        policy_version=obj.get("policy_version", 0),
+        rules_version=obj.get("rules_version", 0),
+        reason_codes=tuple(
+            ReasonCode(r["code"], r["text"], r["source"], r["ref"])
+            for r in obj.get("reason_codes", ())
+        ),
     )
 
 
@@ -553,6 +576,12 @@ def encode_decision(d: Decision) -> bytes:
                 if d.shadow is not None
                 else {}
             ),
+            "policy_version": d.policy_version,
+            "rules_version": d.rules_version,
+            "reason_codes": [
+                {"code": r.code, "text": r.text, "source": r.source, "ref": r.ref}
+                for r in d.reason_codes
+            ],
         },
         option=_DUMPS_OPTS,
     )

@@ -166,3 +166,27 @@ def test_a_fraudstream_error_is_not_bad_input() -> None:
             now_iso="x",
             dedup_window_s=1.0,
         )
+
+
+def test_a_flagged_decision_carries_readable_reason_codes_beside_the_raw_contributions() -> None:
+    low = engine.ServedModel(
+        "champion-v1", load(MODELS, "champion-v1"), Thresholds(review=0.0, decline=1.0)
+    )
+    s = engine.Serving(Routing(champion="champion-v1", salt="s"), {"champion-v1": low})
+    done = engine.step(
+        s,
+        [rec(0, 0, tx("t1", "c1"), b"c1")],
+        lambda p, c: None,
+        max_bytes=1_000_000,
+        now_iso="2024-05-01T12:00:00.000Z",
+        dedup_window_s=86400.0,
+    )
+    verdict = done.verdicts[0][1]
+    assert isinstance(verdict, engine.Scored)
+    d = verdict.decision
+    assert d.decision == "review"
+    assert d.reasons
+    assert d.reason_codes
+    assert all(c.source == "model" and c.text for c in d.reason_codes)
+    assert {c.ref for c in d.reason_codes} <= {r.feature for r in d.reasons}
+    assert (d.policy_version, d.rules_version) == (0, 0)
