@@ -165,7 +165,16 @@ REASONS: dict[str, str] = {
     "bad_routing": "a routing message is inconsistent (e.g. a share without a challenger)",
 }
 
-SCHEMA_NAMES = ("transaction", "decision", "score", "feedback", "outcome", "routing")
+SCHEMA_NAMES = (
+    "transaction",
+    "decision",
+    "score",
+    "feedback",
+    "outcome",
+    "routing",
+    "policy",
+    "rules",
+)
 
 _ECHO_MAX = 40
 # Digit runs a card number could hide in, separators allowed: masked in every echoed value.
@@ -236,6 +245,8 @@ _VALIDATE: dict[str, Callable[[Any], Any]] = {
     "transaction": _compile("transaction"),
     "feedback": _compile("feedback"),
     "routing": _compile("routing"),
+    "policy": _compile("policy"),
+    "rules": _compile("rules"),
     "decision": _compile("decision", tolerant=True),
     "score": _compile("score", tolerant=True),
     "outcome": _compile("outcome", tolerant=True),
@@ -302,6 +313,9 @@ def _schema_error(
         problem = f"{_show(value)} is not a valid {limit}"
     elif rule == "pattern":
         problem = f"{_show(value)} does not match {limit}"
+    elif rule == "required" and isinstance(value, dict):
+        missing = [f for f in exc.definition.get("required", ()) if f not in value]
+        problem = f"missing required field(s): {', '.join(missing)}"
     elif rule == "const":
         problem = f"{_show(value)} must be {json.dumps(limit)}"
     else:
@@ -358,6 +372,12 @@ def _load_object(raw: bytes | None, max_bytes: int, name: str) -> dict[str, Any]
     if error is not None:
         raise error
     return cast(dict[str, Any], obj)
+
+
+def load_object(raw: bytes | None, max_bytes: int, name: str) -> dict[str, Any]:
+    """Bytes to a dict valid against schema ``name`` (control messages decoded in their own
+    modules: core/policy.py, core/rules.py), or InvalidMessage."""
+    return _load_object(raw, max_bytes, name)
 
 
 def _parse_time(text: str, field: str) -> datetime:
