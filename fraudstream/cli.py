@@ -815,5 +815,12 @@ def _register_bench() -> None:
 
 _register_bench()
 
+
+def _register_controls() -> None:
+    import fraudstream.cli_controls  # noqa: F401 - registers `policy` and `rules` on main
+
+
+_register_controls()
+
 if __name__ == "__main__":  # pragma: no cover
     main()

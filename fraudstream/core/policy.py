@@ -204,7 +204,7 @@ def _thresholds_obj(t: Thresholds) -> dict[str, float]:
     return {"review": t.review, "decline": t.decline}
 
 
-def _segment_obj(s: Segment) -> dict[str, Any]:
+def segment_to_obj(s: Segment) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if s.channel is not None:
         out["channel"] = s.channel
@@ -225,7 +225,7 @@ def policy_to_obj(p: Policy) -> dict[str, Any]:
         entry: dict[str, Any] = _thresholds_obj(mp.default) if mp.default else {}
         if mp.segments:
             entry["segments"] = [
-                {"name": s.name, "when": _segment_obj(s.segment), **_thresholds_obj(s.thresholds)}
+                {"name": s.name, "when": segment_to_obj(s.segment), **_thresholds_obj(s.thresholds)}
                 for s in mp.segments
             ]
         models[version] = entry

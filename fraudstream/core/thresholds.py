@@ -16,13 +16,14 @@ different scores, and a threshold sits midway between the two scores it separate
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-from fraudstream.core.policy import Thresholds
+from fraudstream.core.policy import ModelPolicy, Segment, SegmentThresholds, Thresholds
 from fraudstream.errors import ConfigError
 
 
@@ -159,3 +160,100 @@ def by_cost(
     j = int(np.argmin(total))
     i = int(np.argmin(decline_part[: j + 1]))
     return _choice(desc, fraud, i, j, float(total[j]))
+
+
+# --------------------------------------------------------------------------------------------
+# A policy from a file's rows: per model version, and per segment (channel × amount band).
+
+Chooser = Callable[
+    [npt.NDArray[np.float64], npt.NDArray[np.bool_], npt.NDArray[np.float64]], Choice
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One line of the suggestion: a version's default (``segment`` None) or one segment."""
+
+    model_version: str
+    segment: SegmentThresholds | None
+    choice: Choice | None  # None: too few frauds, the segment falls back to the default
+    rows: int
+    frauds: int
+
+
+def bands_of(edges: Sequence[float]) -> list[tuple[float | None, float | None]]:
+    """Amount bands [0, e1), [e1, e2), ..., [en, ∞) from increasing positive edges."""
+    edges = list(edges)
+    if any(b <= a for a, b in itertools.pairwise(edges)) or any(e <= 0 for e in edges):
+        raise ConfigError(f"amount band edges must be positive and increasing, got {edges}")
+    lows: list[float | None] = [None, *edges]
+    highs: list[float | None] = [*edges, None]
+    return list(zip(lows, highs, strict=True))
+
+
+def _segments(
+    channels: Sequence[str] | None, bands: Sequence[tuple[float | None, float | None]]
+) -> list[tuple[str, Segment]]:
+    out: list[tuple[str, Segment]] = []
+    for channel in channels or [None]:  # type: ignore[list-item]
+        for lo, hi in bands:
+            parts = [channel] if channel else []
+            if lo is not None or hi is not None:
+                parts.append(f"{lo or 0:g}-{'' if hi is None else f'{hi:g}'}")
+            out.append(("/".join(parts), Segment(channel=channel, amount_min=lo, amount_max=hi)))
+    return [(name, seg) for name, seg in out if name]
+
+
+def suggest(
+    versions: npt.NDArray[np.str_],
+    scores: npt.NDArray[np.float64],
+    is_fraud: npt.NDArray[np.bool_],
+    amounts: npt.NDArray[np.float64],
+    channels: npt.NDArray[np.object_] | None,
+    choose: Chooser,
+    *,
+    losses: npt.NDArray[np.float64] | None = None,
+    band_edges: Sequence[float] = (),
+    min_frauds: int = 20,
+) -> tuple[dict[str, ModelPolicy], list[Line]]:
+    """Per model version: thresholds over all its rows (the version's default), then per segment
+    (each channel of ``channels`` when given × each amount band) that has at least
+    ``min_frauds`` frauds; a segment with fewer keeps the default (too few to choose from).
+    Bands select by ``amounts`` (as the worker compares them); ``choose`` gets ``losses`` (the
+    amounts in one currency; ``amounts`` when None)."""
+    loss = amounts if losses is None else losses
+    models: dict[str, ModelPolicy] = {}
+    lines: list[Line] = []
+    bands = bands_of(band_edges) if band_edges else [(None, None)]
+    channel_names = sorted({c for c in channels.tolist() if c}) if channels is not None else None
+    for version in sorted(set(versions.tolist())):
+        mine = versions == version
+        default = choose(scores[mine], is_fraud[mine], loss[mine])
+        lines.append(Line(version, None, default, default.rows, default.frauds))
+        chosen: list[SegmentThresholds] = []
+        for name, seg in _segments(channel_names, bands):
+            inside = mine.copy()
+            if seg.channel is not None and channels is not None:
+                inside &= channels == seg.channel
+            if seg.amount_min is not None:
+                inside &= amounts >= seg.amount_min
+            if seg.amount_max is not None:
+                inside &= amounts < seg.amount_max
+            rows, frauds = int(inside.sum()), int(is_fraud[inside].sum())
+            if frauds < min_frauds or rows == 0:
+                lines.append(
+                    Line(
+                        version,
+                        SegmentThresholds(name, seg, default.thresholds),
+                        None,
+                        rows,
+                        frauds,
+                    )
+                )
+                continue
+            choice = choose(scores[inside], is_fraud[inside], loss[inside])
+            st = SegmentThresholds(name, seg, choice.thresholds)
+            chosen.append(st)
+            lines.append(Line(version, st, choice, rows, frauds))
+        models[version] = ModelPolicy(default.thresholds, tuple(chosen))
+    return models, lines
