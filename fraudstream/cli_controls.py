@@ -19,7 +19,7 @@ from fraudstream.core.policy import (
     Segment,
     SegmentThresholds,
     Thresholds,
-    policy_from_obj,
+    decode_policy,
     policy_to_obj,
     segment_to_obj,
 )
@@ -29,10 +29,10 @@ from fraudstream.core.rules import (
     Rule,
     RuleSet,
     VelocityRule,
-    card_digest,
-    is_card_digest,
-    rules_from_obj,
+    card_entries,
+    decode_rules,
     rules_to_obj,
+    with_card_digests,
 )
 from fraudstream.errors import ConfigError, InvalidMessage
 
@@ -47,6 +47,34 @@ def _controls() -> Any:
     from fraudstream.kafka.control import latest_controls
 
     return latest_controls(settings())
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise click.BadParameter(f"{path} is not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise click.BadParameter(f"{path} must hold a JSON object")
+    obj.setdefault("version", 1)
+    return obj
+
+
+def read_policy_file(path: Path) -> Policy:
+    """A policy document (``policy show --json``, ``policy suggest --out``), checked as every
+    worker checks it; its version as written (``set`` numbers it anew)."""
+    try:
+        return decode_policy(json.dumps(_read_json(path)).encode())
+    except InvalidMessage as exc:
+        raise click.BadParameter(f"{path} is not a valid policy: {exc.message}") from None
+
+
+def read_rules_file(path: Path) -> RuleSet:
+    """A rules document; card ids in card lists are hashed here, on this machine."""
+    try:
+        return decode_rules(json.dumps(with_card_digests(_read_json(path))).encode())
+    except InvalidMessage as exc:
+        raise click.BadParameter(f"{path} is not a valid rule set: {exc.message}") from None
 
 
 def _check_models(versions: list[str]) -> None:
@@ -163,12 +191,7 @@ def policy_set(
 ) -> None:
     """Publish a new policy version: a whole file, or one change to the policy in force."""
     if path is not None:
-        try:
-            obj = json.loads(path.read_text(encoding="utf-8"))
-            obj["version"] = 1  # numbered when published
-            new = policy_from_obj(obj)
-        except (ValueError, KeyError, TypeError, InvalidMessage) as exc:
-            raise click.BadParameter(f"{path} is not a policy document: {exc}") from None
+        new = read_policy_file(path)  # numbered when published
         _check_models(list(new.models))
         _publish_policy(dataclasses.replace(new, note=note or new.note))
         return
@@ -379,10 +402,6 @@ def _publish_rules(rs: RuleSet) -> None:
     click.echo(f"published: workers apply rules version {new.version} within seconds")
 
 
-def _hashed(field: str, values: list[str]) -> list[str]:
-    return [v if field != "card" or is_card_digest(v) else card_digest(v) for v in values]
-
-
 @rules.command("show")
 @click.option("--json", "as_json", is_flag=True, help="The whole rule set as JSON.")
 def rules_show(as_json: bool) -> None:
@@ -409,15 +428,7 @@ def rules_history_cmd() -> None:
 def rules_set(path: Path, note: str) -> None:
     """Publish the rule set in PATH (JSON, fraudstream/schemas/rules.json) as the next version;
     card ids in card lists are hashed before anything leaves this machine."""
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-        obj["version"] = 1  # numbered when published
-        for r in obj.get("rules", ()):
-            if r.get("kind") == "list":
-                r["values"] = _hashed(r.get("field", ""), list(r.get("values", ())))
-        new = rules_from_obj(obj)
-    except (ValueError, KeyError, TypeError, AttributeError, InvalidMessage) as exc:
-        raise click.BadParameter(f"{path} is not a rules document: {exc}") from None
+    new = read_rules_file(path)  # numbered when published
     _publish_rules(dataclasses.replace(new, note=note or new.note))
 
 
@@ -452,7 +463,7 @@ def rules_list_add(
         old = current.values
     elif current is not None:
         raise click.BadParameter(f"rule {rule_id!r} exists and is not a list; remove it first")
-    new = frozenset(_hashed(field, list(values)))
+    new = frozenset(card_entries(values) if field == "card" else values)
     _replace_rule(ListRule(rule_id, field, old | new, action), note)  # type: ignore[arg-type]
 
 

@@ -20,7 +20,7 @@ history without exposing a card. Merchant and device ids are shown as given.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -265,6 +265,25 @@ def _rule_of(obj: Mapping[str, Any]) -> Rule:
         None if obj.get("max_amount") is None else float(obj["max_amount"]),
         action,
     )
+
+
+def card_entries(values: Iterable[str]) -> list[str]:
+    """Card list entries: ids hashed, digests kept."""
+    return [v if is_card_digest(v) else card_digest(v) for v in values]
+
+
+def with_card_digests(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A rule set document whose card lists hold digests: card ids given in the clear (a file
+    an analyst wrote) are hashed, digests are kept."""
+    out = dict(obj)
+    rules = []
+    for rule in obj.get("rules", ()):
+        if isinstance(rule, Mapping) and rule.get("kind") == "list" and rule.get("field") == "card":
+            rules.append({**rule, "values": card_entries(rule.get("values", ()))})
+        else:
+            rules.append(rule)
+    out["rules"] = rules
+    return out
 
 
 def rules_from_obj(obj: Mapping[str, Any]) -> RuleSet:
