@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -128,26 +129,6 @@ def _describe_policy(p: Policy) -> str:
                 f"decline>={s.thresholds.decline:.4f}"
             )
     return "\n".join(lines)
-
-
-@policy.command("show")
-@click.option("--json", "as_json", is_flag=True, help="The whole policy as JSON.")
-def policy_show(as_json: bool) -> None:
-    """The policy in force."""
-    p = _controls().policy
-    click.echo(json.dumps(policy_to_obj(p), indent=2) if as_json else _describe_policy(p))
-
-
-@policy.command("history")
-def policy_history_cmd() -> None:
-    """Every policy version published, oldest first."""
-    from fraudstream.kafka.control import policy_history
-
-    found = policy_history(settings())
-    if not found:
-        click.echo("no policy was ever published")
-    for p in found:
-        click.echo(_describe_policy(p))
 
 
 def _publish_policy(p: Policy) -> None:
@@ -402,26 +383,6 @@ def _publish_rules(rs: RuleSet) -> None:
     click.echo(f"published: workers apply rules version {new.version} within seconds")
 
 
-@rules.command("show")
-@click.option("--json", "as_json", is_flag=True, help="The whole rule set as JSON.")
-def rules_show(as_json: bool) -> None:
-    """The rules in force (card lists as digests)."""
-    rs = _controls().rules
-    click.echo(json.dumps(rules_to_obj(rs), indent=2) if as_json else _describe_rules(rs))
-
-
-@rules.command("history")
-def rules_history_cmd() -> None:
-    """Every rule set version published, oldest first."""
-    from fraudstream.kafka.control import rules_history
-
-    found = rules_history(settings())
-    if not found:
-        click.echo("no rules were ever published")
-    for rs in found:
-        click.echo(_describe_rules(rs))
-
-
 @rules.command("set")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--note", default="", help="Why: recorded with the version.")
@@ -519,3 +480,41 @@ def rules_remove(rule_id: str, note: str) -> None:
             current, rules=tuple(r for r in current.rules if r.id != rule_id), note=note
         )
     )
+
+
+# --- show and history, the same for both ------------------------------------------------------
+def _show_and_history(
+    group: click.Group,
+    pick: Callable[[Any], Any],
+    to_obj: Callable[[Any], dict[str, Any]],
+    describe: Callable[[Any], str],
+    history: str,
+    what: str,
+) -> None:
+    @group.command("show")
+    @click.option("--json", "as_json", is_flag=True, help=f"The whole {what} as JSON.")
+    def show(as_json: bool) -> None:
+        item = pick(_controls())
+        click.echo(json.dumps(to_obj(item), indent=2) if as_json else describe(item))
+
+    show.help = f"The {what} in force."
+
+    @group.command("history")
+    def history_cmd() -> None:
+        from fraudstream.kafka import control  # confluent-kafka: only when a command runs
+
+        found = getattr(control, history)(settings())
+        if not found:
+            click.echo(f"no {what} was ever published")
+        for item in found:
+            click.echo(describe(item))
+
+    history_cmd.help = f"Every {what} version published, oldest first."
+
+
+_show_and_history(
+    policy, lambda c: c.policy, policy_to_obj, _describe_policy, "policy_history", "policy"
+)
+_show_and_history(
+    rules, lambda c: c.rules, rules_to_obj, _describe_rules, "rules_history", "rule set"
+)

@@ -5,8 +5,6 @@ rules versions they were made under; a blocked card is declined with the rule na
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -18,25 +16,11 @@ from fraudstream.core.messages import Decision, decode_decision
 from fraudstream.kafka.admin import create_topics
 from fraudstream.kafka.clients import make_producer
 from fraudstream.settings import Settings
-from tests.integration.procs import REPO, Worker, settings_env, wait_for
+from tests.integration.procs import Worker, run_cli, wait_for
 
 pytestmark = pytest.mark.integration
 
 LIVE_WITHIN_S = 10.0
-
-
-def _cli(s: Settings, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "fraudstream", *args],
-        env=settings_env(s),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, f"fraudstream {' '.join(args)}:\n{done.stdout}{done.stderr}"
-    return done.stdout
 
 
 class Traffic:
@@ -99,8 +83,8 @@ def test_policy_and_rules_change_a_running_workers_decisions_live(
         before = traffic.decisions()[first]
         assert (before.decision, before.policy_version, before.rules_version) == ("approve", 0, 0)
 
-        _cli(s, "rules", "list-add", "stolen", "--field", "card", "card-stolen", "--note", "it")
-        shown = _cli(s, "rules", "show", "--json")
+        run_cli(s, "rules", "list-add", "stolen", "--field", "card", "card-stolen", "--note", "it")
+        shown = run_cli(s, "rules", "show", "--json")
         assert "card-stolen" not in shown  # stored and shown as a digest only
         blocked, took_rules = _until_live(traffic, "card-stolen", lambda d: d.rules_version == 1)
         assert blocked.decision == "decline"
@@ -111,7 +95,7 @@ def test_policy_and_rules_change_a_running_workers_decisions_live(
         assert "card-stolen" not in blocked.reason_codes[0].text
 
         # Review everything the models score above 0: the policy, not a new model version.
-        _cli(s, "policy", "set", "--model", "*", "--review", "0", "--decline", "1")
+        run_cli(s, "policy", "set", "--model", "*", "--review", "0", "--decline", "1")
         flagged, took_policy = _until_live(traffic, "card-ok", lambda d: d.policy_version == 1)
         assert flagged.decision == "review"
         assert flagged.rules_version == 1
@@ -119,7 +103,7 @@ def test_policy_and_rules_change_a_running_workers_decisions_live(
         assert all(c.source == "model" for c in flagged.reason_codes)
         assert max(took_rules, took_policy) < LIVE_WITHIN_S
 
-        history = _cli(s, "policy", "history")
+        history = run_cli(s, "policy", "history")
         assert "policy version 1" in history
         assert w.proc is not None
         assert w.proc.pid == pid

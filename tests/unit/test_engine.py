@@ -175,17 +175,7 @@ def test_a_flagged_decision_carries_readable_reason_codes_beside_the_raw_contrib
         "champion-v1", load(MODELS, "champion-v1"), Thresholds(review=0.0, decline=1.0)
     )
     s = engine.Serving(Routing(champion="champion-v1", salt="s"), {"champion-v1": low})
-    done = engine.step(
-        s,
-        [rec(0, 0, tx("t1", "c1"), b"c1")],
-        lambda p, c: None,
-        max_bytes=1_000_000,
-        now_iso="2024-05-01T12:00:00.000Z",
-        dedup_window_s=86400.0,
-    )
-    verdict = done.verdicts[0][1]
-    assert isinstance(verdict, engine.Scored)
-    d = verdict.decision
+    d = _decide_one(s, tx("t1", "c1"), "c1").decision
     assert d.decision == "review"
     assert d.reasons
     assert d.reason_codes
