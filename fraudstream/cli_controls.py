@@ -483,6 +483,20 @@ def rules_remove(rule_id: str, note: str) -> None:
 
 
 # --- show and history, the same for both ------------------------------------------------------
+def _history(name: str) -> list[Any]:
+    from fraudstream.kafka import control  # confluent-kafka: only when a command runs
+
+    return list(getattr(control, name)(settings()))
+
+
+def _from_history(name: str, version: int, what: str) -> Any:
+    found = {item.version: item for item in _history(name)}
+    if version not in found:
+        known = ", ".join(map(str, sorted(found))) or "none"
+        raise click.BadParameter(f"no {what} version {version} in history (versions: {known})")
+    return found[version]
+
+
 def _show_and_history(
     group: click.Group,
     pick: Callable[[Any], Any],
@@ -493,17 +507,19 @@ def _show_and_history(
 ) -> None:
     @group.command("show")
     @click.option("--json", "as_json", is_flag=True, help=f"The whole {what} as JSON.")
-    def show(as_json: bool) -> None:
-        item = pick(_controls())
+    @click.option("--version", "version", type=int, default=None, help="An earlier version.")
+    def show(as_json: bool, version: int | None) -> None:
+        item = pick(_controls()) if version is None else _from_history(history, version, what)
         click.echo(json.dumps(to_obj(item), indent=2) if as_json else describe(item))
 
-    show.help = f"The {what} in force."
+    show.help = (
+        f"The {what} in force, or --version N from history (--json: a file that "
+        "`score --policy/--rules` and `set` take, to replay decisions made under it)."
+    )
 
     @group.command("history")
     def history_cmd() -> None:
-        from fraudstream.kafka import control  # confluent-kafka: only when a command runs
-
-        found = getattr(control, history)(settings())
+        found = _history(history)
         if not found:
             click.echo(f"no {what} was ever published")
         for item in found:

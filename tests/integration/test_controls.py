@@ -28,6 +28,7 @@ class Traffic:
         self.s = s
         self.producer = make_producer(s)
         self.sent = 0
+        self.values: list[bytes] = []
 
     def send(self, card: str, amount: float = 12.5) -> str:
         self.sent += 1
@@ -47,6 +48,7 @@ class Traffic:
                 "schema_version": 1,
             }
         )
+        self.values.append(value)
         self.producer.produce(self.s.topic_transactions, key=card.encode(), value=value)
         assert self.producer.flush(30) == 0
         return tid
@@ -105,6 +107,23 @@ def test_policy_and_rules_change_a_running_workers_decisions_live(
 
         history = run_cli(s, "policy", "history")
         assert "policy version 1" in history
+        # The versions a decision records are enough to make it again, in process.
+        src = tmp_path / "sent.jsonl"
+        src.write_bytes(b"\n".join(traffic.values))
+        for live in (flagged, blocked):
+            args = ["score", str(src)]
+            for kind, version in (("policy", live.policy_version), ("rules", live.rules_version)):
+                if version:  # 0: none was in force
+                    path = tmp_path / f"{kind}-{version}.json"
+                    path.write_text(run_cli(s, kind, "show", "--version", str(version), "--json"))
+                    args += [f"--{kind}", str(path)]
+            again = map(decode_decision, run_cli(s, *args).encode().splitlines())
+            replayed = next(d for d in again if d.transaction_id == live.transaction_id)
+            assert (replayed.decision, replayed.policy_version, replayed.rules_version) == (
+                live.decision, live.policy_version, live.rules_version,
+            )  # fmt: skip
+            assert replayed.score == pytest.approx(live.score, abs=1e-6)
+            assert replayed.reason_codes == live.reason_codes
         assert w.proc is not None
         assert w.proc.pid == pid
         assert w.proc.poll() is None  # the same process all along: no restart
