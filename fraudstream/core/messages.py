@@ -59,6 +59,18 @@ class Reason:
 
 
 @dataclass(frozen=True, slots=True)
+class ReasonCode:
+    """A reason in words: a stable code (core/reasons.py, core/rules.py), a sentence filled with
+    the transaction's values, where it came from (``model`` or ``rule``) and what (the feature
+    name or the rule id)."""
+
+    code: str
+    text: str
+    source: Literal["model", "rule"]
+    ref: str
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     transaction_id: str
     card_id: str
@@ -79,6 +91,11 @@ class Decision:
     # (entity state, docs/DESIGN-entity-state.md); "" in decisions written before.
     merchant_id: str = ""
     event_time: str = ""
+    # The controls in force (0: none published, the model's own thresholds / no rules) and the
+    # reasons in words, rule hits first. Absent in records written before.
+    policy_version: int = 0
+    rules_version: int = 0
+    reason_codes: tuple[ReasonCode, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +169,16 @@ REASONS: dict[str, str] = {
     "bad_routing": "a routing message is inconsistent (e.g. a share without a challenger)",
 }
 
-SCHEMA_NAMES = ("transaction", "decision", "score", "feedback", "outcome", "routing")
+SCHEMA_NAMES = (
+    "transaction",
+    "decision",
+    "score",
+    "feedback",
+    "outcome",
+    "routing",
+    "policy",
+    "rules",
+)
 
 _ECHO_MAX = 40
 # Digit runs a card number could hide in, separators allowed: masked in every echoed value.
@@ -223,6 +249,8 @@ _VALIDATE: dict[str, Callable[[Any], Any]] = {
     "transaction": _compile("transaction"),
     "feedback": _compile("feedback"),
     "routing": _compile("routing"),
+    "policy": _compile("policy"),
+    "rules": _compile("rules"),
     "decision": _compile("decision", tolerant=True),
     "score": _compile("score", tolerant=True),
     "outcome": _compile("outcome", tolerant=True),
@@ -289,6 +317,9 @@ def _schema_error(
         problem = f"{_show(value)} is not a valid {limit}"
     elif rule == "pattern":
         problem = f"{_show(value)} does not match {limit}"
+    elif rule == "required" and isinstance(value, dict):
+        missing = [f for f in exc.definition.get("required", ()) if f not in value]
+        problem = f"missing required field(s): {', '.join(missing)}"
     elif rule == "const":
         problem = f"{_show(value)} must be {json.dumps(limit)}"
     else:
@@ -345,6 +376,12 @@ def _load_object(raw: bytes | None, max_bytes: int, name: str) -> dict[str, Any]
     if error is not None:
         raise error
     return cast(dict[str, Any], obj)
+
+
+def load_object(raw: bytes | None, max_bytes: int, name: str) -> dict[str, Any]:
+    """Bytes to a dict valid against schema ``name`` (control messages decoded in their own
+    modules: core/policy.py, core/rules.py), or InvalidMessage."""
+    return _load_object(raw, max_bytes, name)
 
 
 def _parse_time(text: str, field: str) -> datetime:
@@ -467,6 +504,12 @@ def decode_decision(raw: bytes | None, max_bytes: int = 1_000_000) -> Decision:
         ),
         merchant_id=obj.get("merchant_id", ""),
         event_time=obj.get("event_time", ""),
+        policy_version=obj.get("policy_version", 0),
+        rules_version=obj.get("rules_version", 0),
+        reason_codes=tuple(
+            ReasonCode(r["code"], r["text"], r["source"], r["ref"])
+            for r in obj.get("reason_codes", ())
+        ),
     )
 
 
@@ -561,6 +604,12 @@ def encode_decision(d: Decision) -> bytes:
             ),
             **({"merchant_id": d.merchant_id} if d.merchant_id else {}),
             **({"event_time": d.event_time} if d.event_time else {}),
+            "policy_version": d.policy_version,
+            "rules_version": d.rules_version,
+            "reason_codes": [
+                {"code": r.code, "text": r.text, "source": r.source, "ref": r.ref}
+                for r in d.reason_codes
+            ],
         },
         option=_DUMPS_OPTS,
     )
