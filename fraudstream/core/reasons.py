@@ -175,6 +175,15 @@ def _genuine_after(value: float, _: str) -> str:
     return f"{_plural(_n(value), 'genuine transaction')} at this merchant since its latest fraud"
 
 
+def _fraud_share(value: float, _: str) -> str:
+    if value < 0:
+        return "no known fraud at this merchant"
+    return (
+        f"{value:.0%} of this merchant's labelled transactions since its first known fraud "
+        "were fraud"
+    )
+
+
 def _vs_merchant(value: float, _: str) -> str:
     if value < 0:
         return "merchant's usual amount is unknown"
@@ -257,6 +266,7 @@ CATALOGUE: Mapping[str, Entry] = {
     "m_days_since_fraud": Entry("MERCHANT_RECENT_FRAUD", _since_fraud("at this merchant")),
     "m_fraud_span_days": Entry("MERCHANT_FRAUD_SPAN", _fraud_span),
     "m_genuine_after_fraud": Entry("MERCHANT_GENUINE_AFTER_FRAUD", _genuine_after),
+    "m_fraud_share_since_first": Entry("MERCHANT_FRAUD_SHARE", _fraud_share),
     "amount_to_merchant_avg": Entry("AMOUNT_VS_MERCHANT_AVG", _vs_merchant),
     # the card's labels (fs2 entity features)
     "c_frauds_30d": Entry("CARD_FRAUDS_30D", _card_frauds),
