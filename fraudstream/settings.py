@@ -84,6 +84,8 @@ class Settings(BaseSettings):
     # POST /v1/score answers 503 + Retry-After past this many requests in flight.
     api_max_inflight: int = Field(default=256, ge=1)
     log_level: str = "INFO"
+    # One INFO line this often: rate, lag, decision latency p50/p99, commits, API requests.
+    progress_interval_s: float = Field(default=30.0, gt=0)
     log_json: bool = False
 
     @property

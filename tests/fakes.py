@@ -131,6 +131,9 @@ class FakeObserver:
     def let_go(self, partition: int) -> None:
         self.events.append(("let_go", partition))
 
+    def decided(self, partitions: Sequence[int], events: int) -> None:
+        self.events.append(("decided", (tuple(partitions), events)))
+
     def committed(self, partitions: Sequence[int], events: int, seconds: float) -> None:
         self.events.append(("committed", tuple(partitions)))
 

@@ -14,7 +14,10 @@ What the worker changes in Faust, all through subclasses installed when the app 
 - its producer runs ``Hooks.before_flush`` whenever Faust flushes before committing offsets
   (timer, rebalance, shutdown): the scoring transactions and the join's outputs go first;
 - its flow control does not clear stream buffers on resume (it resumes after seeking, so it
-  would drop records fetched from the committed offsets).
+  would drop records fetched from the committed offsets);
+- its stall detector (the consumer's livelock check, at Faust's default window) watches the
+  scoring path's real progress (``scoring_progress``): the diverted topic's records never pass
+  Faust's streams nor its offset commits, which it would otherwise take for a stalled stream.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import contextlib
 import importlib.metadata
 import inspect
 import re
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -34,6 +38,7 @@ import faust
 from faust.streams import _current_event
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as driver
+from faust.types import TP
 from mode.utils.queues import FlowControlEvent
 
 from fraudstream.core.records import Record
@@ -62,6 +67,9 @@ PRIVATES: list[tuple[Any, str]] = [
     (driver.Consumer, "_commit"),
     (driver.Producer, "_producer"),
     (driver.AIOKafkaConsumerThread, "_create_worker_consumer"),
+    (driver.AIOKafkaConsumerThread, "tp_last_committed_at"),
+    (driver.AIOKafkaConsumerThread, "verify_event_path"),
+    (faust.Monitor, "stream_inbound_time"),
     (aiokafka.AIOKafkaConsumer, "_isolation_level"),
     (aiokafka.AIOKafkaConsumer, "_fetch_max_wait_ms"),
     (aiokafka.AIOKafkaConsumer, "_fetch_min_bytes"),
@@ -256,6 +264,26 @@ class _TableEvent:
         self.message = self
         self.topic, self.partition, self.offset = topic, partition, -1
         self.timestamp: float | None = None
+
+
+def scoring_progress(
+    app: faust.App, topic: str, partitions: Any, *, committed: bool, now: float | None = None
+) -> None:
+    """Tell Faust's stall detector that the scoring path moved in ``topic``'s ``partitions``:
+    records went into their transactions (``committed=False``, what Faust calls a stream's
+    inbound event) or a transaction committed their offsets (``committed=True``). Its check
+    (``AIOKafkaConsumerThread.verify_event_path``) then reports a partition whose fetched
+    records are not decided, or not committed, within its window, as it does for its own
+    streams, and says nothing about a scoring path that works."""
+    consumer: Any = app._consumer
+    if consumer is None:
+        return
+    at = time.monotonic() if now is None else now
+    tps = [TP(topic, p) for p in partitions]
+    if committed:
+        consumer._thread.tp_last_committed_at.update(dict.fromkeys(tps, at))
+    else:
+        app.monitor.stream_inbound_time.update(dict.fromkeys(tps, at))
 
 
 def read_position(consumer: Any, tp: Any) -> int | None:

@@ -25,6 +25,7 @@ from fraudstream.app import api, faust_boundary, metrics, web
 from fraudstream.app.app import FaustApp, create_app
 from fraudstream.app.join import Join, TopicPartition
 from fraudstream.app.outputs import Output
+from fraudstream.app.progress import ProgressLog
 from fraudstream.app.scoring import ScoringHandler
 from fraudstream.app.serving import ServingManager
 from fraudstream.app.supervisor import Supervisor
@@ -74,7 +75,18 @@ class KafkaSource:
 
 
 class MetricsObserver:
-    """The coordinator's work as metrics and log lines (``ports.Observer``)."""
+    """The coordinator's work as metrics, log lines and progress for Faust's stall detector
+    (``ports.Observer``)."""
+
+    def __init__(self, app: Any = None, topic: str = "") -> None:
+        self.app, self.topic = app, topic
+
+    def _progress(self, partitions: Sequence[int], *, committed: bool) -> None:
+        if self.app is not None:
+            faust_boundary.scoring_progress(self.app, self.topic, partitions, committed=committed)
+
+    def decided(self, partitions: Sequence[int], events: int) -> None:
+        self._progress(partitions, committed=False)
 
     def opened(self, partition: int, restored: int, seconds: float) -> None:
         log.info(
@@ -90,6 +102,7 @@ class MetricsObserver:
     def committed(self, partitions: Sequence[int], events: int, seconds: float) -> None:
         metrics.TXN_COMMIT_SECONDS.observe(seconds)
         metrics.TXN_COMMITS.inc(len(partitions))
+        self._progress(partitions, committed=True)
         log.debug("partitions %s committed: %d events", list(partitions), events)
 
     def aborted(self, partitions: Sequence[int]) -> None:
@@ -219,6 +232,8 @@ def assemble(
     _on_assignment(app, refresh_producer_metadata)
     app.timer(interval=0.25)(_async(supervisor.tick))
     app.timer(interval=1.0)(_lag_meter(app, s, coordinator))
+    progress = ProgressLog(s.topic_transactions, time.monotonic)
+    app.timer(interval=s.progress_interval_s)(_async(progress.tick))
 
     def ready_partitions() -> bool:
         assignment = app.consumer.assignment() if app.consumer else set()
@@ -259,7 +274,7 @@ def _install_scoring(
         handler=ScoringHandler(s, serving),
         writers=writers,
         source=KafkaSource(app, s.topic_transactions, s),
-        observer=MetricsObserver(),
+        observer=MetricsObserver(app, s.topic_transactions),
         spawn=supervisor.spawn,
         fence=supervisor.check,
         clock=Clock(),

@@ -282,6 +282,7 @@ class Coordinator(Generic[R]):
         for rec, result in zip(records, handled.results, strict=True):
             if not rec.from_log:
                 self.partitions[rec.partition].answers[id(rec)] = result
+        self.observer.decided(list(dict.fromkeys(r.partition for r in records)), len(records))
 
     # --- committing -------------------------------------------------------------------------
 
