@@ -15,6 +15,8 @@ What the worker changes in Faust, all through subclasses installed when the app 
   (timer, rebalance, shutdown): the scoring transactions and the join's outputs go first;
 - its flow control does not clear stream buffers on resume (it resumes after seeking, so it
   would drop records fetched from the committed offsets);
+- the at-least-once writers commit the scoring topic's offsets through the consumer thread
+  (``commit_offsets``), under the group member's generation, past the filter above;
 - its stall detector (the consumer's livelock check, at Faust's default window) watches the
   scoring path's real progress (``scoring_progress``): the diverted topic's records never pass
   Faust's streams nor its offset commits, which it would otherwise take for a stalled stream.
@@ -29,7 +31,7 @@ import inspect
 import re
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +44,7 @@ from faust.types import TP
 from mode.utils.queues import FlowControlEvent
 
 from fraudstream.core.records import Record
-from fraudstream.errors import FaustIncompatible
+from fraudstream.errors import FaustIncompatible, Fenced
 
 #: distribution -> (first version tested, first version not tested)
 TESTED: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
@@ -57,6 +59,7 @@ PRIVATES: list[tuple[Any, str]] = [
     (faust.App, "_consumer"),
     (faust.App, "_producer"),
     (faust_consumer.ThreadDelegateConsumer, "_thread"),
+    (driver.AIOKafkaConsumerThread, "commit"),
     (faust_consumer.Consumer, "_wait_next_records"),
     (faust_consumer.Consumer, "_new_offset"),
     (faust_consumer.Consumer, "_committed_offset"),
@@ -284,6 +287,22 @@ def scoring_progress(
         consumer._thread.tp_last_committed_at.update(dict.fromkeys(tps, at))
     else:
         app.monitor.stream_inbound_time.update(dict.fromkeys(tps, at))
+
+
+async def commit_offsets(app: faust.App, topic: str, positions: Mapping[int, int]) -> None:
+    """Commit ``topic``'s offsets (partition -> next offset) as the consumer group's member,
+    under its generation: raises ``Fenced`` when the group gave a partition away meanwhile.
+    Faust's own commits leave the scoring topic out (``Consumer._commit`` above)."""
+    consumer: Any = app.consumer
+    offsets = {TP(topic, p): o for p, o in positions.items()}
+    assigned = consumer.assignment()
+    gone = sorted(tp.partition for tp in offsets if tp not in assigned)
+    if gone or not await consumer._thread.commit(offsets):
+        raise Fenced(
+            f"the consumer group gave partitions {gone or sorted(positions)} of {topic!r} to "
+            "another worker before their offsets were committed: their records are decided "
+            "again there"
+        )
 
 
 def read_position(consumer: Any, tp: Any) -> int | None:

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -267,9 +267,7 @@ def _install_scoring(
 ) -> Coordinator[Verdict]:
     app = fa.app
     if writers is None:
-        from fraudstream.kafka.txn import TransactionalWriters
-
-        writers = TransactionalWriters(s, card_changelog_topic(s))
+        writers = _writers(app, s)
     coordinator: Coordinator[Verdict] = Coordinator(
         handler=ScoringHandler(s, serving),
         writers=writers,
@@ -305,6 +303,20 @@ def _install_scoring(
     app.timer(interval=max(0.1, coordinator.interval_s))(commit_due)
     _on_assignment(app, on_assigned)
     return coordinator
+
+
+def _writers(app: Any, s: Settings) -> Writers:
+    """The scoring path's writers for the configured processing guarantee."""
+    if s.processing_guarantee == "at_least_once":
+        from fraudstream.kafka.alo import AtLeastOnceWriters
+
+        async def commit_offsets(positions: Mapping[int, int]) -> None:
+            await faust_boundary.commit_offsets(app, s.topic_transactions, positions)
+
+        return AtLeastOnceWriters(s, card_changelog_topic(s), commit_offsets)
+    from fraudstream.kafka.txn import TransactionalWriters
+
+    return TransactionalWriters(s, card_changelog_topic(s))
 
 
 def _install_join(fa: FaustApp, s: Settings, supervisor: Supervisor, output: Output | None) -> Join:

@@ -44,6 +44,7 @@ class PartitionState:
         self.dirty = False  # something was written into the open transaction
         self.began = now  # when the open transaction began
         self.committing: asyncio.Task[None] | None = None  # the commit under way, if any
+        self.deadline: asyncio.Task[None] | None = None  # starts the commit when it is due
         self.answers: dict[int, Any] = {}  # id(request record) -> its result, until committed
         self._next_commit: asyncio.Future[None] | None = None
 
@@ -109,11 +110,13 @@ class PartitionState:
         """The input position to commit with the open transaction (None: it has not moved)."""
         return None if self.next_offset == self.committed_offset else self.next_offset
 
-    def committed(self, now: float) -> None:
+    def committed(self, began: float) -> None:
+        """The open transaction committed; the next one counts as begun at ``began`` (when
+        this commit started: commits are due every interval however long they take)."""
         self.committed_offset = self.next_offset
         self.inflight = []
         self.dirty = False
-        self.began = now
+        self.began = began
         if self._next_commit is not None and not self._next_commit.done():
             self._next_commit.set_result(None)
         self._next_commit = None

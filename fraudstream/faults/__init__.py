@@ -25,6 +25,8 @@ ORDER = [
     "SIGTERM + restart",
     "SIGKILL x1",
     "SIGKILL x3",
+    "SIGTERM + restart (at_least_once)",
+    "SIGKILL x1 (at_least_once)",
     "scale 1→2→1",
     "broker SIGKILL + restart",
     "SIGSTOP past session timeout",
@@ -37,6 +39,8 @@ ORDER = [
 CI = {
     "SIGTERM + restart",
     "SIGKILL x1",
+    "SIGTERM + restart (at_least_once)",
+    "SIGKILL x1 (at_least_once)",
     "scale 1→2→1",
     "bad-input corpus under load",
     "scoring-time failure (non-finite feature)",
