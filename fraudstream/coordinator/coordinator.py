@@ -188,34 +188,24 @@ class Coordinator(Generic[R]):
                     self._decide([record])
                     acked = self.writers.delivered()
                     done = st.next_commit()
-                    if acked is None:
-                        self._commit_by_deadline(st)
                     break
             await asyncio.wait({running})
-        # At least once: answered once the broker has the decision; its offset-less record
-        # rides the next regular commit (its card record with it). Exactly once: answered
-        # once the partition's regular commit has it, at most one interval after that
-        # transaction began; requests meanwhile share it.
-        await (acked if acked is not None else done)
+        if acked is not None:
+            # At least once: answered once the broker has the decision; the offset-less record
+            # rides the next regular commit (its card record with it).
+            await acked
+        else:
+            # Exactly once: answered once a commit has it. Requests share commits: the ones
+            # that arrive while one runs wait for it, then share the next, started at once.
+            # (Waiting for the regular interval instead cost half the throughput at 16
+            # clients: each waits half an interval on average, and 16 / latency is the rate.)
+            await asyncio.sleep(0)
+            async with self.lock:
+                if st.committing is None and self.partitions.get(p) is st and not done.done():
+                    self._start_commit(self._group(st))
+            await done
         result: R = st.answers.pop(id(record))
         return result
-
-    def _commit_by_deadline(self, st: PartitionState) -> None:
-        """Make sure ``st``'s open transaction commits when it is due, not at the next tick
-        of the commit timer (up to an interval later)."""
-        if st.deadline is None:
-            delay = max(0.0, st.began + self.interval_s - self.clock.monotonic())
-            st.deadline = self.spawn(self._commit_at(st, delay), name=f"deadline-{st.number}")
-
-    async def _commit_at(self, st: PartitionState, delay: float) -> None:
-        try:
-            await asyncio.sleep(delay)
-            async with self.lock:
-                mine = self.partitions.get(st.number) is st
-                if mine and st.committing is None and st.has_work():
-                    self._start_commit(self._group(st))
-        finally:
-            st.deadline = None
 
     async def wake(self) -> None:
         """Let the handler look again at the records it refused (a watermark moved)."""

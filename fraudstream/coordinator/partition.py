@@ -44,7 +44,6 @@ class PartitionState:
         self.dirty = False  # something was written into the open transaction
         self.began = now  # when the open transaction began
         self.committing: asyncio.Task[None] | None = None  # the commit under way, if any
-        self.deadline: asyncio.Task[None] | None = None  # starts the commit when it is due
         self.answers: dict[int, Any] = {}  # id(request record) -> its result, until committed
         self._next_commit: asyncio.Future[None] | None = None
 

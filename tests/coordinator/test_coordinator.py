@@ -7,7 +7,6 @@ are in tests/app/test_scoring.py; the regression of the SIGKILL x3 duplicates ru
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -344,28 +343,6 @@ def test_requests_are_answered_once_committed_and_share_commits() -> None:
         assert len(writers.commits) == 2
         assert [s.value for s in writers.visible] == [b"r0", b"r1", b"r2"]
         assert writers.offsets == {}  # requests move no input offset
-        tasks.check()
-
-    run(body)
-
-
-def test_a_request_rides_the_regular_commit_at_most_one_interval_after_it_began() -> None:
-    async def body() -> None:
-        writers = FakeWriters()
-        c, _, _, _, clock, tasks = make_coordinator(Counting(), writers=writers, interval_s=0.2)
-        clock.now = 10.0
-        await c.on_assigned({0})
-        await tasks.settle()
-        st = c.partitions[0]
-        st.began = 9.95  # its transaction began 50 ms ago: due in 150 ms
-        t0 = time.monotonic()
-        answers = await asyncio.gather(
-            *(c.request(record(0, NO_OFFSET, f"r{i}".encode(), b"k")) for i in range(3))
-        )
-        waited = time.monotonic() - t0
-        assert answers == ["b'r0'#1", "b'r1'#2", "b'r2'#3"]
-        assert len(writers.commits) == 1  # one regular commit for all three, none forced
-        assert 0.1 <= waited < 0.2 + 0.1
         tasks.check()
 
     run(body)
