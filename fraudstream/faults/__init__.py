@@ -27,6 +27,8 @@ ORDER = [
     "SIGKILL x3",
     "SIGTERM + restart (at_least_once)",
     "SIGKILL x1 (at_least_once)",
+    "SIGKILL x3 (at_least_once)",
+    "scale 1→2→1 (at_least_once)",
     "scale 1→2→1",
     "broker SIGKILL + restart",
     "SIGSTOP past session timeout",
