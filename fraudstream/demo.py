@@ -28,36 +28,35 @@ from fraudstream.settings import Settings
 HOME = Path(".fraudstream")
 
 
-def _histogram_quantiles(text: str, name: str, qs: tuple[float, ...]) -> list[float | None]:
-    from prometheus_client.parser import text_string_to_metric_families
+class Latencies:
+    """What a downstream reader sees, per decision, over the last ``window`` decisions: from the
+    transaction's CreateTime to the decision's (appended: the worker's producer stamps it as it
+    sends) and to the moment this ``read_committed`` reader was handed it (seen: after the
+    worker's transaction committed)."""
 
-    buckets: list[tuple[float, float]] = []
-    for fam in text_string_to_metric_families(text):
-        if fam.name != name:
-            continue
-        for sample in fam.samples:
-            if sample.name.endswith("_bucket"):
-                buckets.append((float(sample.labels["le"]), sample.value))
-    buckets.sort()
-    if not buckets or buckets[-1][1] == 0:
-        return [None for _ in qs]
-    total = buckets[-1][1]
-    out: list[float | None] = []
-    for q in qs:
-        target = q * total
-        prev_le, prev_c = 0.0, 0.0
-        value = None
-        for le, c in buckets:
-            if c >= target:
-                if le == float("inf"):
-                    value = prev_le
-                else:
-                    frac = (target - prev_c) / (c - prev_c) if c > prev_c else 1.0
-                    value = prev_le + (le - prev_le) * frac
-                break
-            prev_le, prev_c = le, c
-        out.append(value)
-    return out
+    def __init__(self, window: int = 5000, pending: int = 200_000) -> None:
+        self.created: dict[str, float] = {}  # transaction_id -> CreateTime (s)
+        self.pending = pending
+        self.appended: deque[float] = deque(maxlen=window)
+        self.seen: deque[float] = deque(maxlen=window)
+
+    def transaction(self, tid: str, created_s: float) -> None:
+        if len(self.created) >= self.pending:  # decisions never seen (another reader's, say)
+            self.created.pop(next(iter(self.created)))
+        self.created[tid] = created_s
+
+    def decision(self, tid: str, appended_s: float, seen_s: float) -> None:
+        created = self.created.pop(tid, None)
+        if created is not None:
+            self.appended.append(max(0.0, appended_s - created))
+            self.seen.append(max(0.0, seen_s - created))
+
+    @staticmethod
+    def quantiles(values: deque[float], qs: tuple[float, ...]) -> list[float | None]:
+        if not values:
+            return [None for _ in qs]
+        ordered = sorted(values)
+        return [ordered[min(len(ordered) - 1, int(q * len(ordered)))] for q in qs]
 
 
 class LiveView:
@@ -70,6 +69,7 @@ class LiveView:
         self.total = 0
         self.dlq = 0
         self.outcomes: Counter[tuple[str, str, str]] = Counter()
+        self.latencies = Latencies()
         self.stop = threading.Event()
 
     def consume(self) -> None:
@@ -79,10 +79,19 @@ class LiveView:
         c = make_consumer(
             s, group_id=f"fraudstream-demo-view-{os.getpid()}", **{"auto.offset.reset": "latest"}
         )
-        c.subscribe([s.topic_decisions, s.topic_scores, s.topic_dlq, s.topic_outcomes])
+        c.subscribe(
+            [
+                s.topic_transactions,
+                s.topic_decisions,
+                s.topic_scores,
+                s.topic_dlq,
+                s.topic_outcomes,
+            ]
+        )
         try:
             while not self.stop.is_set():
-                for msg in c.consume(500, 0.2):
+                # A short wait: the moment a decision is handed over is what "seen" measures.
+                for msg in c.consume(500, 0.01):
                     if msg.error():
                         continue
                     topic = msg.topic()
@@ -90,8 +99,13 @@ class LiveView:
                         self.dlq += 1
                         continue
                     v = orjson.loads(msg.value() or b"{}")
-                    if topic == s.topic_decisions:
+                    ts = msg.timestamp()[1] / 1000.0
+                    if topic == s.topic_transactions:
+                        if isinstance(v, dict) and "transaction_id" in v:
+                            self.latencies.transaction(str(v["transaction_id"]), ts)
+                    elif topic == s.topic_decisions:
                         self.total += 1
+                        self.latencies.decision(v["transaction_id"], ts, time.time())
                         self.decisions[(v["model_version"], v["variant"], v["decision"])] += 1
                     elif topic == s.topic_scores:
                         b = min(9, int(float(v["score"]) * 10))
@@ -106,25 +120,19 @@ class LiveView:
         self.recent.append((now, self.total))
         t0, n0 = self.recent[0]
         rate = (self.total - n0) / (now - t0) if now > t0 else 0.0
-        try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.web_port}/metrics", timeout=1
-            ) as r:
-                text = r.read().decode()
-            p50, p95, p99 = _histogram_quantiles(
-                text, "fraudstream_decision_latency_seconds", (0.5, 0.95, 0.99)
-            )
-        except OSError:
-            p50 = p95 = p99 = None
+        lat = self.latencies
+        a50, a99 = lat.quantiles(lat.appended, (0.5, 0.99))
+        s50, s99 = lat.quantiles(lat.seen, (0.5, 0.99))
 
         def ms(x: float | None) -> str:
-            return "–" if x is None else f"{x * 1000:.1f} ms"
+            return "–" if x is None else f"{x * 1000:.0f} ms"
 
         head = Table.grid(padding=(0, 3))
         head.add_row(
             f"[b]decisions[/b] {self.total}",
             f"[b]throughput[/b] {rate:,.0f}/s",
-            f"[b]latency[/b] p50 {ms(p50)}  p95 {ms(p95)}  p99 {ms(p99)}",
+            f"[b]latency[/b] appended p50 {ms(a50)} p99 {ms(a99)} · seen (read_committed) "
+            f"p50 {ms(s50)} p99 {ms(s99)}",
             f"[b]dead letters[/b] {self.dlq}",
         )
         mix = Table(title="decision mix per model version")

@@ -65,6 +65,12 @@ class Settings(BaseSettings):
     # Each owned partition's Kafka transaction (decisions, scores, dead letters, card state and
     # offset) is committed this often: read_committed readers see decisions up to this late.
     commit_interval_ms: float = Field(default=100.0, ge=1.0, le=10_000.0)
+    # exactly_once: decisions, card state and offsets in one Kafka transaction per partition
+    # (read_committed readers see each decision once, up to a commit interval late).
+    # at_least_once: decisions sent as soon as made, offsets committed once they are
+    # acknowledged; after a crash some decisions appear twice, with the same key
+    # (docs/ARCHITECTURE.md, "Processing guarantees").
+    processing_guarantee: Literal["exactly_once", "at_least_once"] = "exactly_once"
     # The worker's fetches wait for this many bytes (at most 20 ms), and the scoring path's
     # producers this many ms before sending: fewer, larger requests. With 1 and 1, every record was
     # its own fetch and send at moderate rates, and the worker and the broker each spent about
@@ -95,6 +101,8 @@ class Settings(BaseSettings):
     # POST /v1/score answers 503 + Retry-After past this many requests in flight.
     api_max_inflight: int = Field(default=256, ge=1)
     log_level: str = "INFO"
+    # One INFO line this often: rate, lag, decision latency p50/p99, commits, API requests.
+    progress_interval_s: float = Field(default=30.0, gt=0)
     log_json: bool = False
 
     @property

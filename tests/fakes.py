@@ -44,6 +44,7 @@ class FakeWriters:
         self.fence_commits = 0  # the next N commits find a newer owner
         self.gate: asyncio.Event | None = None  # when set: commits wait for it
         self.waiting = asyncio.Event()  # a commit is waiting at the gate
+        self.acks: asyncio.Event | None = None  # set: at least once, "acknowledged" when set
 
     async def open(self, partition: int) -> Restored:
         self.opened.append(partition)
@@ -65,6 +66,11 @@ class FakeWriters:
         assert partition in self.open_sends, "a send on a partition that is not open"
         hdrs = {k: v.decode() for k, v in headers or ()}
         self.open_sends[partition].append(Sent(partition, topic, key, value, hdrs, to_partition))
+
+    def delivered(self) -> Any:
+        if self.acks is None:
+            return None  # like the transactional writers: visible once committed
+        return self.acks.wait()  # like the at-least-once writers: once the broker has it
 
     def keep(self, partition: int, key: bytes, value: bytes | None) -> None:
         assert partition in self.open_state, "state for a partition that is not open"
@@ -132,6 +138,9 @@ class FakeObserver:
 
     def let_go(self, partition: int) -> None:
         self.events.append(("let_go", partition))
+
+    def decided(self, partitions: Sequence[int], events: int) -> None:
+        self.events.append(("decided", (tuple(partitions), events)))
 
     def committed(self, partitions: Sequence[int], events: int, seconds: float) -> None:
         self.events.append(("committed", tuple(partitions)))

@@ -18,10 +18,12 @@ Faust's ``app.router.route_req`` is not used: it forwards method, headers and UR
 request body (a POST arrives empty), and it answers with ``web.text`` (status kept, headers such as
 ``Retry-After`` dropped).
 
-Status codes: 200 Decision; 400 invalid JSON or schema (``{"error": reason, "message": ...}``,
-reasons as on the dead-letter topic); 409 already decided; 413 body too large; 422 valid but not
-scorable; 503 overloaded / not ready / owner unreachable (always with ``Retry-After``); 504 the
-owner did not answer in time.
+Status codes: 200 Decision (a repeat of an API request within the dedup window: the original
+decision, with ``X-Fraudstream-Replay: true``; a repeat while the original is uncommitted waits
+for it); 400 invalid JSON or schema (``{"error": reason, "message": ...}``, reasons as on the
+dead-letter topic); 409 already decided by the stream, or the id reused for another
+transaction; 413 body too large; 422 valid but not scorable; 503 overloaded / not ready / owner
+unreachable (always with ``Retry-After``); 504 the owner did not answer in time.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ FORWARDED_BY = "X-Fraudstream-Forwarded-By"
 #: On every /v1/score answer that a worker decided: that worker's canonical URL and the partition.
 DECIDED_BY = "X-Fraudstream-Decided-By"
 PARTITION = "X-Fraudstream-Partition"
+#: On a 200 that repeats the decision of an earlier request with the same transaction.
+REPLAY = "X-Fraudstream-Replay"
 RETRY_AFTER_S = 1
 FORWARD_TIMEOUT_S = 10.0
 _READ_CHUNK = 65_536
@@ -65,6 +69,46 @@ def card_partition(card_id: str, partitions: int) -> int:
     """The partition of ``card_id`` in a topic of ``partitions`` partitions, as Kafka's default
     (murmur2) partitioner puts it: the Java client, aiokafka and librdkafka's ``murmur2_random``."""
     return card_home(card_id.encode(), partitions)
+
+
+def answer(result: engine.Verdict, key: str, topic: str) -> tuple[int, bytes, dict[str, str]]:
+    """The HTTP answer to a decided request: status, body and extra headers.
+
+    A repeat of a request the API decided within the dedup window gets the original decision
+    again (200, ``X-Fraudstream-Replay: true``; a client retrying after a timeout cannot
+    decide twice); the same id with another transaction is a client error (409
+    ``transaction_id_reused``); an id the stream decided is 409 ``already_decided``."""
+    if isinstance(result, engine.Scored):
+        return 200, encode_decision(result.decision), {}
+    if isinstance(result, engine.Duplicate):
+        if result.original is not None and result.same_body:
+            return 200, result.original, {REPLAY: "true"}
+        if result.original is not None:
+            return (
+                409,
+                error_body(
+                    "transaction_id_reused",
+                    f"transaction {key!r} was decided within the dedup window for a different "
+                    "transaction body; a transaction_id names one transaction. Send a new id, "
+                    "or repeat the original body to get its decision again.",
+                    transaction_id=key,
+                ),
+                {},
+            )
+        return (
+            409,
+            error_body(
+                "already_decided",
+                f"transaction {key!r} was already decided (within the dedup window); this "
+                f"request made no new decision. Read the decision from topic {topic!r}, "
+                "key = transaction_id.",
+                transaction_id=key,
+                topic=topic,
+                key=key,
+            ),
+            {},
+        )
+    return 422, error_body(result.reason, result.message), {}
 
 
 class InflightLimiter:
@@ -218,25 +262,8 @@ class ScoringAPI:
         except BrokerError as exc:
             return self._error(web, 503, "rebalancing", str(exc), True)
         headers = {DECIDED_BY: str(self.app.conf.canonical_url), PARTITION: str(partition)}
-        if isinstance(result, engine.Scored):
-            return self._answer(web, 200, encode_decision(result.decision), headers)
-        if isinstance(result, engine.Duplicate):
-            key = tx.transaction_id
-            return self._answer(
-                web,
-                409,
-                error_body(
-                    "already_decided",
-                    f"transaction {key!r} was already decided (within the dedup window); this "
-                    f"request made no new decision. Read the decision from topic "
-                    f"{self.s.topic_decisions!r}, key = transaction_id.",
-                    transaction_id=key,
-                    topic=self.s.topic_decisions,
-                    key=key,
-                ),
-                headers,
-            )
-        return self._answer(web, 422, error_body(result.reason, result.message), headers)
+        status, body, extra = answer(result, tx.transaction_id, self.s.topic_decisions)
+        return self._answer(web, status, body, headers | extra)
 
     async def _forward(self, web: Any, raw: bytes, partition: int) -> Any:
         own = str(self.app.conf.canonical_url)
@@ -268,7 +295,7 @@ class ScoringAPI:
                 headers = {
                     k: v
                     for k, v in resp.headers.items()
-                    if k in ("Retry-After", DECIDED_BY, PARTITION)
+                    if k in ("Retry-After", DECIDED_BY, PARTITION, REPLAY)
                 }
                 return self._answer(web, resp.status, body, headers)
         except TimeoutError:

@@ -15,7 +15,12 @@ What the worker changes in Faust, all through subclasses installed when the app 
 - its producer runs ``Hooks.before_flush`` whenever Faust flushes before committing offsets
   (timer, rebalance, shutdown): the scoring transactions and the join's outputs go first;
 - its flow control does not clear stream buffers on resume (it resumes after seeking, so it
-  would drop records fetched from the committed offsets).
+  would drop records fetched from the committed offsets);
+- the at-least-once writers commit the scoring topic's offsets through the consumer thread
+  (``commit_offsets``), under the group member's generation, past the filter above;
+- its stall detector (the consumer's livelock check, at Faust's default window) watches the
+  scoring path's real progress (``scoring_progress``): the diverted topic's records never pass
+  Faust's streams nor its offset commits, which it would otherwise take for a stalled stream.
 """
 
 from __future__ import annotations
@@ -25,8 +30,9 @@ import contextlib
 import importlib.metadata
 import inspect
 import re
+import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,10 +41,11 @@ import faust
 from faust.streams import _current_event
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as driver
+from faust.types import TP
 from mode.utils.queues import FlowControlEvent
 
 from fraudstream.core.records import Record
-from fraudstream.errors import FaustIncompatible
+from fraudstream.errors import FaustIncompatible, Fenced
 
 #: distribution -> (first version tested, first version not tested)
 TESTED: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
@@ -53,6 +60,7 @@ PRIVATES: list[tuple[Any, str]] = [
     (faust.App, "_consumer"),
     (faust.App, "_producer"),
     (faust_consumer.ThreadDelegateConsumer, "_thread"),
+    (driver.AIOKafkaConsumerThread, "commit"),
     (faust_consumer.Consumer, "_wait_next_records"),
     (faust_consumer.Consumer, "_new_offset"),
     (faust_consumer.Consumer, "_committed_offset"),
@@ -63,6 +71,9 @@ PRIVATES: list[tuple[Any, str]] = [
     (driver.Consumer, "_commit"),
     (driver.Producer, "_producer"),
     (driver.AIOKafkaConsumerThread, "_create_worker_consumer"),
+    (driver.AIOKafkaConsumerThread, "tp_last_committed_at"),
+    (driver.AIOKafkaConsumerThread, "verify_event_path"),
+    (faust.Monitor, "stream_inbound_time"),
     (aiokafka.AIOKafkaConsumer, "_isolation_level"),
     (aiokafka.AIOKafkaConsumer, "_fetch_max_wait_ms"),
     (aiokafka.AIOKafkaConsumer, "_fetch_min_bytes"),
@@ -268,6 +279,42 @@ class _TableEvent:
         self.message = self
         self.topic, self.partition, self.offset = topic, partition, -1
         self.timestamp: float | None = None
+
+
+def scoring_progress(
+    app: faust.App, topic: str, partitions: Any, *, committed: bool, now: float | None = None
+) -> None:
+    """Tell Faust's stall detector that the scoring path moved in ``topic``'s ``partitions``:
+    records went into their transactions (``committed=False``, what Faust calls a stream's
+    inbound event) or a transaction committed their offsets (``committed=True``). Its check
+    (``AIOKafkaConsumerThread.verify_event_path``) then reports a partition whose fetched
+    records are not decided, or not committed, within its window, as it does for its own
+    streams, and says nothing about a scoring path that works."""
+    consumer: Any = app._consumer
+    if consumer is None:
+        return
+    at = time.monotonic() if now is None else now
+    tps = [TP(topic, p) for p in partitions]
+    if committed:
+        consumer._thread.tp_last_committed_at.update(dict.fromkeys(tps, at))
+    else:
+        app.monitor.stream_inbound_time.update(dict.fromkeys(tps, at))
+
+
+async def commit_offsets(app: faust.App, topic: str, positions: Mapping[int, int]) -> None:
+    """Commit ``topic``'s offsets (partition -> next offset) as the consumer group's member,
+    under its generation: raises ``Fenced`` when the group gave a partition away meanwhile.
+    Faust's own commits leave the scoring topic out (``Consumer._commit`` above)."""
+    consumer: Any = app.consumer
+    offsets = {TP(topic, p): o for p, o in positions.items()}
+    assigned = consumer.assignment()
+    gone = sorted(tp.partition for tp in offsets if tp not in assigned)
+    if gone or not await consumer._thread.commit(offsets):
+        raise Fenced(
+            f"the consumer group gave partitions {gone or sorted(positions)} of {topic!r} to "
+            "another worker before their offsets were committed: their records are decided "
+            "again there"
+        )
 
 
 def read_position(consumer: Any, tp: Any) -> int | None:

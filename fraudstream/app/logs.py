@@ -53,6 +53,61 @@ class ScrubFilter(logging.Filter):
         return True
 
 
+#: (logger, how its message template starts) -> (the level it is logged at, and at most once
+#: per this many seconds; 0: every time). What a worker under a backlog says all the time and
+#: an operator cannot act on: an overlapping timer (a commit round longer than its interval),
+#: Faust's producer buffer filling (back-pressure doing its job), timer drift.
+CHATTER: dict[tuple[str, str], tuple[int, float]] = {
+    ("mode.timers", "Timer %s is overlapping"): (logging.INFO, 60.0),
+    ("mode.timers", "Timer %s woke up too late"): (logging.DEBUG, 0.0),
+    ("mode.timers", "Timer %s woke up too early"): (logging.DEBUG, 0.0),
+    ("faust.transport.producer", "producer buffer full"): (logging.INFO, 60.0),
+    ("faust.transport.producer", "producer flush took"): (logging.DEBUG, 0.0),
+}
+
+
+class Calm(logging.Filter):
+    """Logs ``CHATTER`` at its level, at most once per its interval (the line then says how
+    many like it were left out); WARNING stays for what an operator must act on."""
+
+    def __init__(
+        self,
+        level: int,
+        rules: dict[tuple[str, str], tuple[int, float]] = CHATTER,
+        clock: Any = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self.level = level
+        self.rules = rules
+        self.clock = clock
+        self._last: dict[tuple[str, str], float] = {}
+        self._left_out: dict[tuple[str, str], int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        template = str(record.msg)
+        key = next(
+            (k for k in self.rules if record.name == k[0] and template.startswith(k[1])), None
+        )
+        if key is None:
+            return True
+        level, every = self.rules[key]
+        if level < self.level:
+            return False
+        record.levelno, record.levelname = level, logging.getLevelName(level)
+        if every <= 0:
+            return True
+        now = self.clock()
+        last = self._last.get(key)
+        if last is not None and now - last < every:
+            self._left_out[key] = self._left_out.get(key, 0) + 1
+            return False
+        self._last[key] = now
+        left_out = self._left_out.pop(key, 0)
+        if left_out:
+            record.msg = f"{template} ({left_out} more like this in the last {every:.0f}s)"
+        return True
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         body: dict[str, Any] = {
@@ -182,6 +237,7 @@ def setup_logging(
         setattr(sys, _PUMP_ATTR, pump)
     stream = pump.original_stream() if pump is not None else sys.stderr
     handler = _Handler(stream)
+    handler.addFilter(Calm(logging.getLevelName(level.upper())))
     handler.addFilter(ScrubFilter(secrets))
     if as_json:
         handler.setFormatter(JsonFormatter())

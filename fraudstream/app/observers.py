@@ -5,15 +5,27 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
-from fraudstream.app import metrics
+from fraudstream.app import faust_boundary, metrics
 
 log = logging.getLogger("fraudstream.wiring")
 mover_log = logging.getLogger("fraudstream.mover")
 
 
 class MetricsObserver:
-    """The coordinator's work as metrics and log lines (``ports.Observer``)."""
+    """The coordinator's work as metrics, log lines and progress for Faust's stall detector
+    (``ports.Observer``); ``app`` None: no progress to report (the aggregator's)."""
+
+    def __init__(self, app: Any = None, topic: str = "") -> None:
+        self.app, self.topic = app, topic
+
+    def _progress(self, partitions: Sequence[int], *, committed: bool) -> None:
+        if self.app is not None:
+            faust_boundary.scoring_progress(self.app, self.topic, partitions, committed=committed)
+
+    def decided(self, partitions: Sequence[int], events: int) -> None:
+        self._progress(partitions, committed=False)
 
     def opened(self, partition: int, restored: int, seconds: float) -> None:
         log.info(
@@ -29,6 +41,7 @@ class MetricsObserver:
     def committed(self, partitions: Sequence[int], events: int, seconds: float) -> None:
         metrics.TXN_COMMIT_SECONDS.observe(seconds)
         metrics.TXN_COMMITS.inc(len(partitions))
+        self._progress(partitions, committed=True)
         log.debug("partitions %s committed: %d events", list(partitions), events)
 
     def aborted(self, partitions: Sequence[int]) -> None:
@@ -52,6 +65,9 @@ class MetricsObserver:
 
 class MoverObserver:
     """The mover's coordinator's work as log lines and the shared transaction metrics."""
+
+    def decided(self, partitions: Sequence[int], events: int) -> None:
+        pass
 
     def opened(self, partition: int, restored: int, seconds: float) -> None:
         mover_log.info(

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -33,6 +33,7 @@ from fraudstream.app.feeds import as_record, decide_batches
 from fraudstream.app.join import Join, TopicPartition
 from fraudstream.app.observers import MetricsObserver
 from fraudstream.app.outputs import Output
+from fraudstream.app.progress import ProgressLog
 from fraudstream.app.reader import AssignedReader
 from fraudstream.app.scoring import ScoringHandler
 from fraudstream.app.serving import ServingManager
@@ -189,6 +190,8 @@ def assemble(
     _on_assignment(app, refresh_producer_metadata)
     app.timer(interval=0.25)(_async(supervisor.tick))
     app.timer(interval=1.0)(_lag_meter(app, s, coordinator))
+    progress = ProgressLog(s.topic_transactions, time.monotonic)
+    app.timer(interval=s.progress_interval_s)(_async(progress.tick))
 
     def ready_partitions() -> bool:
         assignment = app.consumer.assignment() if app.consumer else set()
@@ -224,9 +227,7 @@ def _install_scoring(
 ) -> Coordinator[Verdict]:
     app = fa.app
     if writers is None:
-        from fraudstream.kafka.txn import TransactionalWriters
-
-        writers = TransactionalWriters(s, card_changelog_topic(s))
+        writers = _writers(app, s)
 
     def partitions() -> int:
         n: int | None = app.consumer.topic_partitions(s.topic_transactions)
@@ -239,7 +240,7 @@ def _install_scoring(
         handler=handler,
         writers=writers,
         source=KafkaSource(app, s.topic_transactions, s),
-        observer=MetricsObserver(),
+        observer=MetricsObserver(app, s.topic_transactions),
         spawn=supervisor.spawn,
         fence=supervisor.check,
         clock=Clock(),
@@ -287,6 +288,20 @@ def _install_scoring(
     _on_assignment(app, on_assigned)
     install_scoring_watermarks(fa, s, supervisor, coordinator, handler, follower)
     return coordinator
+
+
+def _writers(app: Any, s: Settings) -> Writers:
+    """The scoring path's writers for the configured processing guarantee."""
+    if s.processing_guarantee == "at_least_once":
+        from fraudstream.kafka.alo import AtLeastOnceWriters
+
+        async def commit_offsets(positions: Mapping[int, int]) -> None:
+            await faust_boundary.commit_offsets(app, s.topic_transactions, positions)
+
+        return AtLeastOnceWriters(s, card_changelog_topic(s), commit_offsets)
+    from fraudstream.kafka.txn import TransactionalWriters
+
+    return TransactionalWriters(s, card_changelog_topic(s))
 
 
 def _install_join(

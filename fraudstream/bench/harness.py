@@ -91,7 +91,7 @@ DESCRIPTIONS = {
 class BenchConfig:
     n: int = 200_000
     partitions: int = 4
-    rates: tuple[float, ...] = (1000.0, 5000.0)
+    rates: tuple[float, ...] = (1000.0, 2000.0, 5000.0)
     half_max_rate: bool = True  # also offer half the measured single-worker maximum
     rate_seconds: float = 30.0
     # Offered first at the first rate and reported apart: the bench's broker is a fresh JVM
@@ -116,12 +116,14 @@ class BenchConfig:
     api_seconds: float = 10.0
     api_warmup_s: float = 2.0  # one discarded run before the first concurrency
     api_tool: str = "auto"  # "auto" (wrk if on PATH, else aiohttp), "wrk" or "aiohttp"
+    # The worker's processing guarantee in every worker row (FRAUD_PROCESSING_GUARANTEE).
+    guarantee: str = "exactly_once"
 
     @staticmethod
     def quick_config(**kw: Any) -> BenchConfig:
         base: dict[str, Any] = {
             "n": 20_000,
-            "rates": (1000.0,),
+            "rates": (1000.0, 2000.0),
             "half_max_rate": False,
             "rate_seconds": 10.0,
             "warmup_seconds": 15.0,
@@ -445,6 +447,7 @@ class Bench:
             # for); the join (idle here: no labels) only reports the feedback watermark. The
             # hand-written ceiling reads no entity state: the ratio shows what the topology costs.
             "roles": "score,join,aggregate",
+            "processing_guarantee": self.cfg.guarantee,
             **topics,
         }
         # Worker tuning under test, passed through from the bench's own environment.
@@ -981,7 +984,9 @@ class Bench:
                 if cfg.bootstrap:
                     with contextlib.suppress(Exception):
                         self.cleanup_topics()
-        result["ratios"] = ratios(result["throughput"], os.cpu_count() or 1, result["latency"])
+        result["ratios"] = ratios(
+            result["throughput"], os.cpu_count() or 1, result["latency"], result.get("api")
+        )
         result["skipped"] = self.skipped
         result["contenders"] = {r["key"]: DESCRIPTIONS[r["key"]] for r in result["throughput"]}
         result["notes"] = self.notes + default_notes(cfg)
@@ -996,11 +1001,17 @@ class Bench:
 
 
 def ratios(
-    rows: list[dict[str, Any]], cores: int, latency: list[dict[str, Any]] | None = None
+    rows: list[dict[str, Any]],
+    cores: int,
+    latency: list[dict[str, Any]] | None = None,
+    api: list[dict[str, Any]] | None = None,
 ) -> dict[str, float | None]:
     """The worker against each ceiling and the baseline; two processes against one, for the
-    worker and for the hand-written ceiling; the worker's p99 latency against the hand-written
-    ceiling's at each offered rate both ran (``p99_vs_handwritten@<rate>``)."""
+    worker and for the hand-written ceiling; the worker's p99 latency, appended and seen by a
+    read_committed reader, against the hand-written ceiling's at each offered rate both ran
+    (``p99_vs_handwritten@<rate>``, ``seen_p99_vs_handwritten@<rate>``, and the seen p99 over
+    issue 19's exactly-once allowance, 100 ms + 2 × the ceiling's); the API's CPU per request
+    against the stream's CPU per transaction (``api_cpu_vs_stream_cpu@c<n>``)."""
     by = {r["key"]: r["tx_per_s"] for r in rows if r.get("tx_per_s")}
     w1 = by.get("worker-1")
     # About what the machine allows two workers: all its cores spent on workers and the broker
@@ -1032,13 +1043,30 @@ def ratios(
             p99.setdefault(r.get("contender", "worker"), {}).setdefault(
                 r["offered_rate"], r["p99_ms"]
             )
+    seen: dict[str, dict[float, float]] = {}
+    for r in latency or []:
+        if not r.get("warmup") and r.get("decided") and r.get("seen_p99_ms"):
+            seen.setdefault(r.get("contender", "worker"), {}).setdefault(
+                r["offered_rate"], r["seen_p99_ms"]
+            )
     for rate, ceiling in p99.get("handwritten", {}).items():
         out[f"p99_vs_handwritten@{rate:g}"] = ratio(p99.get("worker", {}).get(rate), ceiling)
+    for rate, ceiling in seen.get("handwritten", {}).items():
+        mine = seen.get("worker", {}).get(rate)
+        out[f"seen_p99_vs_handwritten@{rate:g}"] = ratio(mine, ceiling)
+        out[f"seen_p99_vs_100ms_plus_2x_handwritten@{rate:g}"] = ratio(mine, 100 + 2 * ceiling)
+    stream = one.get("cpu_us_per_tx") if one else None
+    for a in api or []:
+        if a.get("cpu_us_per_request"):
+            key = f"api_cpu_vs_stream_cpu@c{a['concurrency']}"
+            out[key] = ratio(a["cpu_us_per_request"], stream)
     return out
 
 
 def default_notes(cfg: BenchConfig) -> list[str]:
     notes = [
+        f"Worker rows (throughput, latency, API) run with FRAUD_PROCESSING_GUARANTEE="
+        f"{cfg.guarantee} (--guarantee).",
         "Every process shares this machine's cores with the broker and the bench itself.",
         "Throughput clock: from the contender's ready signal (worker: /readyz 200) or its first "
         "output if earlier, to its last decision's broker append time (LogAppendTime).",

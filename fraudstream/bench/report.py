@@ -155,6 +155,15 @@ def _ratio_label(key: str) -> str:
     name, _, rate = key.partition("@")
     if name == "p99_vs_handwritten":
         return f"worker p99 / hand-written ceiling p99, {float(rate):,.0f}/s offered"
+    if name == "seen_p99_vs_handwritten":
+        return f"worker seen p99 / hand-written ceiling seen p99, {float(rate):,.0f}/s offered"
+    if name == "seen_p99_vs_100ms_plus_2x_handwritten":
+        return (
+            f"worker seen p99 / (100 ms + 2 × ceiling seen p99), {float(rate):,.0f}/s offered "
+            "(issue 19 exactly-once target: ≤ 1)"
+        )
+    if name == "api_cpu_vs_stream_cpu":
+        return f"API CPU per request / worker CPU per transaction, concurrency {rate[1:]}"
     return RATIO_LABELS.get(key, key)
 
 

@@ -186,16 +186,24 @@ class Coordinator(Generic[R]):
                 if running is None:
                     st.accept(record)
                     self._decide([record])
+                    acked = self.writers.delivered()
                     done = st.next_commit()
                     break
             await asyncio.wait({running})
-        # Requests that waited for the same commit decide before the next one starts, and
-        # share it.
-        await asyncio.sleep(0)
-        async with self.lock:
-            if st.committing is None and self.partitions.get(p) is st and not done.done():
-                self._start_commit(self._group(st))
-        await done
+        if acked is not None:
+            # At least once: answered once the broker has the decision; the offset-less record
+            # rides the next regular commit (its card record with it).
+            await acked
+        else:
+            # Exactly once: answered once a commit has it. Requests share commits: the ones
+            # that arrive while one runs wait for it, then share the next, started at once.
+            # (Waiting for the regular interval instead cost half the throughput at 16
+            # clients: each waits half an interval on average, and 16 / latency is the rate.)
+            await asyncio.sleep(0)
+            async with self.lock:
+                if st.committing is None and self.partitions.get(p) is st and not done.done():
+                    self._start_commit(self._group(st))
+            await done
         result: R = st.answers.pop(id(record))
         return result
 
@@ -305,6 +313,7 @@ class Coordinator(Generic[R]):
         for rec, result in zip(records, handled.results, strict=True):
             if not rec.from_log:
                 self.partitions[rec.partition].answers[id(rec)] = result
+        self.observer.decided(list(dict.fromkeys(r.partition for r in records)), len(records))
 
     def _write(self, sends: Sequence[ports.Send]) -> None:
         for send in sends:
@@ -430,7 +439,9 @@ class Coordinator(Generic[R]):
             now = self.clock.monotonic()
             for st in group:
                 self.handler.committed(st.number)
-                st.committed(now)
+                # The next one is due an interval after this one started: a record waits at
+                # most one interval for its commit to start, however long commits take.
+                st.committed(t0)
             self.observer.committed(numbers, events, now - t0)
             return
         raise errors.TransactionLost(

@@ -114,11 +114,13 @@ class PartitionState:
         """The input position to commit with the open transaction (None: it has not moved)."""
         return None if self.next_offset == self.committed_offset else self.next_offset
 
-    def committed(self, now: float) -> None:
+    def committed(self, began: float) -> None:
+        """The open transaction committed; the next one counts as begun at ``began`` (when
+        this commit started: commits are due every interval however long they take)."""
         self.committed_offset = self.next_offset
         self.inflight = []
         self.dirty = False
-        self.began = now
+        self.began = began
         if self._next_commit is not None and not self._next_commit.done():
             self._next_commit.set_result(None)
         self._next_commit = None

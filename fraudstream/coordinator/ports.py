@@ -3,7 +3,8 @@ how to move in them (``Source``), where its outputs and state go (``Writers``), 
 record (``PartitionHandler``), who hears about its work (``Observer``), and the clock.
 
 Production implementations: ``fraudstream.app.wiring`` (Source over Faust's consumer),
-``fraudstream.kafka.txn.TransactionalWriters`` (one Kafka transaction per input partition),
+``fraudstream.kafka.txn.TransactionalWriters`` (one Kafka transaction per input partition) or
+``fraudstream.kafka.alo.AtLeastOnceWriters`` (no transactions),
 ``fraudstream.app.scoring.ScoringHandler`` (the fraud decision), ``fraudstream.app.wiring``
 (Observer as Prometheus metrics). Tests implement them in a few lines each.
 """
@@ -11,7 +12,7 @@ Production implementations: ``fraudstream.app.wiring`` (Source over Faust's cons
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
@@ -96,6 +97,12 @@ class Writers(Protocol):
         """Write one state record into ``partition``'s changelog, in its open transaction."""
         ...
 
+    def delivered(self) -> Awaitable[None] | None:
+        """Done once everything sent so far is acknowledged by the broker for good (at least
+        once: an API request is answered then); None where only a commit makes what was sent
+        visible (transactions: a request is answered once its transaction commits)."""
+        ...
+
     async def commit(self, positions: Mapping[int, int | None]) -> None:
         """Commit these partitions' transactions with these input positions (the next offset to
         read; None: leave the position). Raises ``TransactionAborted`` (everything in them is
@@ -152,6 +159,11 @@ class Observer(Protocol):
     def opened(self, partition: int, restored: int, seconds: float) -> None: ...
 
     def let_go(self, partition: int) -> None: ...
+
+    def decided(self, partitions: Sequence[int], events: int) -> None:
+        """``events`` records of ``partitions`` went into their open transactions: the scoring
+        path's real progress (Faust's stall detector watches it)."""
+        ...
 
     def committed(self, partitions: Sequence[int], events: int, seconds: float) -> None: ...
 

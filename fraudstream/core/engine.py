@@ -7,12 +7,18 @@ Per card the worker keeps one record: the feature state (``core.features``) and 
 card's transactions seen within the dedup window. A transaction delivered again (an upstream
 retry, or a replay after a crash once its decision was written) is recognised there and gets no
 second decision. Cards partition the transactions topic, so the record sits next to its events.
+
+For transactions decided through the synchronous API the record also keeps, for the same
+window, the decision and a digest of the transaction: a client that repeats a request (a
+timeout, a retry) gets the original decision back, and one that reuses an id for another
+transaction is told so (``Duplicate.original`` / ``same_body``).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import orjson
@@ -28,6 +34,8 @@ from fraudstream.core.messages import (
     Transaction,
     Variant,
     decode_transaction,
+    encode_decision,
+    encode_transaction,
 )
 from fraudstream.core.policy import NO_POLICY, Policy, Thresholds, decide_under, top_reasons
 from fraudstream.core.reasons import explain_all
@@ -72,10 +80,18 @@ class Serving:
 class CardRecord:
     state: features.CardState | None = None
     seen: dict[str, float] = field(default_factory=dict)  # transaction_id -> event ts
+    # API-decided transaction_id -> [digest of the transaction, its decision as JSON text]
+    replies: dict[str, list[str]] = field(default_factory=dict)
 
 
 def record_to_bytes(rec: CardRecord) -> bytes:
-    return orjson.dumps({"f": None if rec.state is None else rec.state.to_obj(), "s": rec.seen})
+    obj: dict[str, object] = {
+        "f": None if rec.state is None else rec.state.to_obj(),
+        "s": rec.seen,
+    }
+    if rec.replies:
+        obj["r"] = rec.replies
+    return orjson.dumps(obj)
 
 
 def record_from_bytes(raw: bytes | None) -> CardRecord:
@@ -86,7 +102,13 @@ def record_from_bytes(raw: bytes | None) -> CardRecord:
     return CardRecord(
         state=None if state is None else features.CardState.from_obj(state),
         seen=dict(obj.get("s") or {}),
+        replies=dict(obj.get("r") or {}),
     )
+
+
+def digest(tx: Transaction) -> str:
+    """What identifies a transaction's content, whatever the JSON's spelling."""
+    return hashlib.sha256(encode_transaction(tx)).hexdigest()[:32]
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +127,10 @@ class Rejected:
 @dataclass(frozen=True, slots=True)
 class Duplicate:
     tx: Transaction
+    #: For a repeated API request: the original decision (JSON) when the API decided the
+    #: original, and whether this request carries the same transaction.
+    original: bytes | None = None
+    same_body: bool = False
 
 
 Result = Scored | Rejected | Duplicate
@@ -117,6 +143,8 @@ def _remember(rec: CardRecord, tx: Transaction, window_s: float) -> None:
         if len(kept) >= MAX_SEEN_PER_CARD:
             kept = dict(sorted(kept.items(), key=lambda kv: kv[1])[-(MAX_SEEN_PER_CARD - 1) :])
         rec.seen = kept
+        if rec.replies:
+            rec.replies = {k: v for k, v in rec.replies.items() if k in kept}
     rec.seen[tx.transaction_id] = tx.ts
 
 
@@ -272,6 +300,7 @@ def step(
             else:
                 cards.update(single)
     verdicts.update(results)
+    _replies(todo, verdicts, cards)
     changed = {slot: rec for slot, rec in cards.items() if _changed(rec, lookup(*slot))}
     return Step([(rec, verdicts[i]) for i, rec in enumerate(records)], changed, retried)
 
@@ -311,15 +340,40 @@ def _decide(
     return out
 
 
+def _replies(
+    todo: Sequence[tuple[int, Record, Transaction]],
+    verdicts: dict[int, Verdict],
+    cards: dict[tuple[int, str], CardRecord],
+) -> None:
+    """API requests (records not from the log): keep a decision to answer a repeat with, and
+    give a repeat the original (in order: a repeat in the same batch finds the first)."""
+    for i, rec, tx in todo:
+        if rec.from_log:
+            continue
+        card = cards[(rec.partition, tx.card_id)]
+        verdict = verdicts[i]
+        if isinstance(verdict, Scored):
+            card.replies[tx.transaction_id] = [
+                digest(tx),
+                encode_decision(verdict.decision).decode(),
+            ]
+        elif isinstance(verdict, Duplicate):
+            kept = card.replies.get(tx.transaction_id)
+            if kept is not None:
+                verdicts[i] = replace(
+                    verdict, original=kept[1].encode(), same_body=kept[0] == digest(tx)
+                )
+
+
 def _changed(rec: CardRecord, before: CardRecord | None) -> bool:
     if before is None:
         return rec.state is not None or bool(rec.seen)
-    return rec.state is not before.state or rec.seen != before.seen
+    return rec.state is not before.state or rec.seen != before.seen or rec.replies != before.replies
 
 
 def _copy(rec: CardRecord) -> CardRecord:
-    # The feature state is replaced, never mutated, by features.step; the seen map is mutated.
-    return CardRecord(rec.state, dict(rec.seen))
+    # The feature state is replaced, never mutated, by features.step; the maps are mutated.
+    return CardRecord(rec.state, dict(rec.seen), dict(rec.replies))
 
 
 def _score(

@@ -218,6 +218,38 @@ def restore_partition(
         consumer.close()
 
 
+def committed_offset(
+    settings: Settings, topic: str, partition: int, group_id: str | None = None
+) -> int | None:
+    group = group_id or settings.app_id
+    got = group_committed_offsets(settings, group, [(topic, partition)])
+    return got.get((topic, partition))
+
+
+def read_partition(
+    settings: Settings,
+    changelog_topic: str | None,
+    input_topic: str,
+    partition: int,
+    group_id: str | None = None,
+) -> tuple[Restored, int | None]:
+    """A partition's committed state records (none without a changelog) and where to start
+    reading it: the group's committed offset, or the log's start without one; and the
+    committed offset itself."""
+    state = (
+        [] if changelog_topic is None else restore_partition(settings, changelog_topic, partition)
+    )
+    committed = committed_offset(settings, input_topic, partition, group_id)
+    # Never committed: the group reads it from its start (auto.offset.reset=earliest). Saying
+    # so lets the coordinator see a hole before the first record delivered: records fetched
+    # while Faust's flow was stopped are dropped, and only partitions with a committed offset
+    # are sought back to it.
+    start = (
+        committed if committed is not None else log_start_offset(settings, input_topic, partition)
+    )
+    return Restored(state, start), committed
+
+
 class TransactionalWriters:
     """The worker's transactional producers, one per owned input partition, driven from
     asyncio: blocking librdkafka calls run on a small thread pool. The coordinator's
@@ -320,25 +352,19 @@ class TransactionalWriters:
         writer = self._new_writer(partition)
         await self._run(writer.begin)
         self._writers[partition] = writer
-        state: list[tuple[bytes, bytes | None]] = (
-            []
-            if self.changelog_topic is None
-            else await self._run(restore_partition, self.s, self.changelog_topic, partition)
+        restored, committed = await self._run(
+            read_partition,
+            self.s,
+            self.changelog_topic,
+            self.input_topic,
+            partition,
+            self.group_id,
         )
-        committed: int | None = await self._run(self._committed_offset, partition)
         self._positions[partition] = committed
-        if committed is None:
-            # Never committed: the group reads it from its start (auto.offset.reset=earliest).
-            # Saying so lets the coordinator see a hole before the first record delivered:
-            # records fetched while Faust's flow was stopped are dropped, and only partitions
-            # with a committed offset are sought back to it.
-            committed = await self._run(log_start_offset, self.s, self.input_topic, partition)
-        return Restored(state, committed)
+        return restored
 
     def _committed_offset(self, partition: int) -> int | None:
-        topic = self.input_topic
-        got = group_committed_offsets(self.s, self.group_id, [(topic, partition)])
-        return got.get((topic, partition))
+        return committed_offset(self.s, self.input_topic, partition, self.group_id)
 
     def send(
         self,
@@ -350,6 +376,9 @@ class TransactionalWriters:
         to_partition: int | None = None,
     ) -> None:
         self._writers[partition].send(topic, key, value, headers, to_partition)
+
+    def delivered(self) -> None:
+        return None  # what was sent is visible once its transaction commits
 
     def keep(self, partition: int, key: bytes, value: bytes | None) -> None:
         # The state of input partition p lives in partition p of its changelog.

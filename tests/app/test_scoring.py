@@ -420,12 +420,52 @@ def test_a_request_is_decided_like_a_record_and_a_repeat_is_a_duplicate(
     settings: Settings, serving: ServingManager
 ) -> None:
     async def body(r: Rig) -> None:
+        await r.c.on_assigned({1})
+        await r.tasks.settle()
+        r.clock.now += 100.0  # its transaction is due: the request waits for no interval
         raw = tx_bytes("tx-api", "card-api")
         got = await r.c.request(record(1, NO_OFFSET, raw, b"card-api"))
         assert isinstance(got, engine.Scored)
         assert [s.key for s in r.writers.seen(r.s.topic_decisions)] == [b"tx-api"]
+        r.clock.now += 100.0
         again = await r.c.request(record(1, NO_OFFSET, raw, b"card-api"))
         assert isinstance(again, engine.Duplicate)
         assert r.writers.offsets == {}
+
+    run(settings, serving, body)
+
+
+def test_a_repeat_while_the_original_is_uncommitted_waits_and_gets_the_original_decision(
+    settings: Settings, serving: ServingManager
+) -> None:
+    """Issue 21 item 5: a client retrying (a timeout) never decides twice and gets the decision
+    that was written; the id reused for another transaction is told apart."""
+
+    async def body(r: Rig) -> None:
+        await r.c.on_assigned({1})
+        await r.tasks.settle()
+        r.writers.gate = asyncio.Event()  # commits wait: the original stays uncommitted
+        r.clock.now += 100.0  # due: the first request's commit starts at once
+        raw = tx_bytes("tx-retry", "card-retry")
+        first = asyncio.ensure_future(r.c.request(record(1, NO_OFFSET, raw, b"card-retry")))
+        await asyncio.wait_for(r.writers.waiting.wait(), 5)
+        repeat = asyncio.ensure_future(r.c.request(record(1, NO_OFFSET, raw, b"card-retry")))
+        await asyncio.sleep(0.05)
+        assert not first.done()
+        assert not repeat.done()  # waits for the original's commit
+        r.clock.now += 100.0  # and its own commit is due once that one is done
+        r.writers.gate.set()
+        original, again = await asyncio.gather(first, repeat)
+        assert isinstance(original, engine.Scored)
+        assert isinstance(again, engine.Duplicate)
+        assert again.same_body
+        [written] = r.writers.seen(r.s.topic_decisions)
+        assert again.original == written.value  # the decision written, byte for byte
+        other = tx_bytes("tx-retry", "card-retry", amount=1234.5)
+        r.clock.now += 100.0
+        reused = await r.c.request(record(1, NO_OFFSET, other, b"card-retry"))
+        assert isinstance(reused, engine.Duplicate)
+        assert not reused.same_body
+        assert len(r.writers.seen(r.s.topic_decisions)) == 1
 
     run(settings, serving, body)

@@ -348,6 +348,26 @@ def test_requests_are_answered_once_committed_and_share_commits() -> None:
     run(body)
 
 
+def test_at_least_once_a_request_is_answered_once_acknowledged_and_commits_later() -> None:
+    async def body() -> None:
+        writers = FakeWriters()
+        writers.acks = asyncio.Event()
+        c, _, _, _, _, tasks = make_coordinator(Counting(), writers=writers, interval_s=60)
+        await c.on_assigned({0})
+        await tasks.settle()
+        ask = asyncio.ensure_future(c.request(record(0, NO_OFFSET, b"r", b"k")))
+        await asyncio.sleep(0.05)
+        assert not ask.done()  # the broker has not acknowledged it yet
+        writers.acks.set()
+        assert await asyncio.wait_for(ask, 5) == "b'r'#1"
+        assert writers.commits == []  # no commit of its own: the next regular one has it
+        await c.commit_all()
+        assert writers.commits == [{0: None}]
+        tasks.check()
+
+    run(body)
+
+
 def test_a_request_whose_partition_moves_before_its_commit_fails_to_be_retried() -> None:
     async def body() -> None:
         writers = FakeWriters()

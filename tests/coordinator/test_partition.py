@@ -40,7 +40,7 @@ def test_a_commit_answers_waiting_requests_and_a_revocation_fails_them() -> None
     async def body() -> None:
         st = PartitionState(0, committed=5, now=0.0)
         done = st.next_commit()
-        st.committed(now=1.0)
+        st.committed(began=1.0)
         await done
         assert (st.inflight, st.dirty, st.began) == ([], False, 1.0)
         moved = st.next_commit()

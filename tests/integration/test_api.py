@@ -16,7 +16,7 @@ import numpy as np
 import orjson
 import pytest
 
-from fraudstream.app.api import DECIDED_BY, PARTITION, card_partition
+from fraudstream.app.api import DECIDED_BY, PARTITION, REPLAY, card_partition
 from fraudstream.core.messages import decode_transaction
 from fraudstream.core.registry import load
 from fraudstream.core.replay import replay
@@ -206,7 +206,7 @@ def test_a_request_for_a_card_of_the_other_worker_is_forwarded_and_answered_the_
     )
 
 
-def test_a_transaction_scored_by_the_api_gets_no_second_decision_from_the_stream(
+def test_an_api_transaction_gets_no_second_decision_and_a_repeat_gets_the_original(
     cluster: tuple[Settings, list[Worker], dict[int, Worker]],
 ) -> None:
     s, workers, _ = cluster
@@ -222,15 +222,25 @@ def test_a_transaction_scored_by_the_api_gets_no_second_decision_from_the_stream
     assert p.flush(30) == 0
     assert len(_decisions_of(s, marker["transaction_id"], start + 2)) == 1
     assert _decisions_of(s, c["transaction_id"], start + 2) == [first]
-    # The API refuses it too, from either worker, and says where the decision is.
+    # Issue 21 item 5: a repeat through the API, on either worker, is the original decision
+    # (a client's retry never decides twice); the id with another body is a conflict; an id
+    # the stream decided is refused and says where its decision is.
     for w in workers:
-        status, _, body = Client(w.port).score(orjson.dumps(c))
+        status, headers, body = Client(w.port).score(orjson.dumps(c))
+        assert status == 200, body
+        assert headers.get(REPLAY) == "true"
+        assert body == first
+        status, _, body = Client(w.port).score(orjson.dumps({**c, "amount": 4242.0}))
+        assert status == 409, body
+        assert body["error"] == "transaction_id_reused"
+        status, _, body = Client(w.port).score(orjson.dumps(marker))
         assert status == 409, body
         assert body["error"] == "already_decided"
         assert body["topic"] == s.topic_decisions
-        assert body["key"] == c["transaction_id"]
+        assert body["key"] == marker["transaction_id"]
     time.sleep(1.0)
     assert len(_decisions_of(s, c["transaction_id"], start + 2)) == 1
+    assert len(_decisions_of(s, marker["transaction_id"], start + 2)) == 1
 
 
 def _raw_post_headers(port: int, length: int) -> socket.socket:

@@ -38,6 +38,8 @@ def test_bench_tiny_load_has_the_full_table(kafka_bootstrap: str, tmp_path: Path
             "--quick",
             "-n",
             "2000",
+            "--rates",
+            "1000",
             "--partitions",
             "2",
             "--rate-seconds",
@@ -143,7 +145,9 @@ def test_bench_tiny_load_has_the_full_table(kafka_bootstrap: str, tmp_path: Path
         "two_handwritten_vs_one",
         "two_workers_cpu_bound",
         "p99_vs_handwritten@1000",
-    }
+        "seen_p99_vs_handwritten@1000",
+        "seen_p99_vs_100ms_plus_2x_handwritten@1000",
+    } | ({"api_cpu_vs_stream_cpu@c4"} if HAVE_PSUTIL else set())
     for name, value in ratios.items():
         if (name == "worker_vs_peer" and not HAVE_QUIX) or (
             name == "two_workers_cpu_bound" and not HAVE_PSUTIL

@@ -11,9 +11,9 @@ import orjson
 import pytest
 
 from fraudstream.core import engine
-from fraudstream.core.messages import Routing
+from fraudstream.core.messages import Routing, encode_decision
 from fraudstream.core.policy import ModelPolicy, Policy, Segment, SegmentThresholds, Thresholds
-from fraudstream.core.records import Record
+from fraudstream.core.records import NO_OFFSET, Record
 from fraudstream.core.registry import load
 from fraudstream.core.rules import ListRule, RuleSet, VelocityRule, card_digest
 from fraudstream.errors import ModelError
@@ -263,3 +263,56 @@ def test_a_velocity_rule_reads_the_cards_state_in_the_same_step() -> None:
     )
     kinds = [v.decision.decision for _, v in done.verdicts if isinstance(v, engine.Scored)]
     assert kinds == ["approve", "approve", "decline", "decline"]
+
+
+def request(p: int, value: bytes, key: bytes) -> Record:
+    """A record of the synchronous API: not from the log."""
+    return Record("transactions", p, NO_OFFSET, key, value, None)
+
+
+def test_an_api_request_repeated_gets_its_original_decision_and_another_body_is_told() -> None:
+    first = step([request(0, tx("t1", "c1"), b"c1")])
+    [(_, scored)] = first.verdicts
+    assert isinstance(scored, engine.Scored)
+    card = first.cards[(0, "c1")]
+    assert list(card.replies) == ["t1"]
+    known = {(0, "c1"): card}
+    # The same transaction, spelled differently (key order), and the id with another amount.
+    same = orjson.dumps(dict(reversed(list(orjson.loads(tx("t1", "c1")).items()))))
+    other = orjson.dumps({**orjson.loads(tx("t1", "c1")), "amount": 99.0})
+    again = step([request(0, same, b"c1"), request(0, other, b"c1")], known)
+    [(_, repeat), (_, reused)] = again.verdicts
+    assert isinstance(repeat, engine.Duplicate)
+    assert repeat.same_body
+    assert repeat.original == encode_decision(scored.decision)
+    assert isinstance(reused, engine.Duplicate)
+    assert not reused.same_body
+    assert again.cards == {}  # a repeat changes no card record
+    # The stream's records keep no decision: a repeat of one is a plain duplicate.
+    stream = step([rec(0, 0, tx("t2", "c2"), b"c2")])
+    assert stream.cards[(0, "c2")].replies == {}
+    [(_, dup)] = step([request(0, tx("t2", "c2"), b"c2")], dict(stream.cards)).verdicts
+    assert isinstance(dup, engine.Duplicate)
+    assert dup.original is None
+
+
+def test_a_repeat_in_the_same_batch_finds_the_first_and_replies_survive_the_changelog() -> None:
+    got = step([request(0, tx("t1", "c1"), b"c1"), request(0, tx("t1", "c1"), b"c1")])
+    [(_, first), (_, repeat)] = got.verdicts
+    assert isinstance(first, engine.Scored)
+    assert isinstance(repeat, engine.Duplicate)
+    assert repeat.original == encode_decision(first.decision)
+    card = got.cards[(0, "c1")]
+    back = engine.record_from_bytes(engine.record_to_bytes(card))
+    assert back.replies == card.replies
+    # Old records (no replies) still read; records without replies are written as before.
+    assert engine.record_from_bytes(orjson.dumps({"f": None, "s": {"t": 1.0}})).replies == {}
+    assert b'"r"' not in engine.record_to_bytes(engine.CardRecord(seen={"t": 1.0}))
+
+
+def test_replies_are_forgotten_with_their_ids_past_the_dedup_window() -> None:
+    day1 = step([request(0, tx("t1", "c1", "2024-05-01T12:00:00+00:00"), b"c1")])
+    later = step([request(0, tx("t2", "c1", "2024-05-03T12:00:00+00:00"), b"c1")], dict(day1.cards))
+    card = later.cards[(0, "c1")]
+    assert list(card.seen) == ["t2"]
+    assert list(card.replies) == ["t2"]
