@@ -11,13 +11,16 @@ from fraudstream.backtest.output import render, write_metrics, write_plots, writ
 from fraudstream.backtest.run import BacktestRun, ThroughKafka, run_in_process, run_through_kafka
 from fraudstream.core.engine import Serving
 from fraudstream.core.messages import Routing, Transaction
+from fraudstream.core.policy import NO_POLICY, Policy
 from fraudstream.core.replay import LabelEvent
+from fraudstream.core.rules import NO_RULES, RuleSet
 
 Row = tuple[Transaction, bool] | tuple[Transaction, bool, str | None]
 
 
 def serving_for(models_dir: Path, champion: str, challenger: str | None, share: float,
-                shadow: bool) -> Serving:  # fmt: skip
+                shadow: bool, policy: Policy = NO_POLICY,
+                rules: RuleSet = NO_RULES) -> Serving:  # fmt: skip
     from fraudstream.app.serving import load_served
 
     models = {champion: load_served(models_dir, champion)}
@@ -29,7 +32,7 @@ def serving_for(models_dir: Path, champion: str, challenger: str | None, share: 
         challenger_share=share if challenger else 0.0,
         shadow=bool(challenger) and (shadow or share == 0.0),
     )
-    return Serving(routing, models)
+    return Serving(routing, models, policy, rules)
 
 
 def backtest_rows(
@@ -44,13 +47,21 @@ def backtest_rows(
     end: float | None = None,
     progress: Callable[[int, int], None] | None = None,
     through: ThroughKafka | None = None,
+    policy: Policy = NO_POLICY,
+    rules: RuleSet = NO_RULES,
 ) -> BacktestRun:
     """One replay per challenger (the champion decides in every one; the first replay's
     decisions are kept): every version scores the transactions in ``[start, end)``. With
     ``through``, live workers on a broker score it instead (one champion and at most one
-    challenger, in one run)."""
+    challenger, in one run). ``policy`` and ``rules`` decide as a worker with them in force
+    does (in process only: live workers follow fraud.control)."""
     if not versions:
         raise ValueError("name at least one model version")
+    if through is not None and (policy.version or rules.version):
+        raise ValueError(
+            "--policy/--rules apply in process only: a live worker decides under what "
+            "fraud.control holds (`fraudstream policy set`, `fraudstream rules set`)"
+        )
 
     def keep(tx: Transaction) -> bool:
         return (start is None or tx.ts >= start) and (end is None or tx.ts < end)
@@ -63,7 +74,7 @@ def backtest_rows(
     others: list[str | None] = [*versions[1:]] or [None]
     merged: BacktestRun | None = None
     for challenger in others:
-        serving = serving_for(models_dir, champion, challenger, share, shadow)
+        serving = serving_for(models_dir, champion, challenger, share, shadow, policy, rules)
         run = run_in_process(rows, labels, serving, keep=keep, progress=progress)
         if merged is None:
             merged = run
@@ -91,6 +102,8 @@ def backtest_file(
     out: Path = Path("backtest-out"),
     progress: Callable[[int, int], None] | None = None,
     through: ThroughKafka | None = None,
+    policy: Policy = NO_POLICY,
+    rules: RuleSet = NO_RULES,
 ) -> dict[str, Any]:
     from fraudstream.settings import get_settings
     from fraudstream.sim.files import read_labelled_file
@@ -109,6 +122,8 @@ def backtest_file(
         end=end,
         progress=progress,
         through=through,
+        policy=policy,
+        rules=rules,
     )
     source = str(path) if through is None else f"{path} through Kafka ({through.bootstrap})"
     return report(run, out, known_since=known_since, card_k=card_k, source=source)

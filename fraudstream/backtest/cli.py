@@ -60,6 +60,20 @@ from fraudstream.train.cli import file_options, parse_date, read_options
 @click.option(
     "--partitions", type=int, default=2, show_default=True, help="--through-kafka partitions."
 )
+@click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Decide under this policy document (`policy show --version N --json`), in process.",
+)
+@click.option(
+    "--rules",
+    "rules_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="And with these rules (`rules show --version N --json`), in process.",
+)
 def backtest(
     path: Path,
     versions: tuple[str, ...],
@@ -79,6 +93,8 @@ def backtest(
     bootstrap: str | None,
     workers: int,
     partitions: int,
+    policy_file: Path | None,
+    rules_file: Path | None,
 ) -> None:
     """Replay a labelled file through the worker's engine in process (no broker), or with
     --through-kafka through a broker and live workers, labels applied when they arrived;
@@ -89,9 +105,14 @@ def backtest(
     \b
       fraudstream backtest history.parquet --version champion-v1 --version challenger-v2 \\
           --label-delay-days 7 --from 2026-03-01
+      fraudstream backtest history.parquet --version champion-v1 \\
+          --policy policy-v3.json --rules rules-v5.json    # as decided under those versions
     """
     from fraudstream.backtest.api import backtest_file
     from fraudstream.backtest.run import ThroughKafka
+    from fraudstream.cli_controls import read_policy_file, read_rules_file
+    from fraudstream.core.policy import NO_POLICY
+    from fraudstream.core.rules import NO_RULES
     from fraudstream.settings import get_settings
 
     through = None
@@ -114,6 +135,8 @@ def backtest(
         out=out,
         progress=_progress,
         through=through,
+        policy=NO_POLICY if policy_file is None else read_policy_file(policy_file),
+        rules=NO_RULES if rules_file is None else read_rules_file(rules_file),
         **read_options(mapping, constants, naive_utc),
     )
     click.echo("", err=True)
