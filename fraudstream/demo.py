@@ -202,6 +202,10 @@ def run_demo(base: Settings, duration: float | None, rate: float, partitions: in
         "FRAUD_WEB_PORT": str(web_port),
         "FRAUD_DATA_DIR": str(settings.data_dir),
         "FRAUD_PARTITIONS": str(partitions),
+        # The simulator publishes a day of event time per second: a replay, which would wait for
+        # the entity watermark at every event-time hour. The demo shows live scoring instead,
+        # with merchant state as fresh as the watermark's round trip (docs/entity-state.md).
+        "FRAUD_ENTITY_MAX_WAIT_S": os.environ.get("FRAUD_ENTITY_MAX_WAIT_S", "0"),
     }
     worker: subprocess.Popen[bytes] | None = None
     view = LiveView(settings, web_port)

@@ -205,7 +205,7 @@ class Gate:
             self.parked.pop(partition, None)
             self.degraded.discard(partition)
             return True
-        if partition in self.degraded:
+        if partition in self.degraded or self.max_wait_s == 0:
             return True
         parked = self.parked.get(partition)
         if parked is None or parked[0] != ts:

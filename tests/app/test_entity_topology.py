@@ -219,3 +219,13 @@ def test_the_join_sends_label_events_for_every_report_even_those_held(settings: 
         assert [x.partition for x in r.out.on(EVENTS)[2:]] == [0, 1]
 
     run(body)
+
+
+def test_a_gate_without_a_longest_wait_never_parks(
+    settings: Settings, serving: ServingManager
+) -> None:
+    """FRAUD_ENTITY_MAX_WAIT_S=0 (the demo's replay-speed simulator): scored at once."""
+    h = _scoring(settings.model_copy(update={"entity_max_wait_s": 0.0}), serving, entitylog.NEVER)
+    assert h.admit(record(0, 0, tx_bytes("tx-1", "card-b"), b"card-b"))
+    assert h.gate is not None
+    assert h.gate.parked == {}
