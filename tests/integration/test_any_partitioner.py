@@ -18,7 +18,6 @@ import pytest
 from confluent_kafka import Producer
 
 from fraudstream.app.partitioning import home
-from fraudstream.core import features
 from fraudstream.core.messages import (
     Feedback,
     Transaction,
@@ -28,6 +27,7 @@ from fraudstream.core.messages import (
 )
 from fraudstream.core.outcomes import classify
 from fraudstream.core.registry import load
+from fraudstream.core.replay import replay
 from fraudstream.kafka.admin import create_topics
 from fraudstream.kafka.clients import read_all
 from fraudstream.settings import Settings
@@ -72,8 +72,9 @@ def _publish(s: Settings, topic: str, items: list[tuple[bytes, bytes]]) -> None:
 
 
 def _offline_scores(s: Settings, txs: list[Transaction]) -> dict[str, float]:
-    """Each transaction's champion score from the card histories alone (the training path)."""
-    x, ids = features.replay(txs)
+    """Each transaction's champion score from the training path: card histories and, point in
+    time, the merchants' (no labels here)."""
+    x, ids = replay(txs)
     model = load(s.models_dir, "champion-v1")
     return dict(zip(ids, map(float, model.predict(np.asarray(x, dtype=np.float32))), strict=True))
 
