@@ -453,7 +453,21 @@ def rollback() -> None:
 
 @main.command()
 @click.argument("source", type=click.File("rb"), default="-")
-def score(source: Any) -> None:
+@click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Decide under this policy document (`policy show --json`, `policy suggest --out`).",
+)
+@click.option(
+    "--rules",
+    "rules_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="And with these rules (`rules show --json`, or a file of your own).",
+)
+def score(source: Any, policy_file: Path | None, rules_file: Path | None) -> None:
     """Decide transactions (JSON lines; - for stdin) in this process, without Kafka.
 
     The worker's own engine, models, thresholds and start-up routing (FRAUD_CHAMPION,
@@ -464,7 +478,11 @@ def score(source: Any) -> None:
     \b
       fraudstream score transactions.jsonl
       head -n 3 transactions.jsonl | fraudstream score
+      fraudstream score --policy policy.json --rules rules.json transactions.jsonl   # dry run
     """
+    from fraudstream.cli_controls import read_policy_file, read_rules_file
+    from fraudstream.core.policy import NO_POLICY
+    from fraudstream.core.rules import NO_RULES
     from fraudstream.offline import score_lines
 
     run = score_lines(
@@ -472,6 +490,8 @@ def score(source: Any) -> None:
         source,
         emit=lambda raw: click.echo(raw.decode()),
         report=lambda text: click.echo(f"not decided: {text}", err=True),
+        policy=NO_POLICY if policy_file is None else read_policy_file(policy_file),
+        rules=NO_RULES if rules_file is None else read_rules_file(rules_file),
     )
     click.echo(
         f"{run.decided} decided, {run.duplicates} duplicates, {run.rejected} not decided", err=True
@@ -814,6 +834,13 @@ def _register_bench() -> None:
 
 
 _register_bench()
+
+
+def _register_controls() -> None:
+    import fraudstream.cli_controls  # noqa: F401 - registers `policy` and `rules` on main
+
+
+_register_controls()
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from fraudstream.core.engine import CardRecord, Rejected, Scored, Serving, process_batch
 from fraudstream.core.messages import Transaction, decode_transaction, encode_decision, utc_now_iso
+from fraudstream.core.policy import NO_POLICY, Policy
+from fraudstream.core.rules import NO_RULES, RuleSet
 from fraudstream.errors import InvalidMessage
 from fraudstream.settings import Settings
 
@@ -26,14 +28,18 @@ class OfflineRun:
     rejected: int = 0
 
 
-def load_serving(settings: Settings) -> Serving:
-    """The start-up routing's models, loaded and verified (sha256, format, feature names)."""
+def load_serving(
+    settings: Settings, policy: Policy = NO_POLICY, rules: RuleSet = NO_RULES
+) -> Serving:
+    """The start-up routing's models, loaded and verified (sha256, format, feature names),
+    deciding under ``policy`` and ``rules`` (none by default: the models' own thresholds)."""
     from fraudstream.app.serving import load_served
     from fraudstream.kafka.control import startup_routing
 
     routing = startup_routing(settings)
     versions = [v for v in (routing.champion, routing.challenger) if v]
-    return Serving(routing, {v: load_served(settings.models_dir, v) for v in versions})
+    models = {v: load_served(settings.models_dir, v) for v in versions}
+    return Serving(routing, models, policy, rules)
 
 
 def score_lines(
@@ -41,10 +47,12 @@ def score_lines(
     lines: Iterable[bytes],
     emit: Callable[[bytes], None],
     report: Callable[[str], None],
+    policy: Policy = NO_POLICY,
+    rules: RuleSet = NO_RULES,
 ) -> OfflineRun:
     """Decide every transaction of ``lines``; ``emit`` gets each Decision (JSON bytes),
     ``report`` one line per transaction that was not decided."""
-    serving = load_serving(settings)
+    serving = load_serving(settings, policy, rules)
     records: defaultdict[str, CardRecord] = defaultdict(CardRecord)
     run = OfflineRun()
     batch: list[Transaction] = []

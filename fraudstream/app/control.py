@@ -1,4 +1,5 @@
-"""Follow the compacted control topic and apply every routing change live, in every worker.
+"""Follow the compacted control topic and apply every routing, policy and rules change live, in
+every worker.
 
 Each worker reads the whole topic with its own unassigned consumer (no consumer group), so every
 worker sees every change without a rebalance.
@@ -10,13 +11,15 @@ import asyncio
 import logging
 import threading
 
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 
 from fraudstream.app.serving import ServingManager
 from fraudstream.core.messages import decode_routing
+from fraudstream.core.policy import Policy, decode_policy
+from fraudstream.core.rules import RuleSet, decode_rules
 from fraudstream.errors import InvalidMessage
 from fraudstream.kafka.clients import make_consumer
-from fraudstream.kafka.control import ROUTING_KEY
+from fraudstream.kafka.control import POLICY_KEY, ROUTING_KEY, RULES_KEY
 from fraudstream.settings import Settings
 
 log = logging.getLogger("fraudstream.control")
@@ -48,7 +51,13 @@ class ControlFollower:
         try:
             while not self._stop.is_set():
                 msg = consumer.poll(0.5)
-                if msg is None or msg.error() or msg.key() != ROUTING_KEY or not msg.value():
+                if msg is None or msg.error() or not msg.value():
+                    continue
+                key = msg.key()
+                if key in (POLICY_KEY, RULES_KEY):
+                    self._versioned(loop, msg)
+                    continue
+                if key != ROUTING_KEY:
                     continue
                 try:
                     routing = decode_routing(msg.value())
@@ -73,3 +82,31 @@ class ControlFollower:
                     log.exception("applying routing from offset %s failed", msg.offset())
         finally:
             consumer.close()
+
+    def _versioned(self, loop: asyncio.AbstractEventLoop, msg: Message) -> None:
+        """Apply a policy or rule set newer than the one in force. Older ones are the topic's
+        past, read again from its start (compaction has not removed them yet): skipped."""
+        serving = self.serving.current
+        assert serving is not None
+        try:
+            if msg.key() == POLICY_KEY:
+                policy = decode_policy(msg.value())
+                if _newer(policy, serving.policy):
+                    loop.call_soon_threadsafe(self.serving.apply_policy, policy)
+                    self.applied += 1
+            else:
+                rules = decode_rules(msg.value())
+                if _newer(rules, serving.rules):
+                    loop.call_soon_threadsafe(self.serving.apply_rules, rules)
+                    self.applied += 1
+        except InvalidMessage as exc:
+            log.error(
+                "ignoring an invalid %s record at offset %s: %s; the one in force stays",
+                (msg.key() or b"").decode(),
+                msg.offset(),
+                exc.message,
+            )
+
+
+def _newer(new: Policy | RuleSet, current: Policy | RuleSet) -> bool:
+    return new.version > current.version or (new.version == current.version and new != current)

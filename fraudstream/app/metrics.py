@@ -12,6 +12,8 @@ from fraudstream.core.messages import REASONS, DecisionKind, OutcomeKind
 if TYPE_CHECKING:
     from fraudstream.core.engine import ServedModel
     from fraudstream.core.messages import Routing
+    from fraudstream.core.policy import Policy
+    from fraudstream.core.rules import RuleSet
 
 # Dead-letter reason codes by source (the `error.class` header): decoding's, plus the wiring's.
 # Every pair is exported at 0 from the start, so rate() and alerts see a series before the first
@@ -121,6 +123,18 @@ CONSUMER_LAG = Gauge(
     ["topic", "partition"],
 )
 ROUTING_SHARE = Gauge("fraudstream_challenger_share", "Challenger share of card keys in force.")
+POLICY_VERSION = Gauge(
+    "fraudstream_policy_version",
+    "Decision policy version in force (0: none published, the models' own thresholds).",
+)
+RULES_VERSION = Gauge(
+    "fraudstream_rules_version", "Rule set version in force (0: none published, no rules)."
+)
+RULE_HITS = Counter(
+    "fraudstream_rule_hits_total",
+    "Decided transactions a rule hit, by rule id (a transaction can hit several rules).",
+    ["rule"],
+)
 READY = Gauge(
     "fraudstream_ready",
     "1 when the worker is ready (the answer of /readyz: models loaded, partitions assigned and "
@@ -135,6 +149,16 @@ for _source, _reasons in DEAD_LETTER_REASONS.items():
 def observe_routing(routing: Routing) -> None:
     """The routing in force (after any refused version fell back to its predecessor)."""
     ROUTING_SHARE.set(routing.challenger_share if routing.challenger else 0.0)
+
+
+def observe_policy(policy: Policy) -> None:
+    POLICY_VERSION.set(policy.version)
+
+
+def observe_rules(rules: RuleSet) -> None:
+    RULES_VERSION.set(rules.version)
+    for rule_id in rules.ids:
+        RULE_HITS.labels(rule=rule_id)  # 0 series for every rule in force, like the others
 
 
 def observe_model_loaded(served: ServedModel, role: str) -> None:

@@ -156,6 +156,7 @@ class ScoringHandler:
         decided: Counter[tuple[str, str, str]] = Counter()
         scores: dict[tuple[str, str], list[float]] = {}
         dead: Counter[str] = Counter()
+        rule_hits: Counter[str] = Counter()
         duplicates = 0
         for rec, verdict in verdicts:
             p = rec.partition
@@ -167,6 +168,7 @@ class ScoringHandler:
                     out.append(Send(p, s.topic_scores, key, encode_score(sc)))
                     scores.setdefault((sc.model_version, sc.role), []).append(sc.score)
                 decided[(d.decision, d.model_version, d.variant)] += 1
+                rule_hits.update(c.ref for c in d.reason_codes if c.source == "rule")
                 if rec.timestamp:
                     metrics.DECISION_LATENCY.observe(max(0.0, wall - rec.timestamp))
             elif isinstance(verdict, engine.Refused):
@@ -181,6 +183,8 @@ class ScoringHandler:
             histogram = metrics.SCORES.labels(model_version=version, role=role)
             for value in values:
                 histogram.observe(value)
+        for rule, n in rule_hits.items():
+            metrics.RULE_HITS.labels(rule=rule).inc(n)
         for reason, n in dead.items():
             metrics.DEAD_LETTERS.labels(reason=reason, source="transactions").inc(n)
         if duplicates:

@@ -15,8 +15,9 @@ from pathlib import Path
 from fraudstream.app import metrics
 from fraudstream.core.engine import ServedModel, Serving
 from fraudstream.core.messages import Routing
-from fraudstream.core.policy import Thresholds
+from fraudstream.core.policy import NO_POLICY, Policy, Thresholds
 from fraudstream.core.registry import load
+from fraudstream.core.rules import NO_RULES, RuleSet
 from fraudstream.errors import ModelError
 
 log = logging.getLogger("fraudstream.serving")
@@ -46,9 +47,12 @@ class ServingManager:
         self.loaded_at: dict[str, float] = {}
         self._lock = asyncio.Lock()
 
-    def start_sync(self, routing: Routing) -> Serving:
+    def start_sync(
+        self, routing: Routing, policy: Policy = NO_POLICY, rules: RuleSet = NO_RULES
+    ) -> Serving:
         """Load the start-up routing before the worker consumes anything; refuse to start
-        without a working champion."""
+        without a working champion. The policy and rules in force come with it, so the first
+        decision already follows them."""
         models: dict[str, ServedModel] = {}
         for version in filter(None, (routing.champion, routing.challenger)):
             try:
@@ -63,10 +67,27 @@ class ServingManager:
                     raise
                 log.error("challenger %s refused, serving the champion only: %s", version, exc)
                 routing = replace(routing, challenger=None, challenger_share=0.0, shadow=False)
-        self.current = Serving(routing, models)
+        self.current = Serving(routing, models, policy, rules)
         self.requested = routing
         metrics.observe_routing(routing)
+        metrics.observe_policy(policy)
+        metrics.observe_rules(rules)
         return self.current
+
+    def apply_policy(self, policy: Policy) -> None:
+        """Decide under ``policy`` from the next batch on. Call on the event loop: one reference
+        assignment, no await, so it never interleaves with ``apply`` half-way."""
+        assert self.current is not None
+        self.current = replace(self.current, policy=policy)
+        metrics.observe_policy(policy)
+        log.info("policy %d applied (%s)", policy.version, policy.note or "no note")
+
+    def apply_rules(self, rules: RuleSet) -> None:
+        """Evaluate ``rules`` from the next batch on (on the event loop, like apply_policy)."""
+        assert self.current is not None
+        self.current = replace(self.current, rules=rules)
+        metrics.observe_rules(rules)
+        log.info("rules %d applied: %s", rules.version, ", ".join(rules.ids) or "none")
 
     async def apply(self, requested: Routing) -> Serving:
         """Move to ``requested``; versions that fail to load keep their predecessor."""
@@ -110,7 +131,10 @@ class ServingManager:
                 routing = replace(routing, challenger=None, challenger_share=0.0)
             keep = {routing.champion, routing.challenger}
             models = {v: m for v, m in models.items() if v in keep}
-            new = Serving(routing, models)
+            # The policy and rules of now, not of before the loads: they may have changed since.
+            now = self.current
+            assert now is not None
+            new = Serving(routing, models, now.policy, now.rules)
             self.current = new  # one reference assignment: the agents see old or new, never half
             for version, served in models.items():
                 metrics.observe_model_loaded(

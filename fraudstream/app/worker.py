@@ -14,7 +14,7 @@ from fraudstream.app.serving import ServingManager
 from fraudstream.app.supervisor import Supervisor
 from fraudstream.app.wiring import assemble
 from fraudstream.kafka.admin import create_topics
-from fraudstream.kafka.control import latest_routing, startup_routing
+from fraudstream.kafka.control import latest_controls, startup_routing
 from fraudstream.settings import Settings
 
 log = logging.getLogger("fraudstream.worker")
@@ -35,9 +35,12 @@ def run_worker(settings: Settings) -> None:
     # Local tables from another (or a reset) cluster would stop Faust at start: rebuild them.
     ensure_local_state_matches(settings)
     serving = ServingManager(settings.models_dir)
-    # The latest routing on the control topic wins over the start-up settings.
-    routing = latest_routing(settings) or startup_routing(settings)
-    serving.start_sync(routing)
+    # The latest routing on the control topic wins over the start-up settings; the policy and
+    # rules in force apply from the first decision.
+    controls = latest_controls(settings)
+    serving.start_sync(
+        controls.routing or startup_routing(settings), controls.policy, controls.rules
+    )
     supervisor = Supervisor(pause_limit_s=float("inf"))  # the limit is known once Faust is
     worker = assemble(settings, serving, supervisor)
     app = worker.faust.app

@@ -18,6 +18,7 @@ import numpy as np
 import orjson
 
 from fraudstream.core import features
+from fraudstream.core import rules as rules_
 from fraudstream.core.messages import (
     Decision,
     Routing,
@@ -27,7 +28,8 @@ from fraudstream.core.messages import (
     Variant,
     decode_transaction,
 )
-from fraudstream.core.policy import Thresholds, decide_many, top_reasons
+from fraudstream.core.policy import NO_POLICY, Policy, Thresholds, decide_under, top_reasons
+from fraudstream.core.reasons import explain_all
 from fraudstream.core.records import Record
 from fraudstream.core.registry import LoadedModel
 from fraudstream.core.routing import assign_many
@@ -48,10 +50,13 @@ class ServedModel:
 
 @dataclass(frozen=True, slots=True)
 class Serving:
-    """What decides right now: the routing in force and the models it names, loaded."""
+    """What decides right now: the routing in force and the models it names, loaded, the
+    decision policy (thresholds) and the rules beside the models."""
 
     routing: Routing
     models: Mapping[str, ServedModel]
+    policy: Policy = NO_POLICY
+    rules: rules_.RuleSet = rules_.NO_RULES
 
     def __post_init__(self) -> None:
         needed = [self.routing.champion]
@@ -128,6 +133,7 @@ def process_batch(
     results: list[Result | None] = [None] * n
     rows: list[list[float]] = []
     row_of: list[int] = []  # input index of each feature row
+    row_at: dict[int, list[float]] = {}  # the feature row of an input index, for the rules
     previous: dict[int, tuple[str, features.CardState | None]] = {}
 
     for i, tx in enumerate(txs):
@@ -140,6 +146,7 @@ def process_batch(
         _remember(rec, tx, dedup_window_s)
         rows.append(vector)
         row_of.append(i)
+        row_at[i] = vector
 
     if rows:
         x = np.asarray(rows, dtype=np.float32)
@@ -165,7 +172,9 @@ def process_batch(
             x = x[keep]
             row_of = [i for i, k in zip(row_of, keep, strict=True) if k]
         if row_of:
-            scored = _score(serving, [txs[i] for i in row_of], x, now_iso)
+            scored = _score(
+                serving, [txs[i] for i in row_of], x, [row_at[i] for i in row_of], now_iso
+            )
             for i, s in zip(row_of, scored, strict=True):
                 results[i] = s
     return [r for r in results if r is not None]
@@ -305,7 +314,14 @@ def _copy(rec: CardRecord) -> CardRecord:
     return CardRecord(rec.state, dict(rec.seen))
 
 
-def _score(serving: Serving, txs: list[Transaction], x: np.ndarray, now_iso: str) -> list[Scored]:
+def _score(
+    serving: Serving,
+    txs: list[Transaction],
+    x: np.ndarray,
+    rows: list[list[float]],
+    now_iso: str,
+) -> list[Scored]:
+    """Score, decide under the policy, then let the rules speak (``core.rules.apply``)."""
     routing = serving.routing
     n = len(txs)
     if routing.challenger and routing.challenger_share > 0:
@@ -332,8 +348,15 @@ def _score(serving: Serving, txs: list[Transaction], x: np.ndarray, now_iso: str
 
     score_of: dict[tuple[int, str], float] = {}
     decision_of: dict[tuple[int, str], str] = {}
+    policy = serving.policy
     for version, (idx, probs) in per_version.items():
-        kinds = decide_many(probs, serving.models[version].thresholds)
+        kinds = decide_under(
+            policy,
+            version,
+            probs,
+            [txs[i] for i in idx.tolist()],
+            serving.models[version].thresholds,
+        )
         for j, i in enumerate(idx.tolist()):
             score_of[(i, version)] = float(probs[j])
             decision_of[(i, version)] = kinds[j]
@@ -352,6 +375,7 @@ def _score(serving: Serving, txs: list[Transaction], x: np.ndarray, now_iso: str
         for j, i in enumerate(flagged):
             reasons[i] = top_reasons(contribs[j], names, x[i])
 
+    ruleset = serving.rules
     out: list[Scored] = []
     for i, tx in enumerate(txs):
         version = decider[i]
@@ -362,10 +386,11 @@ def _score(serving: Serving, txs: list[Transaction], x: np.ndarray, now_iso: str
             else None
         )
         kind = decision_of[(i, version)]
+        hits = rules_.evaluate(ruleset, tx, rows[i])
         decision = Decision(
             transaction_id=tx.transaction_id,
             card_id=tx.card_id,
-            decision=kind,  # type: ignore[arg-type]
+            decision=rules_.apply(kind, hits),  # type: ignore[arg-type]
             score=score_of[(i, version)],
             model_version=version,
             variant=variants[i] if challenger else "champion",
@@ -374,6 +399,10 @@ def _score(serving: Serving, txs: list[Transaction], x: np.ndarray, now_iso: str
             amount=tx.amount,
             currency=tx.currency,
             shadow=shadow_info,
+            policy_version=policy.version,
+            rules_version=ruleset.version,
+            reason_codes=tuple(h.reason for h in hits)
+            + explain_all(reasons.get(i, ()), tx.currency),
         )
         scores = [
             Score(
@@ -382,7 +411,7 @@ def _score(serving: Serving, txs: list[Transaction], x: np.ndarray, now_iso: str
                 role=decision.variant,
                 score=decision.score,
                 scored_at=now_iso,
-                decision=kind,  # type: ignore[arg-type]
+                decision=kind,  # type: ignore[arg-type] # the model's own, before the rules
             )
         ]
         if other:

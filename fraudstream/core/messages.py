@@ -59,6 +59,18 @@ class Reason:
 
 
 @dataclass(frozen=True, slots=True)
+class ReasonCode:
+    """A reason in words: a stable code (core/reasons.py, core/rules.py), a sentence filled with
+    the transaction's values, where it came from (``model`` or ``rule``) and what (the feature
+    name or the rule id)."""
+
+    code: str
+    text: str
+    source: Literal["model", "rule"]
+    ref: str
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     transaction_id: str
     card_id: str
@@ -75,6 +87,11 @@ class Decision:
     # In shadow mode, what the other model said (also on fraud.scores with role "shadow"):
     # the feedback join evaluates it from here without reading fraud.scores.
     shadow: Shadow | None = None
+    # The controls in force (0: none published, the model's own thresholds / no rules) and the
+    # reasons in words, rule hits first. Absent in records written before.
+    policy_version: int = 0
+    rules_version: int = 0
+    reason_codes: tuple[ReasonCode, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +165,16 @@ REASONS: dict[str, str] = {
     "bad_routing": "a routing message is inconsistent (e.g. a share without a challenger)",
 }
 
-SCHEMA_NAMES = ("transaction", "decision", "score", "feedback", "outcome", "routing")
+SCHEMA_NAMES = (
+    "transaction",
+    "decision",
+    "score",
+    "feedback",
+    "outcome",
+    "routing",
+    "policy",
+    "rules",
+)
 
 _ECHO_MAX = 40
 # Digit runs a card number could hide in, separators allowed: masked in every echoed value.
@@ -219,6 +245,8 @@ _VALIDATE: dict[str, Callable[[Any], Any]] = {
     "transaction": _compile("transaction"),
     "feedback": _compile("feedback"),
     "routing": _compile("routing"),
+    "policy": _compile("policy"),
+    "rules": _compile("rules"),
     "decision": _compile("decision", tolerant=True),
     "score": _compile("score", tolerant=True),
     "outcome": _compile("outcome", tolerant=True),
@@ -285,6 +313,9 @@ def _schema_error(
         problem = f"{_show(value)} is not a valid {limit}"
     elif rule == "pattern":
         problem = f"{_show(value)} does not match {limit}"
+    elif rule == "required" and isinstance(value, dict):
+        missing = [f for f in exc.definition.get("required", ()) if f not in value]
+        problem = f"missing required field(s): {', '.join(missing)}"
     elif rule == "const":
         problem = f"{_show(value)} must be {json.dumps(limit)}"
     else:
@@ -341,6 +372,12 @@ def _load_object(raw: bytes | None, max_bytes: int, name: str) -> dict[str, Any]
     if error is not None:
         raise error
     return cast(dict[str, Any], obj)
+
+
+def load_object(raw: bytes | None, max_bytes: int, name: str) -> dict[str, Any]:
+    """Bytes to a dict valid against schema ``name`` (control messages decoded in their own
+    modules: core/policy.py, core/rules.py), or InvalidMessage."""
+    return _load_object(raw, max_bytes, name)
 
 
 def _parse_time(text: str, field: str) -> datetime:
@@ -461,6 +498,12 @@ def decode_decision(raw: bytes | None, max_bytes: int = 1_000_000) -> Decision:
             if obj.get("shadow")
             else None
         ),
+        policy_version=obj.get("policy_version", 0),
+        rules_version=obj.get("rules_version", 0),
+        reason_codes=tuple(
+            ReasonCode(r["code"], r["text"], r["source"], r["ref"])
+            for r in obj.get("reason_codes", ())
+        ),
     )
 
 
@@ -553,6 +596,12 @@ def encode_decision(d: Decision) -> bytes:
                 if d.shadow is not None
                 else {}
             ),
+            "policy_version": d.policy_version,
+            "rules_version": d.rules_version,
+            "reason_codes": [
+                {"code": r.code, "text": r.text, "source": r.source, "ref": r.ref}
+                for r in d.reason_codes
+            ],
         },
         option=_DUMPS_OPTS,
     )

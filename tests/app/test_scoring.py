@@ -16,9 +16,10 @@ from fraudstream.app.scoring import ScoringHandler
 from fraudstream.app.serving import ServingManager
 from fraudstream.core import engine, features
 from fraudstream.core.messages import Decision, decode_decision, decode_score, decode_transaction
-from fraudstream.core.policy import decide_many
+from fraudstream.core.policy import ModelPolicy, Policy, Thresholds, decide_many
 from fraudstream.core.records import NO_OFFSET, Record
 from fraudstream.core.routing import assign_many
+from fraudstream.core.rules import ListRule, RuleSet, card_digest
 from fraudstream.settings import Settings
 from tests.app.conftest import CHALLENGER, CHAMPION, DROP, HAS_CHALLENGER, SALT, tx_bytes
 from tests.fakes import FakeWriters, Sent, make_coordinator, record
@@ -253,6 +254,38 @@ def test_a_repeated_transaction_id_gets_one_decision(
         assert rec is not None
         assert rec.state is not None
         assert (rec.state.n, list(rec.seen)) == (1, ["tx-dup"])
+
+    run(settings, serving, body)
+
+
+def test_policy_and_rules_applied_live_decide_the_next_batch_and_rule_hits_are_counted(
+    settings: Settings, serving: ServingManager
+) -> None:
+    async def body(r: Rig) -> None:
+        assert counter("fraudstream_rule_hits_total", rule="stolen") == 0.0
+        await r.c.handle([r.tx("tx-a", "card-bad", amount=20.0)])
+        assert r.decisions()["tx-a"].decision == "approve"
+        r.serving.apply_rules(
+            RuleSet(4, (ListRule("stolen", "card", frozenset({card_digest("card-bad")})),))
+        )
+        r.serving.apply_policy(Policy(9, {"*": ModelPolicy(default=Thresholds(0.0, 1.0))}))
+        # Zero-initialised once the rule is in force, like the other counters.
+        assert REGISTRY.get_sample_value("fraudstream_rule_hits_total", {"rule": "stolen"}) == 0
+        assert counter("fraudstream_rules_version") == 4.0
+        assert counter("fraudstream_policy_version") == 9.0
+        await r.c.handle([r.tx("tx-b", "card-bad", amount=20.0), r.tx("tx-c", "card-ok")])
+        decisions = r.decisions()
+        blocked, other = decisions["tx-b"], decisions["tx-c"]
+        assert (blocked.decision, blocked.policy_version, blocked.rules_version) == (
+            "decline",
+            9,
+            4,
+        )
+        assert blocked.reason_codes[0].code == "RULE_BLOCK_CARD"
+        assert blocked.reason_codes[0].ref == "stolen"
+        assert (other.decision, other.policy_version, other.rules_version) == ("review", 9, 4)
+        assert other.reason_codes
+        assert counter("fraudstream_rule_hits_total", rule="stolen") == 1.0
 
     run(settings, serving, body)
 

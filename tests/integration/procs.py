@@ -142,6 +142,21 @@ def running_worker(
         w.stop()
 
 
+def run_cli(settings: Settings, *args: str, timeout: float = 180) -> str:
+    """``fraudstream ARGS`` in a subprocess with ``settings``; its stdout (fails on an error)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "fraudstream", *args],
+        env=settings_env(settings),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, f"fraudstream {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
 def wait_for(
     settings: Settings, topics: list[str], count: int, timeout: float = 120.0
 ) -> list[Message]:

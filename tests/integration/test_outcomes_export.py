@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import calendar
 import json
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -22,25 +20,11 @@ import pytest
 from fraudstream.kafka.admin import create_topics
 from fraudstream.kafka.clients import read_all
 from fraudstream.settings import Settings
-from tests.integration.procs import REPO, Worker, fresh_settings, settings_env, wait_for
+from tests.integration.procs import Worker, fresh_settings, run_cli, wait_for
 
 pytestmark = pytest.mark.integration
 
 N = 4000
-
-
-def _cli(s: Settings, *args: str, timeout: float = 180) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "fraudstream", *args],
-        env=settings_env(s),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    assert done.returncode == 0, f"fraudstream {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
-    return done.stdout
 
 
 def _outcome_keys(s: Settings) -> int:
@@ -67,7 +51,7 @@ def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     w = Worker(s, "worker-export", logs).start()
     try:
         w.wait_ready()
-        _cli(s, "simulate", "-n", str(N), "--rate", "0", "--seed", "21", "--cards", "600",
+        run_cli(s, "simulate", "-n", str(N), "--rate", "0", "--seed", "21", "--cards", "600",
              "--fraud-rate", "0.02", "--feedback-delay", "3", "--reversals", "0.03")  # fmt: skip
         assert len(wait_for(s, [s.topic_decisions], N)) == N
         # Every label sent has been joined once the outcomes stop changing.
@@ -127,7 +111,7 @@ def _report_counts(summary: dict[str, Any]) -> list[tuple]:
 @pytest.fixture(scope="module")
 def parquet(run: Settings, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("exported") / "outcomes.parquet"
-    assert f"wrote {2 * N} rows" in _cli(run, "outcomes", "export", "--out", str(path))
+    assert f"wrote {2 * N} rows" in run_cli(run, "outcomes", "export", "--out", str(path))
     return path
 
 
@@ -135,9 +119,9 @@ def test_export_loads_in_duckdb_and_matches_the_report(
     run: Settings, parquet: Path, tmp_path: Path
 ) -> None:
     s = run
-    summary = json.loads(_cli(s, "report", "--json", "--maturity-days", "0"))
+    summary = json.loads(run_cli(s, "report", "--json", "--maturity-days", "0"))
     csv = tmp_path / "outcomes.csv"
-    _cli(s, "outcomes", "export", "--format", "csv", "--out", str(csv))
+    run_cli(s, "outcomes", "export", "--format", "csv", "--out", str(csv))
 
     end = summary["window"]["mature_before_ts"]
     want = _report_counts(summary)
@@ -184,28 +168,28 @@ def test_report_window_and_maturity(run: Settings, parquet: Path, tmp_path: Path
     mid = lo + (hi - lo) / 2
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(mid))
     cut = calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%S"))
-    summary = json.loads(_cli(s, "report", "--json", "--maturity-days", "0", "--since", stamp))
+    summary = json.loads(run_cli(s, "report", "--json", "--maturity-days", "0", "--since", stamp))
     assert summary["window"]["since"].startswith(stamp)
     assert _duck(parquet, "read_parquet", summary["window"]["mature_before_ts"], since=cut) == (
         _report_counts(summary)
     )
     windowed = tmp_path / "since.parquet"
-    _cli(s, "outcomes", "export", "--since", stamp, "--out", str(windowed))
+    run_cli(s, "outcomes", "export", "--since", stamp, "--out", str(windowed))
     ((earliest,),) = duckdb.sql(f"SELECT epoch(min(decided_at)) FROM '{windowed}'").fetchall()
     assert earliest >= cut
 
     # The measured maturity comes from the label delays of this run (seconds, not days).
-    measured = json.loads(_cli(s, "report", "--json"))
+    measured = json.loads(run_cli(s, "report", "--json"))
     assert measured["window"]["maturity_source"].startswith("observed")
     assert 0 < measured["window"]["maturity_days"] * 86400 < 120
     # A day's maturity: nothing from this run is mature yet, and the text says so; not one of
     # its decisions was read (the reader stops at the window's end, by broker timestamp).
-    text = _cli(s, "report", "--maturity-days", "1")
+    text = run_cli(s, "report", "--maturity-days", "1")
     assert "no mature decisions or labelled outcomes in this window yet" in text
-    rows = json.loads(_cli(s, "report", "--json", "--maturity-days", "1"))["rows"]
+    rows = json.loads(run_cli(s, "report", "--json", "--maturity-days", "1"))["rows"]
     assert rows["read"] == rows["from_outcomes_only"] > 0
     # The text report prints money, per currency.
-    text = _cli(s, "report", "--maturity-days", "0")
+    text = run_cli(s, "report", "--maturity-days", "0")
     assert "Money of labelled outcomes, each currency on its own" in text
     assert any(line.startswith("EUR        champion-v1") for line in text.splitlines())
     assert "champion-v1 (champion) vs challenger-v2 (challenger)" in text

@@ -3,6 +3,7 @@ card records out, including decode, the key check and the per-record fallback.""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +12,10 @@ import pytest
 
 from fraudstream.core import engine
 from fraudstream.core.messages import Routing
-from fraudstream.core.policy import Thresholds
+from fraudstream.core.policy import ModelPolicy, Policy, Segment, SegmentThresholds, Thresholds
 from fraudstream.core.records import Record
 from fraudstream.core.registry import load
+from fraudstream.core.rules import ListRule, RuleSet, VelocityRule, card_digest
 from fraudstream.errors import ModelError
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
@@ -166,3 +168,98 @@ def test_a_fraudstream_error_is_not_bad_input() -> None:
             now_iso="x",
             dedup_window_s=1.0,
         )
+
+
+def test_a_flagged_decision_carries_readable_reason_codes_beside_the_raw_contributions() -> None:
+    low = engine.ServedModel(
+        "champion-v1", load(MODELS, "champion-v1"), Thresholds(review=0.0, decline=1.0)
+    )
+    s = engine.Serving(Routing(champion="champion-v1", salt="s"), {"champion-v1": low})
+    d = _decide_one(s, tx("t1", "c1"), "c1").decision
+    assert d.decision == "review"
+    assert d.reasons
+    assert d.reason_codes
+    assert all(c.source == "model" and c.text for c in d.reason_codes)
+    assert {c.ref for c in d.reason_codes} <= {r.feature for r in d.reasons}
+    assert (d.policy_version, d.rules_version) == (0, 0)
+
+
+def _decide_one(s: engine.Serving, body: bytes, card: str) -> engine.Scored:
+    done = engine.step(
+        s,
+        [rec(0, 0, body, card.encode())],
+        lambda p, c: None,
+        max_bytes=1_000_000,
+        now_iso="2024-05-01T12:00:00.000Z",
+        dedup_window_s=86400.0,
+    )
+    verdict = done.verdicts[0][1]
+    assert isinstance(verdict, engine.Scored)
+    return verdict
+
+
+def test_the_policy_in_force_decides_and_is_recorded() -> None:
+    base = serving()
+    before = _decide_one(base, tx("t1", "c1"), "c1").decision
+    assert before.decision == "approve"
+    everything = Policy(7, {"champion-v1": ModelPolicy(default=Thresholds(0.0, 0.0))})
+    after = _decide_one(dataclasses.replace(base, policy=everything), tx("t1", "c1"), "c1")
+    assert after.decision.decision == "decline"
+    assert after.decision.policy_version == 7
+    assert after.scores[0].decision == "decline"  # the model's own decision under the policy
+    ecom_only = Policy(
+        8,
+        {
+            "*": ModelPolicy(
+                segments=(SegmentThresholds("pos", Segment(channel="pos"), Thresholds(0.0, 0.0)),)
+            )
+        },
+    )
+    untouched = _decide_one(dataclasses.replace(base, policy=ecom_only), tx("t1", "c1"), "c1")
+    assert untouched.decision.decision == "approve"  # the transaction is ecom
+    assert untouched.decision.policy_version == 8
+
+
+def test_rules_take_priority_over_the_model_and_are_named() -> None:
+    ruleset = RuleSet(
+        5,
+        (
+            ListRule("stolen", "card", frozenset({card_digest("c-bad")})),
+            ListRule("trusted", "merchant", frozenset({"m-1"}), "approve"),
+        ),
+    )
+    s = dataclasses.replace(serving(), rules=ruleset)
+    blocked = _decide_one(s, tx("t1", "c-bad"), "c-bad")
+    d = blocked.decision
+    assert d.decision == "decline"
+    assert d.rules_version == 5
+    assert [(c.code, c.source, c.ref) for c in d.reason_codes[:2]] == [
+        ("RULE_BLOCK_CARD", "rule", "stolen"),
+        ("RULE_ALLOW_MERCHANT", "rule", "trusted"),
+    ]
+    assert blocked.scores[0].decision == "approve"  # what the model alone said
+    # An allow list overrides a model decline, and still shows the model's reasons.
+    flagging = dataclasses.replace(
+        s, policy=Policy(1, {"champion-v1": ModelPolicy(default=Thresholds(0.0, 0.0))})
+    )
+    allowed = _decide_one(flagging, tx("t2", "c-ok"), "c-ok").decision
+    assert allowed.decision == "approve"
+    assert allowed.reason_codes[0].ref == "trusted"
+    assert any(c.source == "model" for c in allowed.reason_codes)
+
+
+def test_a_velocity_rule_reads_the_cards_state_in_the_same_step() -> None:
+    s = dataclasses.replace(
+        serving(), rules=RuleSet(2, (VelocityRule("burst", "1h", max_count=2),))
+    )
+    bodies = [tx(f"t{i}", "c1", f"2024-05-01T12:0{i}:00+00:00") for i in range(4)]
+    done = engine.step(
+        s,
+        [rec(0, i, b, b"c1") for i, b in enumerate(bodies)],
+        lambda p, c: None,
+        max_bytes=1_000_000,
+        now_iso="2024-05-01T12:00:00.000Z",
+        dedup_window_s=86400.0,
+    )
+    kinds = [v.decision.decision for _, v in done.verdicts if isinstance(v, engine.Scored)]
+    assert kinds == ["approve", "approve", "decline", "decline"]

@@ -18,6 +18,7 @@ from fraudstream.core.messages import (
     Feedback,
     Outcome,
     Reason,
+    ReasonCode,
     Routing,
     Score,
     Transaction,
@@ -308,6 +309,12 @@ DECISION = Decision(
     decided_at="2024-05-01T12:34:56.300+00:00",
     amount=12.5,
     currency="EUR",
+    policy_version=3,
+    rules_version=2,
+    reason_codes=(
+        ReasonCode("RULE_BLOCK_CARD", "card is on block list 'stolen'", "rule", "stolen"),
+        ReasonCode("AMOUNT", "amount is 12.50 EUR", "model", "amount_z"),
+    ),
 )
 SCORE = Score("tx-1", "v1", "shadow", 0.41, "2024-05-01T12:34:56.300+00:00", "review")
 OUTCOME = Outcome(
@@ -341,6 +348,15 @@ def test_decision_roundtrip_nan_value_becomes_null() -> None:
     assert math.isnan(back.reasons[1].value)
     assert back.reasons[0] == DECISION.reasons[0]
     assert m.encode_decision(back) == encoded
+    assert back == dataclasses.replace(DECISION, reasons=back.reasons)
+
+
+def test_a_decision_written_before_policies_and_reason_codes_reads_with_defaults() -> None:
+    obj = orjson.loads(m.encode_decision(DECISION))
+    for name in ("policy_version", "rules_version", "reason_codes"):
+        del obj[name]
+    back = m.decode_decision(orjson.dumps(obj))
+    assert (back.policy_version, back.rules_version, back.reason_codes) == (0, 0, ())
 
 
 def test_score_and_outcome_roundtrip() -> None:
