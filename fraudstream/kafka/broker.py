@@ -258,7 +258,7 @@ class LocalBroker:
             fd = os.open(self.credentials_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as f:
                 json.dump({"username": SASL_USER, "password": users[SASL_USER]}, f)
-        storage = Storage(_cluster_id(), port, controller_port, secure_port, self.version)
+        storage = Storage(new_cluster_id(), port, controller_port, secure_port, self.version)
         props = self._write_properties(storage, users)
         log4j = self.home / "log4j2.yaml"
         fmt = subprocess.run(
@@ -350,11 +350,15 @@ class LocalBroker:
         return self.start(port=info.port, timeout=timeout)
 
 
-def _cluster_id() -> str:
+def new_cluster_id() -> str:
     # Kafka cluster ids are 16 random bytes, URL-safe base64 without padding.
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    # Like Kafka's Uuid.randomUuid, never start with '-': the storage tool would read it as a flag.
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
 
 
 def _pid_alive(pid: int) -> bool:

@@ -194,6 +194,15 @@ def iter_committed(
         consumer.close()
 
 
+_LEADER_MOVING = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+    }
+)
+
+
 def _watermarks(consumer: Consumer, tp: TopicPartition, timeout: float = 10.0) -> tuple[int, int]:
     """(low, high) of one partition; retriable errors (a leader still being elected for a new
     topic, a leader moving) are retried until ``timeout``."""
@@ -205,7 +214,9 @@ def _watermarks(consumer: Consumer, tp: TopicPartition, timeout: float = 10.0) -
             low, high = consumer.get_watermark_offsets(tp, timeout=timeout)
             return int(low), int(high)
         except KafkaException as exc:
-            if not exc.args[0].retriable() or time.monotonic() > deadline:
+            err = exc.args[0]
+            # librdkafka does not flag a leader change during a watermark query as retriable.
+            if not (err.retriable() or err.code() in _LEADER_MOVING) or time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
 
