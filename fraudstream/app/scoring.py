@@ -11,6 +11,7 @@ reaches its cutoff."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -26,6 +27,7 @@ from fraudstream.coordinator.ports import Handled, Send
 from fraudstream.core import engine, entity, entitylog, features
 from fraudstream.core.cardstore import CardStore
 from fraudstream.core.messages import (
+    Transaction,
     decode_transaction,
     encode_decision,
     encode_score,
@@ -169,6 +171,7 @@ class ScoringHandler:
                     ("origin.offset", str(rec.offset).encode()),
                 ]
                 moves.append(Send(p, self.side_topic, rec.key, rec.value, origin))
+                moves.extend(self._moved_entity_event(rec))
                 self._moved[p] += 1
             else:
                 todo.append(rec)
@@ -197,7 +200,7 @@ class ScoringHandler:
                 key = d.transaction_id.encode()
                 out.append(Send(p, s.topic_decisions, key, encode_decision(d)))
                 if self.follower is not None:
-                    out.extend(self._entity_event(p, verdict))
+                    out.extend(self._entity_event(rec, verdict))
                 for sc in verdict.scores:
                     out.append(Send(p, s.topic_scores, key, encode_score(sc)))
                     scores.setdefault((sc.model_version, sc.role), []).append(sc.score)
@@ -225,8 +228,28 @@ class ScoringHandler:
             metrics.DUPLICATES.inc(duplicates)
         return out
 
-    def _entity_event(self, partition: int, verdict: engine.Scored) -> list[Send]:
-        tx = verdict.tx
+    def _entity_event(self, rec: Record, verdict: engine.Scored) -> list[Send]:
+        if rec.topic == self.side_topic:
+            return []  # sent by the partition that moved it (_moved_entity_event)
+        return self._tx_event(rec.partition, verdict.tx)
+
+    def _moved_entity_event(self, rec: Record) -> list[Send]:
+        """A moved transaction's merchant event, sent by the partition that read it, in the
+        transaction that moves it: its watermark covers the event (the card's partition decides
+        it later, after that watermark may have passed its time). One the card's partition then
+        refuses for another reason than decoding, or finds a duplicate, is counted by its
+        merchant all the same (docs/entity-state.md)."""
+        if self.follower is None:
+            return []
+        try:
+            tx = decode_transaction(rec.value, self.s.max_message_bytes)
+        except Exception:  # noqa: BLE001 - the card's partition dead-letters it with the reason
+            return []
+        if rec.key != tx.card_id.encode():
+            return []  # refused as key_mismatch where it lands
+        return self._tx_event(rec.partition, tx)
+
+    def _tx_event(self, partition: int, tx: Transaction) -> list[Send]:
         if tx.ts > self.newest.get(partition, entitylog.NEVER):
             self.newest[partition] = tx.ts
         if not features.valid_amount(tx.amount):
@@ -234,6 +257,35 @@ class ScoringHandler:
         key = entity.merchant_key(tx.merchant_id).encode()
         value = entitylog.encode_tx(tx.ts, features.cents_of(tx.amount))
         return [Send(partition, self.events_topic, key, value)]
+
+    async def until_open(self, records: Sequence[Record]) -> None:
+        """Wait until the follower's watermark covers moved ``records`` (the partition that
+        moved them waited for it; this worker's follower may be behind that one's), at most
+        ``entity_max_wait_s``. Not the gate's park: that would report the moved record's time
+        as this partition's watermark."""
+        gate = self.gate
+        if gate is None or gate.live() or gate.max_wait_s == 0:
+            return
+        times = []
+        for rec in records:
+            try:
+                times.append(decode_transaction(rec.value, self.s.max_message_bytes).ts)
+            except Exception:  # noqa: BLE001, S112 - dead-lettered where it is decided
+                continue
+        if not times:
+            return
+        need = entitylog.required(max(times), time.time())
+        deadline = time.monotonic() + gate.max_wait_s
+        while gate.follower.watermark < need:
+            if time.monotonic() >= deadline:
+                metrics.GATE_TIMEOUTS.inc()
+                log.warning(
+                    "moved transactions waited %.0fs for the entity watermark: scoring them with "
+                    "the state there is; check the aggregator and the join",
+                    gate.max_wait_s,
+                )
+                return
+            await asyncio.sleep(0.02)
 
     def watermarks(self, partition: int, *, idle: bool, partitions: int) -> list[Send]:
         """The watermark records partition ``partition`` owes the aggregator now (to each of the

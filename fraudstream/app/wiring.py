@@ -41,6 +41,7 @@ from fraudstream.app.supervisor import Supervisor
 from fraudstream.coordinator.coordinator import Coordinator
 from fraudstream.coordinator.ports import Writers
 from fraudstream.core.engine import Verdict
+from fraudstream.core.records import Record
 from fraudstream.errors import BrokerError
 from fraudstream.kafka.admin import changelog_topic, entity_events_topic
 from fraudstream.kafka.clients import has_committed_records
@@ -263,6 +264,10 @@ def _install_scoring(
         mine = {tp.partition for tp in assigned if tp.topic == s.topic_transactions}
         await supervisor.guard(coordinator.on_assigned(mine))
 
+    async def decide_moved(records: list[Record]) -> None:
+        await handler.until_open(records)
+        await coordinator.handle_side(records)
+
     # Transactions moved to their card's partition, read from the position each owned
     # partition's state holds (ScoringHandler.moved_position), decided in its transaction.
     moved = AssignedReader(
@@ -272,7 +277,7 @@ def _install_scoring(
         lambda: {
             p: (st, handler.moved_position(p)) for p, st in list(coordinator.partitions.items())
         },
-        coordinator.handle_side,
+        decide_moved,
     )
 
     async def read_moved() -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from fraudstream.app.aggregate import AggregateHandler
 from fraudstream.app.entities import EntityFollower
+from fraudstream.app.partitioning import home
 from fraudstream.app.scoring import ScoringHandler
 from fraudstream.app.serving import ServingManager
 from fraudstream.core import entity, entitylog
@@ -133,6 +134,57 @@ def test_the_gate_parks_a_replay_and_reports_where_it_waits(
     # Undone watermarks are sent again.
     h.aborted(0)
     assert len(h.watermarks(0, idle=True, partitions=2)) == 2
+
+
+def test_a_moved_transaction_is_counted_by_the_partition_that_moves_it(
+    settings: Settings, serving: ServingManager
+) -> None:
+    # The moving partition's watermark covers the merchant event; the card's partition decides
+    # the moved record later (its own watermark says nothing about it) and sends no second one.
+    follower = EntityFollower(settings)
+    follower.watermark = math.inf
+    follower.partitions = 2
+    card = next(c for c in (f"card-m{i}" for i in range(99)) if home(c.encode(), 2) == 1)
+    h = ScoringHandler(settings, serving, lambda: 2, follower=follower, events_topic=EVENTS)
+    h.restore(0, [])
+    h.restore(1, [])
+    raw = tx_bytes("tx-moved", card)
+    moved = h.step([record(0, 0, raw, card.encode())])
+    events = [s for s in moved.sends if s.topic == EVENTS]
+    assert [(s.partition, entitylog.decode(s.key, s.value)) for s in events] == [
+        (0, entitylog.TxEvent(T0, 4250))
+    ]
+    assert h.newest == {0: T0}
+    side = record(1, 0, raw, card.encode(), topic=settings.topic_transactions_repartition)
+    decided = h.step([side])
+    assert [s.topic for s in decided.sends if s.topic == EVENTS] == []
+    assert any(s.topic == settings.topic_decisions for s in decided.sends)
+    assert h.newest == {0: T0}
+    # A record the card's partition will refuse for its key is not counted anywhere.
+    wrong = h.step([record(0, 1, tx_bytes("tx-w", card), b"another-card")])
+    assert [s for s in wrong.sends if s.topic == EVENTS] == []
+
+
+def test_moved_transactions_wait_for_the_watermark_their_mover_saw(
+    settings: Settings, serving: ServingManager
+) -> None:
+    s = settings.model_copy(update={"entity_max_wait_s": 5.0})
+    h = _scoring(s, serving, T0 - 7200)
+    side = record(
+        1, 0, tx_bytes("tx-1", "card-b"), b"card-b", topic=s.topic_transactions_repartition
+    )
+
+    async def body() -> None:
+        waiting = asyncio.create_task(h.until_open([side]))
+        await asyncio.sleep(0.1)
+        assert not waiting.done()
+        assert h.follower is not None
+        h.follower.watermark = entity.cutoff(T0)
+        await asyncio.wait_for(waiting, 2)
+        assert h.gate is not None
+        assert h.gate.waiting_at(1) is None  # not parked as partition 1
+
+    asyncio.run(body())
 
 
 def test_the_gate_gives_up_after_the_longest_wait(
