@@ -176,11 +176,18 @@ def score_through_kafka(
     publish_timeline(s, txs, labels)
     log_dir.mkdir(parents=True, exist_ok=True)
     procs = []
-    for i in range(workers):
+    # The join in a process of its own: it finds every label published at once and holds them
+    # for decisions still to come; in the scoring process that work starved scoring (no
+    # decision in the first two minutes of the Handbook's 1.3 M labels).
+    names = [(f"worker-{i}", "score,aggregate") for i in range(workers)] + [("join", "join")]
+    for name, roles in names:
         port = free_port()
-        env = worker_env(s, web_port=port, data_dir=log_dir / f"worker-{i}-data")
+        env = {
+            **worker_env(s, web_port=port, data_dir=log_dir / f"{name}-data"),
+            "FRAUD_ROLES": roles,
+        }
         procs.append(
-            Proc(f"worker-{i}", [sys.executable, "-m", "fraudstream", "worker"], log_dir, env, port)
+            Proc(name, [sys.executable, "-m", "fraudstream", "worker"], log_dir, env, port)
         )
     try:
         for p in procs:
