@@ -32,7 +32,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from fraudstream.coordinator.ports import Restored
 from fraudstream.errors import TransactionAborted
 from fraudstream.kafka.clients import make_producer
-from fraudstream.kafka.txn import read_partition
+from fraudstream.kafka.restore import read_partition
 from fraudstream.settings import Settings
 
 log = logging.getLogger("fraudstream.alo")

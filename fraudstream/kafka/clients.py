@@ -127,7 +127,7 @@ def iter_committed(
                 for tp in consumer.offsets_for_times(asked, timeout=10):
                     by_time[tp.partition] = tp.offset
             for p in parts:
-                low, high = _watermarks(consumer, TopicPartition(topic, p))
+                low, high = watermarks(consumer, TopicPartition(topic, p))
                 start = low
                 if since_ms is not None:
                     # offsets_for_times answers -1 when no record is that recent: nothing to read.
@@ -203,7 +203,7 @@ _LEADER_MOVING = frozenset(
 )
 
 
-def _watermarks(consumer: Consumer, tp: TopicPartition, timeout: float = 10.0) -> tuple[int, int]:
+def watermarks(consumer: Consumer, tp: TopicPartition, timeout: float = 10.0) -> tuple[int, int]:
     """(low, high) of one partition; retriable errors (a leader still being elected for a new
     topic, a leader moving) are retried until ``timeout``."""
     import time
@@ -226,7 +226,7 @@ def log_start_offset(settings: Settings, topic: str, partition: int) -> int:
     starts reading (the worker's consumers reset to the earliest offset)."""
     probe = make_consumer(settings, group_id=f"{settings.app_id}-probe")
     try:
-        low, _high = _watermarks(probe, TopicPartition(topic, partition))
+        low, _high = watermarks(probe, TopicPartition(topic, partition))
     except KafkaException as exc:
         raise BrokerError(
             f"reading where {topic!r} [{partition}] starts failed: {exc}; check that the broker "

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
@@ -29,12 +28,10 @@ from fraudstream.coordinator.ports import Restored
 from fraudstream.errors import BrokerError, Fenced, TransactionAborted
 from fraudstream.kafka.clients import (
     FENCED_CODES,
-    PARTITION_EOF,
-    group_committed_offsets,
-    log_start_offset,
     make_consumer,
     make_producer,
 )
+from fraudstream.kafka.restore import committed_offset, read_partition
 from fraudstream.settings import Settings
 
 log = logging.getLogger("fraudstream.txn")
@@ -169,85 +166,6 @@ class PartitionWriter:
             self.producer.flush(5.0)
         except KafkaException as exc:  # fenced meanwhile: nothing of ours is left to deliver
             log.info("closing partition %d's producer: %s", self.partition, exc)
-
-
-def restore_partition(
-    settings: Settings, topic: str, partition: int, *, timeout: float = 300.0
-) -> list[tuple[bytes, bytes | None]]:
-    """Every committed (key, value) of one changelog partition, in log order."""
-    consumer = make_consumer(
-        settings,
-        group_id=f"{settings.app_id}-restore",
-        **{"enable.partition.eof": True, "isolation.level": "read_committed"},
-    )
-    try:
-        tp = TopicPartition(topic, partition)
-        for attempt in range(20):
-            try:
-                low, high = consumer.get_watermark_offsets(tp, timeout=10)
-                break
-            except KafkaException as exc:
-                # A topic created a moment ago may not have its leader known yet.
-                if attempt < 19:
-                    time.sleep(0.25)
-                    continue
-                raise BrokerError(
-                    f"Cannot read the card-state changelog {topic!r} [{partition}]: {exc}. Create "
-                    "the topics with `fraudstream topics create`."
-                ) from exc
-        if high <= low:
-            return []
-        consumer.assign([TopicPartition(topic, partition, low)])
-        out: list[tuple[bytes, bytes | None]] = []
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for msg in consumer.consume(10_000, 0.5):
-                err = msg.error()
-                if err is not None:
-                    if err.code() == PARTITION_EOF:
-                        return out
-                    raise BrokerError(f"restoring {topic!r} [{partition}] failed: {err.str()}")
-                key = msg.key()
-                if key is not None:
-                    out.append((key, msg.value()))
-        raise BrokerError(
-            f"restoring {topic!r} [{partition}] did not finish in {timeout:.0f}s "
-            f"({len(out)} records read): check the broker's health"
-        )
-    finally:
-        consumer.close()
-
-
-def committed_offset(
-    settings: Settings, topic: str, partition: int, group_id: str | None = None
-) -> int | None:
-    group = group_id or settings.app_id
-    got = group_committed_offsets(settings, group, [(topic, partition)])
-    return got.get((topic, partition))
-
-
-def read_partition(
-    settings: Settings,
-    changelog_topic: str | None,
-    input_topic: str,
-    partition: int,
-    group_id: str | None = None,
-) -> tuple[Restored, int | None]:
-    """A partition's committed state records (none without a changelog) and where to start
-    reading it: the group's committed offset, or the log's start without one; and the
-    committed offset itself."""
-    state = (
-        [] if changelog_topic is None else restore_partition(settings, changelog_topic, partition)
-    )
-    committed = committed_offset(settings, input_topic, partition, group_id)
-    # Never committed: the group reads it from its start (auto.offset.reset=earliest). Saying
-    # so lets the coordinator see a hole before the first record delivered: records fetched
-    # while Faust's flow was stopped are dropped, and only partitions with a committed offset
-    # are sought back to it.
-    start = (
-        committed if committed is not None else log_start_offset(settings, input_topic, partition)
-    )
-    return Restored(state, start), committed
 
 
 class TransactionalWriters:
