@@ -30,6 +30,7 @@ from fraudstream.settings import Settings
 log = logging.getLogger("fraudstream.entities")
 
 CACHE_SIZE = 4096  # decoded states kept (hot merchants); the rest stay as bytes
+SOURCES_EVERY_S = 10.0  # how often the follower looks for partitions added by a scale-out
 
 
 class EntityFollower:
@@ -95,8 +96,8 @@ class EntityFollower:
         if self.failed is not None:
             raise BrokerError(f"the entity-state follower of {self.topic!r} stopped: {self.failed}")
 
-    def _metadata(self, consumer: object) -> tuple[int, int, int]:
-        for _ in range(120):
+    def _metadata(self, consumer: object, attempts: int = 120) -> tuple[int, int, int]:
+        for _ in range(attempts):
             try:
                 md = consumer.list_topics(timeout=10)  # type: ignore[attr-defined]
             except KafkaException as exc:
@@ -132,8 +133,12 @@ class EntityFollower:
             ]
             consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in range(n)])
             at_end: set[int] = set()
+            looked = time.monotonic()
             while not self._stop.is_set():
                 moved = False
+                if time.monotonic() - looked >= SOURCES_EVERY_S:
+                    looked = time.monotonic()
+                    moved = self._more_sources(consumer)
                 for msg in consumer.consume(10_000, 0.05):
                     err, part = msg.error(), msg.partition() or 0
                     if err is not None:
@@ -157,6 +162,23 @@ class EntityFollower:
                     metrics.ENTITY_WATERMARK_LAG.set(max(0.0, time.time() - self.watermark))
         finally:
             consumer.close()
+
+    def _more_sources(self, consumer: object) -> bool:
+        """Take in the partitions `fraudstream topics scale` added to ``transactions`` and
+        ``fraud.feedback``: each is a source to wait for from now on (it reports within seconds
+        of being assigned)."""
+        try:
+            _n, ntx, nfb = self._metadata(consumer, attempts=1)
+        except BrokerError:  # looked at again next time
+            return False
+        more = [entitylog.tx_source(p) for p in range(ntx)] + [
+            entitylog.feedback_source(p) for p in range(nfb)
+        ]
+        if len(more) <= len(self.sources):
+            return False
+        log.info("entity watermark: %d sources now (topics were scaled)", len(more))
+        self.sources = more
+        return True
 
     def _apply(self, partition: int, key: bytes | None, value: bytes | None) -> bool:
         if key is None:

@@ -15,7 +15,8 @@ mover_log = logging.getLogger("fraudstream.mover")
 
 class MetricsObserver:
     """The coordinator's work as metrics, log lines and progress for Faust's stall detector
-    (``ports.Observer``); ``app`` None: no progress to report (the aggregator's)."""
+    (``ports.Observer``) for the diverted ``topic`` (transactions, entity events); ``app``
+    None: no progress to report (tests)."""
 
     def __init__(self, app: Any = None, topic: str = "") -> None:
         self.app, self.topic = app, topic

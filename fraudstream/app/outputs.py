@@ -9,12 +9,12 @@ import asyncio
 import threading
 from typing import Any, cast
 
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, KafkaException
 
 from fraudstream.app import metrics
 from fraudstream.core.records import Record, dead_letter_headers
 from fraudstream.errors import OutputRefused
-from fraudstream.kafka.clients import make_producer
+from fraudstream.kafka.clients import make_producer, produce
 from fraudstream.settings import Settings
 
 
@@ -95,19 +95,19 @@ class Output:
         barrier = self._barrier
         barrier.add()
         extra: dict[str, Any] = {} if partition is None else {"partition": partition}
-        while True:
-            try:
-                self.producer.produce(
-                    topic,
-                    value=value,
-                    key=key,
-                    headers=cast("Any", headers),
-                    on_delivery=barrier,
-                    **extra,
-                )
-                return
-            except BufferError:
-                self.producer.poll(0.05)
+        try:
+            produce(
+                self.producer,
+                topic,
+                value=value,
+                key=key,
+                headers=cast("Any", headers),
+                on_delivery=barrier,
+                **extra,
+            )
+        except KafkaException as exc:
+            barrier(exc.args[0], None)  # never sent: the barrier must not wait for it
+            raise
 
     def dead_letter(self, topic: str, record: Record, reason: str, text: str, source: str) -> None:
         metrics.DEAD_LETTERS.labels(reason=reason, source=source).inc()

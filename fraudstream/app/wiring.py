@@ -157,7 +157,9 @@ def assemble(
             s,
             supervisor,
             source=KafkaSource(app, entity_events_topic(s), s),
-            observer=MetricsObserver(),
+            # Its records pass Faust's streams no more than the scoring path's: its progress
+            # is what Faust's stall detector must watch.
+            observer=MetricsObserver(app, entity_events_topic(s)),
             clock=Clock(),
             writers=aggregate_writers,
         )

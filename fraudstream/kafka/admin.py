@@ -59,10 +59,11 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     for table in (*CARD_TABLES, *JOIN_TABLES):
         specs.append(TopicSpec(changelog_topic(settings, table), n, compact, True))
     # Entity state (docs/entity-state.md): events keyed by entity, and the aggregator's state,
-    # compacted, which every scoring worker reads whole. Co-partitioned: aggregator partition p
-    # keeps its states in partition p of the state topic.
-    specs.append(TopicSpec(entity_events_topic(settings), n, week, True))
-    specs.append(TopicSpec(entity_state_topic(settings), n, compact, True))
+    # compacted, which every scoring worker reads whole; aggregator partition p keeps its states
+    # in partition p of the state topic. Not scaled with `transactions`: an entity's events
+    # would go to another partition than its state (the state would split in two).
+    specs.append(TopicSpec(entity_events_topic(settings), n, week, False))
+    specs.append(TopicSpec(entity_state_topic(settings), n, compact, False))
     return specs
 
 

@@ -31,7 +31,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from fraudstream.coordinator.ports import Restored
 from fraudstream.errors import TransactionAborted
-from fraudstream.kafka.clients import make_producer
+from fraudstream.kafka.clients import make_producer, produce
 from fraudstream.kafka.restore import read_partition
 from fraudstream.settings import Settings
 
@@ -174,19 +174,16 @@ class AtLeastOnceWriters:
         def delivered(err: KafkaError | None, _msg: Message) -> None:
             self.acks.done(seq, err)
 
-        while True:
-            try:
-                self.producer.produce(
-                    topic,
-                    value=value,
-                    key=key,
-                    headers=cast("Any", headers),
-                    on_delivery=delivered,
-                    **extra,
-                )
-                return
-            except BufferError:  # the poll thread frees room as deliveries come back
-                self.producer.poll(0.05)
+        # A full queue waits: the poll thread frees room as deliveries come back.
+        produce(
+            self.producer,
+            topic,
+            value=value,
+            key=key,
+            headers=cast("Any", headers),
+            on_delivery=delivered,
+            **extra,
+        )
 
     # --- ports.Writers ----------------------------------------------------------------------
 

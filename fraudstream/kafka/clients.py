@@ -14,6 +14,8 @@ from fraudstream.settings import Settings
 #: "end of partition" (enable.partition.eof). confluent-kafka names its client-side error codes
 #: with a leading underscore; they are its public API all the same.
 PARTITION_EOF: int = KafkaError._PARTITION_EOF  # noqa: SLF001
+#: A partition the client's metadata does not know (yet).
+UNKNOWN_PARTITION: int = KafkaError._UNKNOWN_PARTITION  # noqa: SLF001
 #: A transactional producer was fenced: another producer took its transactional id.
 FENCED_CODES = frozenset(
     {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}  # noqa: SLF001
@@ -192,6 +194,26 @@ def iter_committed(
                 yield msg
     finally:
         consumer.close()
+
+
+def produce(producer: Producer, topic: str, **kw: Any) -> None:
+    """``producer.produce``, waiting while its queue is full. A partition named explicitly that
+    the producer's metadata does not know yet (the topic just grew: `fraudstream topics scale`)
+    is looked up once before the error is raised: librdkafka refreshes its metadata only every
+    few minutes on its own."""
+    refreshed = False
+    while True:
+        try:
+            producer.produce(topic, **kw)
+            return
+        except BufferError:
+            producer.poll(0.05)
+        except KafkaException as exc:
+            unknown = exc.args[0].code() == UNKNOWN_PARTITION
+            if refreshed or kw.get("partition") is None or not unknown:
+                raise
+            refreshed = True
+            producer.list_topics(topic, timeout=10)
 
 
 _LEADER_MOVING = frozenset(

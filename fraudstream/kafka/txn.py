@@ -30,6 +30,7 @@ from fraudstream.kafka.clients import (
     FENCED_CODES,
     make_consumer,
     make_producer,
+    produce,
 )
 from fraudstream.kafka.restore import committed_offset, read_partition
 from fraudstream.settings import Settings
@@ -115,14 +116,7 @@ class PartitionWriter:
         partition: int | None = None,
     ) -> None:
         extra: dict[str, Any] = {} if partition is None else {"partition": partition}
-        while True:
-            try:
-                self.producer.produce(
-                    topic, value=value, key=key, headers=cast("Any", headers), **extra
-                )
-                return
-            except BufferError:
-                self.producer.poll(0.05)
+        produce(self.producer, topic, value=value, key=key, headers=cast("Any", headers), **extra)
 
     def commit(self, offsets: list[TopicPartition], group_metadata: Any) -> None:
         try:
