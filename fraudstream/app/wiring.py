@@ -181,6 +181,15 @@ def assemble(
 
     fa.hooks.before_flush = before_flush
 
+    async def closing(_sender: Any, **_kw: Any) -> None:
+        # Faust sends it after its fetcher stopped, before the producer's last flush (the
+        # last before_flush): records still queued are left to the next owner.
+        for c in (coordinator, aggregator, mover):
+            if c is not None:
+                c.close()
+
+    app.on_before_shutdown.connect(cast("Any", closing))
+
     async def refresh_producer_metadata(_sender: Any, _assigned: Any, **_kw: Any) -> None:
         # After partitions were added, Faust's producer can still hold the old count and
         # refuse a table's changelog record for a new partition ("Unrecognized partition").

@@ -57,6 +57,14 @@ class Coordinator(Generic[R]):
         self.opening: dict[int, asyncio.Task[None]] = {}
         self.assigned: set[int] = set()  # the latest assignment the group gave this worker
         self.lock = asyncio.Lock()
+        self.closing = False  # the worker stops: no record is decided after the last commit
+
+    def close(self) -> None:
+        """Decide nothing more except in ``commit_all``: the worker is stopping and its last
+        commit follows. At least once, a record decided after it would be sent but its offset
+        never committed (decided twice after the restart); exactly once, aborted for nothing.
+        Records not decided are read again by the next owner."""
+        self.closing = True
 
     # --- ownership --------------------------------------------------------------------------
 
@@ -145,6 +153,8 @@ class Coordinator(Generic[R]):
 
     async def handle(self, records: Sequence[Record]) -> None:
         """Decide ``records`` (fetched, in offset order per partition)."""
+        if self.closing:
+            return
         async with self.lock:
             mine: dict[int, None] = {}
             skipped: dict[int, list[int]] = {}
@@ -172,6 +182,8 @@ class Coordinator(Generic[R]):
         partition's open transaction; its result, once that transaction is committed."""
         p = record.partition
         while True:
+            if self.closing:
+                raise errors.PartitionMoved("the worker is stopping; retry the request")
             async with self.lock:
                 if not (p in self.partitions or self.source.assigned(p)):
                     raise errors.PartitionMoved(
@@ -221,7 +233,7 @@ class Coordinator(Generic[R]):
             while True:
                 async with self.lock:
                     st = self.partitions.get(p)
-                    if st is None:
+                    if st is None or self.closing:
                         break
                     running = st.committing
                     if running is None:
@@ -238,6 +250,8 @@ class Coordinator(Generic[R]):
             await self._wake_parked()
 
     async def _wake_parked(self) -> None:
+        if self.closing:
+            return
         parked = [st for st in self.partitions.values() if st.parked]
         for st in parked:
             st.parked = False
@@ -404,6 +418,8 @@ class Coordinator(Generic[R]):
             self.spawn(self._resume(waiting), name="resume")
 
     async def _resume(self, states: list[PartitionState]) -> None:
+        if self.closing:
+            return
         async with self.lock:
             await self._drain([st for st in states if self.partitions.get(st.number) is st])
             self._start_due()
