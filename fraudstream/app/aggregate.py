@@ -16,7 +16,7 @@ import logging
 from collections.abc import Sequence
 
 from fraudstream.app import metrics
-from fraudstream.coordinator.ports import Handled
+from fraudstream.coordinator.ports import Handled, Send
 from fraudstream.core import entitylog
 from fraudstream.core.records import Record
 from fraudstream.errors import FraudStreamError
@@ -59,10 +59,16 @@ class AggregateHandler:
         metrics.ENTITY_EVENTS.inc(len(records) - bad)
         if bad:
             metrics.ENTITY_EVENTS_BAD.inc(bad)
-        return Handled([], [None] * len(records))
+        # A watermark is what parked scoring partitions wait for: publish it at once, not at
+        # the next interval (a replay's speed is one such round trip per hour of event time).
+        hurry = frozenset(r.partition for r in records if r.key == entitylog.WATERMARK_KEY)
+        return Handled([], [None] * len(records), hurry)
 
     def changes(self, partition: int) -> list[tuple[bytes, bytes | None]]:
         return self.folds[partition].changes()
+
+    def owed(self, partition: int) -> list[Send]:
+        return []
 
     def committed(self, partition: int) -> None:
         fold = self.folds[partition]

@@ -90,6 +90,9 @@ class MoveHandler:
     def changes(self, partition: int) -> list[tuple[bytes, bytes | None]]:
         return []
 
+    def owed(self, partition: int) -> list[ports.Send]:
+        return []
+
     def committed(self, partition: int) -> None:
         metrics.FEEDBACK_MOVED.inc(self._pending.get(partition, 0))
         self._pending[partition] = 0

@@ -316,6 +316,13 @@ class ScoringHandler:
             for q in range(partitions)
         ]
 
+    def owed(self, partition: int) -> list[Send]:
+        """The partition's watermark, with every commit: a partition parked at the gate
+        commits at once, and the aggregator needs this watermark from that very commit."""
+        if self.follower is None or self.follower.partitions == 0:
+            return []
+        return self.watermarks(partition, idle=False, partitions=self.follower.partitions)
+
     def changes(self, partition: int) -> list[tuple[bytes, bytes | None]]:
         out: list[tuple[bytes, bytes | None]] = [
             (card.encode(), engine.record_to_bytes(rec))

@@ -179,7 +179,10 @@ def score_through_kafka(
     # The join in a process of its own: it finds every label published at once and holds them
     # for decisions still to come; in the scoring process that work starved scoring (no
     # decision in the first two minutes of the Handbook's 1.3 M labels).
-    names = [(f"worker-{i}", "score,aggregate") for i in range(workers)] + [("join", "join")]
+    names = [(f"worker-{i}", "score") for i in range(workers)] + [
+        ("aggregate", "aggregate"),
+        ("join", "join"),
+    ]
     for name, roles in names:
         port = free_port()
         env = {

@@ -248,6 +248,7 @@ class Coordinator(Generic[R]):
         """Let the handler look again at the records it refused (a watermark moved)."""
         async with self.lock:
             await self._wake_parked()
+            self._start_due()  # a partition that parked again commits at once
 
     async def _wake_parked(self) -> None:
         if self.closing:
@@ -324,6 +325,8 @@ class Coordinator(Generic[R]):
         handled = self.handler.step(records)
         self.fence()  # the last moment before anything of this batch is written
         self._write(handled.sends)
+        for p in handled.hurry:
+            self.partitions[p].hurry = True
         for rec, result in zip(records, handled.results, strict=True):
             if not rec.from_log:
                 self.partitions[rec.partition].answers[id(rec)] = result
@@ -428,6 +431,7 @@ class Coordinator(Generic[R]):
         numbers = [st.number for st in group]
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             for st in group:
+                self._write(self.handler.owed(st.number))
                 for key, value in self.handler.changes(st.number):
                     self.writers.keep(st.number, key, value)
             events = sum(len(st.inflight) for st in group)

@@ -41,6 +41,7 @@ class PartitionState:
         self.waiting: list[Record] = []  # records that wait: a commit, a refetch, the handler
         self.rewinding: tuple[int, float] | None = None  # (offset sought back to, when)
         self.parked = False  # the handler refused a record: wait for Coordinator.wake
+        self.hurry = False  # the handler wants the open transaction committed now
         self.dirty = False  # something was written into the open transaction
         self.began = now  # when the open transaction began
         self.committing: asyncio.Task[None] | None = None  # the commit under way, if any
@@ -102,7 +103,7 @@ class PartitionState:
             return False
         # A parked partition commits at once: what it wrote must reach its readers, whose
         # progress may be what it waits for.
-        return self.parked or now - self.began >= interval_s
+        return self.parked or self.hurry or now - self.began >= interval_s
 
     def next_commit(self) -> asyncio.Future[None]:
         """Done when the open transaction is committed; fails if the partition is let go."""
@@ -120,6 +121,7 @@ class PartitionState:
         self.committed_offset = self.next_offset
         self.inflight = []
         self.dirty = False
+        self.hurry = False
         self.began = began
         if self._next_commit is not None and not self._next_commit.done():
             self._next_commit.set_result(None)

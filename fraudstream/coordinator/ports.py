@@ -43,10 +43,13 @@ class Send:
 
 @dataclass(slots=True)
 class Handled(Generic[R]):
-    """What a handler made of a batch: the records to send, and one result per input record."""
+    """What a handler made of a batch: the records to send, one result per input record, and
+    the partitions whose open transaction should commit now rather than at the interval (what
+    it wrote is awaited: a watermark that parked partitions elsewhere wait for)."""
 
     sends: list[Send] = field(default_factory=list)
     results: list[R] = field(default_factory=list)
+    hurry: frozenset[int] = frozenset()
 
 
 class Source(Protocol):
@@ -142,6 +145,12 @@ class PartitionHandler(Protocol[R]):
 
     def changes(self, partition: int) -> list[tuple[bytes, bytes | None]]:
         """The state records the open transaction changed."""
+        ...
+
+    def owed(self, partition: int) -> list[Send]:
+        """Records the partition's transaction must carry when it commits (the watermark of
+        what it has decided: a partition parked for a watermark commits at once, and the
+        watermark it waits for must ride that commit, not the next)."""
         ...
 
     def committed(self, partition: int) -> None: ...

@@ -21,11 +21,15 @@ from tests.fakes import FakeWriters, make_coordinator, record
 class Counting:
     """Sends each record's value to ``out``; keeps, per partition, how often each key came."""
 
-    def __init__(self, admit: Callable[[Record], bool] | None = None) -> None:
+    def __init__(
+        self, admit: Callable[[Record], bool] | None = None, *, hurry_on: bytes | None = None
+    ) -> None:
         self.committed_state: dict[int, dict[bytes, int]] = {}
         self.pending: dict[int, dict[bytes, int]] = {}
         self.steps: list[list[tuple[int, int]]] = []
         self._admit = admit or (lambda _r: True)
+        self.hurry_on = hurry_on  # a record with this key asks for its commit now
+        self.owes: dict[int, list[Send]] = {}  # what the next commit of a partition carries
 
     def restore(self, partition: int, state: Sequence[tuple[bytes, bytes | None]]) -> int:
         table: dict[bytes, int] = {}
@@ -50,7 +54,12 @@ class Counting:
             self.pending[r.partition][key] = seen + 1
             out.sends.append(Send(r.partition, "out", r.key, r.value))
             out.results.append(f"{r.value!r}#{seen + 1}")
-        return out
+        wanted = self.hurry_on
+        hurry = {r.partition for r in records if wanted is not None and r.key == wanted}
+        return Handled(out.sends, out.results, frozenset(hurry))
+
+    def owed(self, partition: int) -> list[Send]:
+        return self.owes.pop(partition, [])
 
     def changes(self, partition: int) -> list[tuple[bytes, bytes | None]]:
         return [(k, str(v).encode()) for k, v in self.pending[partition].items()]
@@ -411,6 +420,51 @@ def test_records_the_handler_refuses_wait_in_order_and_the_partition_commits_mea
         await c.commit_all()
         assert values(writers)[-2:] == [b"v0-4", b"v0-5"]
         assert writers.offsets == {0: 6, 1: 1}
+        tasks.check()
+
+    run(body)
+
+
+def test_a_parked_partition_commits_at_once_with_what_it_owes_and_again_after_wake() -> None:
+    """The entity gate's round trip (issue 17: a replay's speed is one round trip per hour of
+    event time): the watermark a parked partition owes rides the commit that parking starts,
+    not a later one, and a partition that parks again after ``wake`` commits at once too."""
+    allowed = {"limit": 2}
+
+    async def body() -> None:
+        handler = Counting(admit=lambda r: r.offset < allowed["limit"])
+        c, writers, _, _, _, tasks = make_coordinator(handler)
+        handler.owes[0] = [Send(0, "out", b"w", b"mark-2")]
+        await c.handle([rec(0, o) for o in range(5)])
+        await tasks.settle()
+        assert values(writers) == [b"v0-0", b"v0-1", b"mark-2"]
+        assert len(writers.commits) == 1
+        handler.owes[0] = [Send(0, "out", b"w", b"mark-4")]
+        allowed["limit"] = 4
+        await c.wake()  # decides 2, 3 and parks again at 4: commits without a timer
+        await tasks.settle()
+        assert values(writers)[-3:] == [b"v0-2", b"v0-3", b"mark-4"]
+        assert len(writers.commits) == 2
+        tasks.check()
+
+    run(body)
+
+
+def test_a_handler_in_a_hurry_commits_before_the_interval() -> None:
+    """The aggregator commits at once when a batch holds a watermark: scoring partitions
+    elsewhere wait for it. Other batches wait for the interval."""
+
+    async def body() -> None:
+        handler = Counting(hurry_on=b"wm")
+        c, writers, _, _, _, tasks = make_coordinator(handler)
+        await c.handle([rec(0, 0), rec(1, 0)])
+        await tasks.settle()
+        assert writers.commits == []  # not due: the interval has not passed
+        await c.handle([rec(0, 1, key=b"wm")])
+        await tasks.settle()
+        assert writers.commits == [{0: 2}]  # partition 0 at once; partition 1 still open
+        await c.commit_all()
+        assert writers.offsets == {0: 2, 1: 1}
         tasks.check()
 
     run(body)
