@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
 from fraudstream import errors
-from fraudstream.coordinator import ports
-from fraudstream.coordinator.partition import PartitionState, Place
+from fraudstream.coordinator import ordering, ports
+from fraudstream.coordinator.partition import PartitionState
 from fraudstream.core.records import Record
 
 log = logging.getLogger("fraudstream.coordinator")
@@ -270,54 +269,9 @@ class Coordinator(Generic[R]):
             self._decide(ready)
 
     async def _in_order(self, records: Sequence[Record]) -> list[Record]:
-        """The records that go into their transactions now, each partition's gap-free from its
-        next offset; the others are dropped (delivered again), left to a refetch, or wait."""
-        out: list[Record] = []
-        blocked: set[int] = set()
-        again: Counter[int] = Counter()
-        for rec in records:
-            p = rec.partition
-            st = self.partitions.get(p)
-            if st is None or p in blocked:
-                continue  # let go meanwhile, or past a hole being fetched again
-            if st.parked:
-                st.waiting.append(rec)
-                continue
-            place = st.place(rec.offset)
-            if place is Place.DECIDED:
-                again[p] += 1
-                continue
-            if place is Place.REFETCHING:
-                target = st.refetch_overdue(self.clock.monotonic())
-                if target is not None:
-                    await self.source.seek(p, target)  # the refetch was lost too: again
-                continue
-            if place is Place.AHEAD:
-                start = st.next_offset
-                assert start is not None
-                if await self.source.has_records(p, start, rec.offset):
-                    # Faust can drop fetched records around a rebalance: fetch them again, and
-                    # let everything past the hole wait for them.
-                    log.warning(
-                        "partition %d: offsets %d..%d were not delivered; fetching them again",
-                        p,
-                        start,
-                        rec.offset - 1,
-                    )
-                    self.observer.refetched(p, start, rec.offset)
-                    await self.source.seek(p, st.rewind(self.clock.monotonic()))
-                    blocked.add(p)
-                    continue
-                # A hole without records: a transactional producer's commit markers.
-            if not self.handler.admit(rec):
-                st.parked = True
-                st.waiting.append(rec)
-                continue
-            st.accept(rec)
-            out.append(rec)
-        for p, n in again.items():
-            self.observer.redelivered(p, n)
-        return out
+        return await ordering.in_order(
+            records, self.partitions, self.handler, self.source, self.observer, self.clock
+        )
 
     def _decide(self, records: Sequence[Record]) -> None:
         """Hand ``records`` (accepted into their partitions' open transactions) to the handler
