@@ -11,17 +11,15 @@ commits that with the changed card records and the next offset.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
-from faust.types import TP
-
 from fraudstream.app import api, faust_boundary, metrics, mover, web
+from fraudstream.app.adapters import Clock, FaustTable, JoinInputs, KafkaSource
 from fraudstream.app.app import FaustApp, create_app
 from fraudstream.app.entities import EntityFollower
 from fraudstream.app.entitywiring import (
@@ -30,7 +28,7 @@ from fraudstream.app.entitywiring import (
     install_scoring_watermarks,
 )
 from fraudstream.app.feeds import as_record, decide_batches
-from fraudstream.app.join import Join, TopicPartition
+from fraudstream.app.join import Join
 from fraudstream.app.observers import MetricsObserver
 from fraudstream.app.outputs import Output
 from fraudstream.app.progress import ProgressLog
@@ -44,7 +42,6 @@ from fraudstream.core.engine import Verdict
 from fraudstream.core.records import Record
 from fraudstream.errors import BrokerError
 from fraudstream.kafka.admin import changelog_topic, entity_events_topic
-from fraudstream.kafka.clients import has_committed_records
 from fraudstream.settings import Settings
 
 log = logging.getLogger("fraudstream.wiring")
@@ -65,70 +62,6 @@ class Worker:
     mover: Coordinator[bool] | None = None
     aggregator: Coordinator[None] | None = None
     follower: EntityFollower | None = None
-
-
-class KafkaSource:
-    """The coordinator's input (``ports.Source``) over Faust's consumer."""
-
-    def __init__(self, app: Any, topic: str, settings: Settings) -> None:
-        self.app, self.topic, self.s = app, topic, settings
-
-    def assigned(self, partition: int) -> bool:
-        return TP(self.topic, partition) in self.app.consumer.assignment()
-
-    async def seek(self, partition: int, offset: int) -> None:
-        await self.app.consumer.seek(TP(self.topic, partition), offset)
-
-    async def has_records(self, partition: int, start: int, end: int) -> bool:
-        found: bool = await asyncio.get_running_loop().run_in_executor(
-            None, has_committed_records, self.s, self.topic, partition, start, end
-        )
-        return found
-
-
-class Clock:
-    monotonic = staticmethod(time.monotonic)
-
-
-class FaustTable:
-    """A Faust table as the join's ``JoinTable``: each access names its partition."""
-
-    def __init__(self, table: Any, topic: str) -> None:
-        self.table, self.topic = table, topic
-
-    def get(self, partition: int, key: bytes) -> bytes | None:
-        with faust_boundary.table_partition(self.topic, partition):
-            got: bytes | None = self.table.get(key)
-            return got
-
-    def put(self, partition: int, key: bytes, value: bytes) -> None:
-        with faust_boundary.table_partition(self.topic, partition):
-            self.table[key] = value
-
-    def delete(self, partition: int, key: bytes) -> None:
-        with faust_boundary.table_partition(self.topic, partition):
-            self.table.pop(key, None)
-
-    def items(self) -> Iterator[tuple[bytes, bytes]]:
-        for k, v in self.table.items():
-            yield bytes(k), bytes(v)
-
-
-class JoinInputs:
-    """The join's input topics on Faust's consumer (``join.JoinSource``)."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    def partitions(self, topic: str) -> int | None:
-        n: int | None = self.app.consumer.topic_partitions(topic)
-        return n
-
-    def assigned(self, tp: TopicPartition) -> bool:
-        return TP(*tp) in self.app.consumer.assignment()
-
-    async def seek(self, tp: TopicPartition, offset: int) -> None:
-        await self.app.consumer.seek(TP(*tp), offset)
 
 
 def assemble(
