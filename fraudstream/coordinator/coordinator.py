@@ -20,14 +20,13 @@ from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
 from fraudstream import errors
-from fraudstream.coordinator import ordering, ports
+from fraudstream.coordinator import opening, ordering, ports
 from fraudstream.coordinator.partition import PartitionState
 from fraudstream.core.records import Record
 
 log = logging.getLogger("fraudstream.coordinator")
 
 R = TypeVar("R")
-OPEN_ATTEMPTS = 10
 COMMIT_ATTEMPTS = 30
 
 
@@ -108,24 +107,8 @@ class Coordinator(Generic[R]):
     async def _open(self, p: int) -> None:
         t0 = self.clock.monotonic()
         try:
-            for attempt in range(1, OPEN_ATTEMPTS + 1):
-                if not self._wanted(p):
-                    return  # given away before this worker fenced anyone
-                try:
-                    restored = await self.writers.open(p)
-                    break
-                except errors.Fenced:
-                    raise
-                except errors.BrokerError as exc:
-                    if attempt == OPEN_ATTEMPTS:
-                        raise errors.PartitionUnavailable(
-                            f"cannot open partition {p}: {exc}"
-                        ) from exc
-                    log.warning("opening partition %d: %s; retrying", p, exc)
-                    await asyncio.sleep(min(10.0, 0.5 * 2**attempt))
-            if not self._wanted(p):
-                await self.writers.close(p)
-                log.info("partition %d was given away while it opened", p)
+            restored = await opening.open_partition(self.writers, p, self._wanted)
+            if restored is None:
                 return
             n = self.handler.restore(p, restored.state)
             self.partitions[p] = PartitionState(p, restored.committed, self.clock.monotonic())
