@@ -12,7 +12,7 @@ from typing import Any
 from faust.types import TP
 
 from fraudstream.app import faust_boundary
-from fraudstream.app.join import TopicPartition
+from fraudstream.app.joinheads import TopicPartition
 from fraudstream.kafka.clients import has_committed_records
 from fraudstream.settings import Settings
 

@@ -23,14 +23,14 @@ import asyncio
 import base64
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Protocol
 
 import orjson
 
 from fraudstream.app import metrics
 from fraudstream.app.joinentities import EntityLabels, posix
+from fraudstream.app.joinheads import JoinHeads, JoinSource, JoinTable, TopicPartition
 from fraudstream.app.mover import misplaced
 from fraudstream.app.outputs import Output
 from fraudstream.app.partitioning import home
@@ -44,42 +44,13 @@ from fraudstream.core.messages import (
 )
 from fraudstream.core.offsets import InOrderOffsets
 from fraudstream.core.records import Record
-from fraudstream.errors import BrokerError, InvalidMessage
-from fraudstream.kafka.clients import (
-    group_committed_offsets,
-    has_committed_records,
-    log_start_offset,
-)
+from fraudstream.errors import InvalidMessage
 from fraudstream.settings import Settings
 
 log = logging.getLogger("fraudstream.join")
 
-TopicPartition = tuple[str, int]
 
-
-class JoinTable(Protocol):
-    """A table whose entries live in a partition (its changelog's, next to its records)."""
-
-    def get(self, partition: int, key: bytes) -> bytes | None: ...
-
-    def put(self, partition: int, key: bytes, value: bytes) -> None: ...
-
-    def delete(self, partition: int, key: bytes) -> None: ...
-
-    def items(self) -> Iterable[tuple[bytes, bytes]]: ...
-
-
-class JoinSource(Protocol):
-    """The join's input topics as the consumer reads them."""
-
-    def partitions(self, topic: str) -> int | None: ...
-
-    def assigned(self, tp: TopicPartition) -> bool: ...
-
-    async def seek(self, tp: TopicPartition, offset: int) -> None: ...
-
-
-class Join(EntityLabels):
+class Join(EntityLabels, JoinHeads):
     def __init__(
         self,
         settings: Settings,
@@ -363,52 +334,6 @@ class Join(EntityLabels):
                     model_version=version, variant=variant, cell=cell.upper()
                 ).set(getattr(conf, cell))
         await self.out.flush()
-
-    async def check_heads(self) -> None:
-        """Before the join commits past the first record it got after an assignment or a
-        seek, check the offsets between the group's committed offset and that record: commit
-        markers only, or records Faust fetched and never delivered (it clears stream buffers
-        when the flow resumes after a rebalance). Those are fetched again (the join is
-        idempotent); the join's commits wait until then."""
-        heads = self.offsets.to_verify()
-        if not heads:
-            return
-        s = self.s
-        run = asyncio.get_running_loop().run_in_executor
-        tps = list(heads)
-        try:
-            committed = await run(None, group_committed_offsets, s, s.app_id, tps)
-        except BrokerError as exc:  # the broker may be away; the next tick tries again
-            log.warning("%s", exc)
-            return
-        for tp in tps:
-            first, start = heads[tp], committed.get(tp)
-            if start is None:  # never committed: the group reads the partition from its start
-                try:
-                    start = await run(None, log_start_offset, s, tp[0], tp[1])
-                except BrokerError as exc:
-                    log.warning("%s", exc)
-                    continue
-            if first <= start:
-                self.offsets.verified(tp, first)
-                continue
-            if not await run(None, has_committed_records, s, tp[0], tp[1], start, first):
-                self.offsets.verified(tp, first)
-                continue
-            log.warning(
-                "%s[%d]: offsets %d..%d were never delivered; fetching them again",
-                *tp,
-                start,
-                first - 1,
-            )
-            metrics.REFETCHES.inc()
-            self.offsets.reset(tp)
-            if self.source.assigned(tp):
-                await self.source.seek(tp, start)
-
-    def committable(self, tp: TopicPartition, committed: int | None) -> int | None:
-        """The offset the consumer may commit for ``tp`` now (None: nothing to commit)."""
-        return self.offsets.committable(tp, committed)
 
 
 def _before(timestamp: str, cutoff: str, horizon: float) -> bool:
