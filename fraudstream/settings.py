@@ -90,6 +90,10 @@ class Settings(BaseSettings):
     entity_max_wait_s: float = Field(default=60.0, ge=0)
     # A label whose decision has not arrived this long after it is dead-lettered as unknown.
     feedback_grace_seconds: float = Field(default=300.0, gt=0)
+    # How long a label waiting for its decision holds the feedback watermark back (merchant
+    # state waits for it): live, such a label is mostly for an unknown transaction; a replay,
+    # whose labels all have their decisions coming, holds them until they come.
+    label_hold_back_s: float = Field(default=120.0, ge=0)
     # How often the join deletes its records of decisions older than decision_retention_days
     # (tombstones in its changelog, which compaction then drops): its state stays bounded.
     join_prune_seconds: float = Field(default=3600.0, gt=0)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from faust.types import TP
@@ -79,3 +79,13 @@ class JoinInputs:
 
     async def seek(self, tp: TopicPartition, offset: int) -> None:
         await self.app.consumer.seek(TP(*tp), offset)
+
+    def pause(self, tps: Iterable[TopicPartition]) -> None:
+        consumer = self.app.consumer
+        consumer.pause_partitions(set(map(TP._make, tps)) & consumer.assignment())
+
+    def resume(self, tps: Iterable[TopicPartition]) -> None:
+        if self.app.in_recovery:
+            return  # Faust resumes what it assigned when its recovery ends
+        consumer = self.app.consumer
+        consumer.resume_partitions(set(map(TP._make, tps)) & consumer.assignment())

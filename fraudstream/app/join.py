@@ -29,12 +29,12 @@ from datetime import UTC, datetime
 import orjson
 
 from fraudstream.app import metrics
-from fraudstream.app.joinentities import EntityLabels, posix
+from fraudstream.app.joinentities import EntityLabels
 from fraudstream.app.joinheads import JoinHeads, JoinSource, JoinTable, TopicPartition
 from fraudstream.app.mover import misplaced
 from fraudstream.app.outputs import Output
 from fraudstream.app.partitioning import home
-from fraudstream.core import entitylog, outcomes
+from fraudstream.core import outcomes
 from fraudstream.core.messages import (
     Outcome,
     decode_decision,
@@ -48,6 +48,11 @@ from fraudstream.errors import InvalidMessage
 from fraudstream.settings import Settings
 
 log = logging.getLogger("fraudstream.join")
+
+# A feedback partition's labels waiting for their decisions at which the join stops reading it
+# (pace), and below which it reads it again.
+PAUSE_HELD = 2_000
+RESUME_HELD = 500
 
 
 class Join(EntityLabels, JoinHeads):
@@ -74,7 +79,9 @@ class Join(EntityLabels, JoinHeads):
         self._dirty: set[bytes] = set()
         self._dirty_counts: set[bytes] = set()
         self._sent = 0
+        self._paused: set[int] = set()  # feedback partitions not read for now (pace)
         EntityLabels.__init__(self)
+        self.hold_back_s = settings.label_hold_back_s
 
     # --- the agent ------------------------------------------------------------------------------
 
@@ -99,6 +106,44 @@ class Join(EntityLabels, JoinHeads):
         self._write_back()
         for rec in batch:
             self.offsets.handled((rec.topic, rec.partition), rec.offset)
+        await self.pace()
+
+    async def pace(self) -> None:
+        """Stop reading a feedback partition while too many of its labels wait for their
+        decisions, and read it again once few do. Live, labels come days after their
+        decisions and nothing waits; a replay, or a backlog of labels after an outage, would
+        otherwise fill the held-labels table (a changelog write each) while the decisions
+        they wait for are read ever more slowly. Per partition: a partition not read yet has
+        no watermark, and every one must report (docs/entity-state.md)."""
+        for p, waiting in self.waiting().items():
+            tps = [(self.s.topic_feedback, p), (self.s.topic_feedback_repartition, p)]
+            if p not in self._paused and waiting >= PAUSE_HELD:
+                self._paused.add(p)
+                self.source.pause(tps)
+                log.info(
+                    "feedback partition %d: %d labels wait for their decisions; reading "
+                    "decisions until fewer than %d do",
+                    p,
+                    waiting,
+                    RESUME_HELD,
+                )
+            elif p in self._paused and waiting < RESUME_HELD:
+                self._paused.discard(p)
+                for tp in tps:
+                    # Faust drops what it had fetched of a partition paused meanwhile: read on
+                    # from the record after the last one handled. (None handled since the last
+                    # assignment or seek: the first one is checked by check_heads.)
+                    nxt = self.offsets.position(tp)
+                    if nxt is not None and self.source.assigned(tp):
+                        await self.source.seek(tp, nxt)
+                self.source.resume(tps)
+            elif p in self._paused:
+                self.source.pause(tps)  # again: a rebalance resumes every partition it assigns
+
+    def restart(self) -> None:
+        """After a rebalance: every partition starts over from its committed offset."""
+        self.offsets.clear()
+        self._paused.clear()
 
     def _write_back(self) -> None:
         for key in self._dirty:
@@ -159,6 +204,10 @@ class Join(EntityLabels, JoinHeads):
                 "it moved; publish it again",
             )
         fb = decode_feedback(rec.value)
+        # Read: whether applied now or held for its decision, the partition's watermark may
+        # pass it (a held label holds it back itself). A replay reads labels long before their
+        # decisions; marking only applied ones left the watermark behind for good.
+        self._read_up_to(rec.partition, fb.reported_at)
         key = fb.transaction_id.encode()
         joined = self._load(key, rec.partition)
         if joined is None or joined.decided is None:
@@ -193,9 +242,6 @@ class Join(EntityLabels, JoinHeads):
         joined, reverted, new = outcomes.apply_label(joined, fb, labelled_at=utc_now_iso())
         self._store(key, joined, rec.partition)
         self._label_events(joined.decided, fb.transaction_id, fb.is_fraud, fb.reported_at)
-        at = posix(fb.reported_at)
-        if at is not None and at > self.label_marks.get(rec.partition, entitylog.NEVER):
-            self.label_marks[rec.partition] = at
         if reverted or new:
             self._emit(rec.partition, reverted, new)
 

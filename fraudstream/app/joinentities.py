@@ -18,9 +18,10 @@ from fraudstream.core.messages import Feedback, decode_feedback
 from fraudstream.errors import InvalidMessage
 
 # A label waiting for its decision holds the feedback watermark back for this long (wall clock)
-# at most. In a replay its decision comes within seconds; live, a label no decision will come for
-# (an unknown id) would otherwise hold every scoring partition for FRAUD_FEEDBACK_GRACE_SECONDS.
-# Below the cutoff's 5-minute slack, so live traffic never waits for it.
+# at most (FRAUD_LABEL_HOLD_BACK_S). Live, a label no decision will come for (an unknown id)
+# would otherwise hold every scoring partition for FRAUD_FEEDBACK_GRACE_SECONDS; below the
+# cutoff's 5-minute slack, so live traffic never waits for it. A replay holds each until its
+# decision comes (fraudstream.backtest.stream).
 HOLD_BACK_S = 120.0
 # An idle feedback partition reports the clock this often at most (as scoring's do).
 IDLE_EVERY_S = 60.0
@@ -35,12 +36,13 @@ class EntityLabels:
 
     def __init__(self) -> None:
         self.events_topic = ""  # entity events: off until the wiring names the topic
-        self.label_marks: dict[int, float] = {}  # feedback partition -> newest reported_at sent
+        self.label_marks: dict[int, float] = {}  # feedback partition -> newest reported_at read
         self.reported: dict[int, float] = {}  # feedback partition -> watermark sent
         # Labels waiting for their decision, per feedback partition: key -> since (wall clock),
         # and a heap of (reported_at, since, key) to find the oldest without a scan.
         self._holding: dict[int, dict[bytes, float]] = {}
         self._heaps: dict[int, list[tuple[float, float, bytes]]] = {}
+        self.hold_back_s = HOLD_BACK_S  # FRAUD_LABEL_HOLD_BACK_S in the worker
 
     def _hold(self, partition: int, key: bytes, reported_at: str) -> None:
         at = posix(reported_at)
@@ -53,9 +55,18 @@ class EntityLabels:
     def _release(self, partition: int, key: bytes) -> None:
         self._holding.get(partition, {}).pop(key, None)
 
+    def _read_up_to(self, partition: int, reported_at: str) -> None:
+        at = posix(reported_at)
+        if at is not None and at > self.label_marks.get(partition, entitylog.NEVER):
+            self.label_marks[partition] = at
+
+    def waiting(self) -> dict[int, int]:
+        """Feedback partition -> how many of its labels wait for their decisions."""
+        return {p: len(h) for p, h in self._holding.items()}
+
     def _held_min(self, partition: int, now: float) -> float | None:
         heap, holding = self._heaps[partition], self._holding.get(partition, {})
-        while heap and (heap[0][2] not in holding or now - heap[0][1] > HOLD_BACK_S):
+        while heap and (heap[0][2] not in holding or now - heap[0][1] > self.hold_back_s):
             heapq.heappop(heap)
         return heap[0][0] if heap else None
 
@@ -92,8 +103,9 @@ class EntityLabels:
 
     def watermarks(self, idle: set[int], partitions: int) -> int:
         """Send each owned feedback partition's watermark to every entity-events partition when
-        it moved: the newest ``reported_at`` whose label events were sent, held back by a label
-        that waits for its decision; the clock for an ``idle`` partition with nothing held."""
+        it moved: the newest ``reported_at`` read (each label read before it was sent or is
+        held), held back by the oldest label that waits for its decision; the clock for an
+        ``idle`` partition with nothing held."""
         if not self.events_topic:
             return 0
         now = time.time()

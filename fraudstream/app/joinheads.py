@@ -45,6 +45,12 @@ class JoinSource(Protocol):
 
     async def seek(self, tp: TopicPartition, offset: int) -> None: ...
 
+    def pause(self, tps: Iterable[TopicPartition]) -> None:
+        """Stop fetching those of ``tps`` assigned."""
+
+    def resume(self, tps: Iterable[TopicPartition]) -> None:
+        """Fetch them again (those a rebalance is recovering resume with it)."""
+
 
 class JoinHeads:
     """Mixed into ``Join``: its offsets, checked and committable."""

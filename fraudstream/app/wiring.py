@@ -300,12 +300,16 @@ def _install_join(
 
     async def restart_offsets(_sender: Any, _assigned: Any, **_kw: Any) -> None:
         # Faust seeks every assigned partition to its committed offset: first records again.
-        join.offsets.clear()
+        join.restart()
+
+    async def pace() -> None:
+        await supervisor.guard(join.pace())  # also when no record comes: labels swept meanwhile
 
     app.agent(fa.join_inputs, name="join-feedback")(join_feedback)
     app.timer(interval=s.metrics_publish_seconds)(publish_metrics)
     app.timer(interval=max(1.0, s.feedback_grace_seconds / 10))(sweep_held_labels)
     app.timer(interval=1.0)(join.check_heads)
+    app.timer(interval=1.0)(pace)
     app.timer(interval=s.join_prune_seconds)(prune)
     _on_assignment(app, restart_offsets)
     install_join_watermarks(fa, s, supervisor, join)

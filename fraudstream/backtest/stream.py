@@ -95,6 +95,8 @@ def settings_for(
         "feedback_grace_seconds": 30 * 86400.0,
         "decision_retention_days": 3650.0,
         "entity_max_wait_s": 600.0,
+        # Every label published has its decision coming: merchant state waits for each.
+        "label_hold_back_s": 30 * 86400.0,
         "log_level": "INFO",
         **topics,
     }

@@ -59,9 +59,8 @@ class Coordinator(Generic[R]):
 
     def close(self) -> None:
         """Decide nothing more except in ``commit_all``: the worker is stopping and its last
-        commit follows. At least once, a record decided after it would be sent but its offset
-        never committed (decided twice after the restart); exactly once, aborted for nothing.
-        Records not decided are read again by the next owner."""
+        commit follows (a record decided after it would be sent twice at least once, aborted
+        for nothing exactly once). Records not decided are read again by the next owner."""
         self.closing = True
 
     # --- ownership --------------------------------------------------------------------------
@@ -202,12 +201,10 @@ class Coordinator(Generic[R]):
         return result
 
     async def handle_side(self, records: Sequence[Record]) -> None:
-        """Decide records of a second input of the owned partitions (transactions moved to
-        their card's partition through a repartition topic) in their partition's open
-        transaction, after any commit under way. Their position is the handler's: kept in its
-        state, committed in the same transaction, so the handler drops what was decided
-        already. Records of partitions not held here are left to their owner, which reads them
-        from its committed position."""
+        """Decide records of a second input (transactions moved to their card's partition) in
+        their partition's open transaction, after any commit under way. Their position is kept
+        in the handler's state, committed in that transaction (it drops what it decided). Those
+        of partitions not held here are their owner's, read from its committed position."""
         by_partition: dict[int, list[Record]] = {}
         for rec in records:
             by_partition.setdefault(rec.partition, []).append(rec)
@@ -247,14 +244,11 @@ class Coordinator(Generic[R]):
             if st.can_take() and st.waiting:
                 batch.extend(st.waiting)
                 st.waiting = []
-        ready = await self._in_order(batch)
+        ready = await ordering.in_order(
+            batch, self.partitions, self.handler, self.source, self.observer, self.clock
+        )
         if ready:
             self._decide(ready)
-
-    async def _in_order(self, records: Sequence[Record]) -> list[Record]:
-        return await ordering.in_order(
-            records, self.partitions, self.handler, self.source, self.observer, self.clock
-        )
 
     def _decide(self, records: Sequence[Record]) -> None:
         """Hand ``records`` (accepted into their partitions' open transactions) to the handler

@@ -40,6 +40,10 @@ class InOrderOffsets(Generic[K]):
         self._next.clear()
         self._first.clear()
 
+    def position(self, tp: K) -> int | None:
+        """The offset after the last record handled since the last reset (None: none)."""
+        return self._next.get(tp)
+
     def to_verify(self) -> dict[K, int]:
         """Partitions whose first record since a reset is not checked yet -> its offset."""
         return dict(self._first)

@@ -16,6 +16,7 @@ class Consumer:
     def __init__(self, assigned: set[TP]) -> None:
         self._assigned = assigned
         self.seeks: list[tuple[TP, int]] = []
+        self.paused: set[TP] = set()
 
     def assignment(self) -> set[TP]:
         return self._assigned
@@ -26,10 +27,17 @@ class Consumer:
     def topic_partitions(self, topic: str) -> int | None:
         return 3 if topic == "fraud.feedback" else None
 
+    def pause_partitions(self, tps: set[TP]) -> None:
+        self.paused = set(tps)
+
+    def resume_partitions(self, tps: set[TP]) -> None:
+        self.paused -= set(tps)
+
 
 class App:
     def __init__(self, consumer: Consumer) -> None:
         self.consumer = consumer
+        self.in_recovery = False
 
 
 def test_kafka_source_speaks_for_its_topic_only() -> None:
@@ -60,3 +68,17 @@ def test_join_inputs_and_tables() -> None:
     ft.delete(2, b"k")
     ft.delete(2, b"k")  # deleting what is gone is fine
     assert ft.get(2, b"k") is None
+
+
+def test_join_inputs_pause_the_assigned_partitions_named() -> None:
+    consumer = Consumer({TP("fraud.feedback", 2), TP("fraud.decisions", 2)})
+    app = App(consumer)
+    inputs = JoinInputs(app)
+    inputs.pause([("fraud.feedback", 2), ("repartition", 2), ("fraud.feedback", 1)])
+    assert consumer.paused == {TP("fraud.feedback", 2)}
+    app.in_recovery = True  # Faust resumes what it assigns once recovered
+    inputs.resume([("fraud.feedback", 2)])
+    assert consumer.paused == {TP("fraud.feedback", 2)}
+    app.in_recovery = False
+    inputs.resume([("fraud.feedback", 2)])
+    assert consumer.paused == set()

@@ -273,6 +273,31 @@ def test_the_join_sends_label_events_for_every_report_even_those_held(settings: 
     run(body)
 
 
+def test_labels_read_before_their_decisions_move_the_watermark_once_applied(
+    settings: Settings,
+) -> None:
+    # A replay: every label read long before its decision. Once the decisions come, the
+    # watermark moves to the newest label read, not only to the newest applied on arrival.
+    async def body() -> None:
+        r = Rig(settings)
+        r.join.events_topic = EVENTS
+        days = ("2024-05-02", "2024-05-03", "2024-05-04")
+        tids = [f"tx-r{i}" for i in range(30)]
+        mine = [t for t in tids if home(t.encode(), 2) == 0][:3]
+        for tid, day in zip(mine, days, strict=True):
+            await r.deliver(
+                settings.topic_feedback, _label(tid, False, f"{day}T10:00:00+00:00"), tid.encode()
+            )
+        for tid in mine:
+            await r.deliver(settings.topic_decisions, _decision(tid), tid.encode())
+        r.out.records.clear()
+        r.join.watermarks(set(), 2)
+        marks = [entitylog.decode(x.key, x.value) for x in r.out.on(EVENTS)]
+        assert [m.at for m in marks if isinstance(m, entitylog.Watermark)] == [1714816800.0] * 2
+
+    run(body)
+
+
 def test_a_gate_without_a_longest_wait_never_parks(
     settings: Settings, serving: ServingManager
 ) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,8 +15,10 @@ import pytest
 from aiokafka.partitioner import murmur2
 from prometheus_client import REGISTRY
 
+from fraudstream.app import join as join_module
 from fraudstream.app.join import Join, TopicPartition
 from fraudstream.app.outputs import Barrier, Output
+from fraudstream.app.partitioning import home
 from fraudstream.core.messages import (
     Decision,
     Feedback,
@@ -93,6 +95,8 @@ class Inputs:
     def __init__(self) -> None:
         self.seeks: list[tuple[TopicPartition, int]] = []
         self.given_away: set[int] = set()  # partitions the group took away
+        self.paused: list[list[TopicPartition]] = []
+        self.resumed: list[list[TopicPartition]] = []
 
     def partitions(self, topic: str) -> int | None:
         return 2
@@ -102,6 +106,12 @@ class Inputs:
 
     async def seek(self, tp: TopicPartition, offset: int) -> None:
         self.seeks.append((tp, offset))
+
+    def pause(self, tps: Iterable[TopicPartition]) -> None:
+        self.paused.append(list(tps))
+
+    def resume(self, tps: Iterable[TopicPartition]) -> None:
+        self.resumed.append(list(tps))
 
 
 class Rig:
@@ -251,6 +261,56 @@ def test_a_label_before_its_decision_counts_when_the_decision_arrives(settings: 
         assert (o.transaction_id, o.outcome, o.decision) == ("tx-late", "FP", "review")
         assert r.join.held() == {}
         assert r.join.sweep(0) == 0
+
+    run(settings, body)
+
+
+def test_the_join_stops_reading_a_feedback_partition_while_many_of_its_labels_wait(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A replay publishes labels with the history: read first, they would all wait in the
+    # held-labels table while the decisions they wait for are read ever more slowly.
+    monkeypatch.setattr(join_module, "PAUSE_HELD", 3)
+    monkeypatch.setattr(join_module, "RESUME_HELD", 2)
+    p0 = [(settings.topic_feedback, 0), (settings.topic_feedback_repartition, 0)]
+    tids = [t for t in (f"tx-{i}" for i in range(40)) if home(t.encode(), 2) == 0]
+    other = next(t for t in (f"tx-o{i}" for i in range(40)) if home(t.encode(), 2) == 1)
+
+    async def body(r: Rig) -> None:
+        s = r.s
+        for tid in tids[:2]:
+            await r.label(tid, False)
+        await r.label(other, False)
+        assert r.inputs.paused == []
+        last = await r.label(tids[2], True)
+        assert r.join.waiting() == {0: 3, 1: 1}
+        assert r.inputs.paused == [p0]  # partition 1 is read on: it has to report
+        # Still paused: asked again (a rebalance resumes what it assigns).
+        await r.deliver(s.topic_decisions, decision(tids[0], "approve"), tids[0].encode())
+        assert r.inputs.paused == [p0] * 2
+        assert r.inputs.resumed == []
+        await r.deliver(s.topic_decisions, decision(tids[1], "approve"), tids[1].encode())
+        assert r.join.waiting()[0] == 1
+        assert r.inputs.resumed == [p0]
+        # Faust drops what it had fetched of a paused partition: read on after the last label
+        # handled (none of the repartition topic: its first record is checked as after a seek).
+        assert r.inputs.seeks == [((s.topic_feedback, 0), last.offset + 1)]
+        assert len(r.outcomes()) == 2
+        # A sweep, then the timer's pace, resumes without a record to handle.
+        for tid in tids[3:6]:
+            await r.label(tid, False)
+        assert r.inputs.paused[-1] == p0
+        r.join.sweep(0)
+        await r.join.pace()
+        assert r.inputs.resumed == [p0] * 2
+        # After a rebalance (Faust resumes what it assigns) the pause is made again.
+        for tid in tids[6:9]:
+            await r.label(tid, False)
+        n = len(r.inputs.paused)
+        r.join.restart()
+        await r.join.pace()
+        assert len(r.inputs.paused) == n + 1
+        assert r.join.offsets.to_verify() == {}
 
     run(settings, body)
 

@@ -14,6 +14,8 @@ def test_commits_past_marker_holes_once_the_first_record_is_checked() -> None:
     assert offs.committable("p0", 10) is None  # 10..11 not checked yet
     offs.verified("p0", 12)
     assert offs.to_verify() == {}
+    assert offs.position("p0") == 19
+    assert offs.position("p1") is None
     assert offs.committable("p0", 10) == 19
     assert offs.committable("p0", 19) is None  # nothing new
 
