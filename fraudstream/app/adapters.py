@@ -82,10 +82,10 @@ class JoinInputs:
 
     def pause(self, tps: Iterable[TopicPartition]) -> None:
         consumer = self.app.consumer
-        consumer.pause_partitions(set(map(TP._make, tps)) & consumer.assignment())
+        consumer.pause_partitions({TP(*tp) for tp in tps} & consumer.assignment())
 
     def resume(self, tps: Iterable[TopicPartition]) -> None:
         if self.app.in_recovery:
             return  # Faust resumes what it assigned when its recovery ends
         consumer = self.app.consumer
-        consumer.resume_partitions(set(map(TP._make, tps)) & consumer.assignment())
+        consumer.resume_partitions({TP(*tp) for tp in tps} & consumer.assignment())
