@@ -290,8 +290,7 @@ class Join(EntityLabels, JoinHeads):
         for key, raw in self.held_labels.items():
             got = orjson.loads(raw)
             p, o, t, v = got[:4]
-            # The topic read from: 6th element (5th in entries held before the entity labels'
-            # list existed; absent in older ones).
+            # The topic read from: the first string after the 4 fixed items (absent in old ones).
             topic = [x for x in got[4:] if isinstance(x, str)]
             origin = topic[0] if topic else self.s.topic_feedback
             out[bytes(key)] = (int(p), int(o), float(t), base64.b64decode(v), origin)

@@ -264,19 +264,9 @@ class Coordinator(Generic[R]):
         self.observer.decided(list(dict.fromkeys(r.partition for r in records)), len(records))
 
     def _write(self, sends: Sequence[ports.Send]) -> None:
-        for send in sends:
-            if send.to_partition is None:
-                self.writers.send(send.partition, send.topic, send.key, send.value, send.headers)
-            else:
-                self.writers.send(
-                    send.partition,
-                    send.topic,
-                    send.key,
-                    send.value,
-                    send.headers,
-                    to_partition=send.to_partition,
-                )
-            self.partitions[send.partition].wrote()
+        for s in sends:
+            self.writers.send(s.partition, s.topic, s.key, s.value, s.headers, s.to_partition)
+            self.partitions[s.partition].wrote()
 
     async def emit(self, make: Callable[[int], Sequence[ports.Send]]) -> None:
         """Write what ``make(partition)`` returns into each owned partition's open transaction,
@@ -369,12 +359,17 @@ class Coordinator(Generic[R]):
             t0 = self.clock.monotonic()
             try:
                 await self.writers.commit({st.number: st.position() for st in group})
-            except errors.Fenced:
-                if any(self.source.assigned(p) for p in numbers):
-                    raise  # a zombie: the group gave these partitions away meanwhile
-                # Revoked, and the new owner has opened them already: their records are theirs.
+            except errors.Fenced as exc:
+                # One still held: a zombie. But shared (at-least-once) writers commit every
+                # partition together: the group moving some refuses the commit (no offset moves
+                # back) and those still held commit at the next interval.
+                if not self.writers.shared and any(self.source.assigned(p) for p in numbers):
+                    raise
+                log.info("partitions %s: %s", numbers, exc)
+                # Revoked: the new owner decides their records (again, at least once).
                 for st in group:
-                    await self._let_go(st, abort=False)
+                    if not self.source.assigned(st.number) and self.partitions.get(st.number) is st:
+                        await self._let_go(st, abort=False)
                 return
             except errors.TransactionAborted as exc:
                 # The writers undid it and began the next transaction.
@@ -390,8 +385,7 @@ class Coordinator(Generic[R]):
             now = self.clock.monotonic()
             for st in group:
                 self.handler.committed(st.number)
-                # The next one is due an interval after this one started: a record waits at
-                # most one interval for its commit to start, however long commits take.
+                # Due an interval after this one started, however long commits take.
                 st.committed(t0)
             self.observer.committed(numbers, events, now - t0)
             return

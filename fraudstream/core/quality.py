@@ -108,6 +108,41 @@ def card_precision_at_k(
     return CardPrecision(mean, tuple(per_day), tuple(days), tuple(defrauded))
 
 
+def card_precision_ceiling(
+    day: np.ndarray,
+    card: np.ndarray,
+    y: np.ndarray,
+    s: np.ndarray,
+    knowable: np.ndarray,
+    k: int,
+) -> CardPrecision:
+    """Card precision@k of an oracle that ranks every ``knowable`` fraud above everything else
+    and the rest as ``s`` does: the most a model can reach when the other frauds look exactly
+    like genuine transactions to it (nothing it may know yet tells them apart). ``s`` in [0, 1].
+    """
+    first = np.asarray(knowable, dtype=bool) & np.asarray(y, dtype=bool)
+    return card_precision_at_k(day, card, y, np.where(first, 2.0, 0.0) + np.asarray(s), k)
+
+
+def card_precision_ceiling_by_chance(
+    day: np.ndarray,
+    card: np.ndarray,
+    y: np.ndarray,
+    knowable: np.ndarray,
+    k: int,
+    draws: int = 200,
+    seed: int = 0,
+) -> np.ndarray:
+    """:func:`card_precision_ceiling` with the rest in a random order, ``draws`` times (seeded):
+    what luck alone adds among transactions that look alike."""
+    rng = np.random.default_rng(seed)
+    n = len(np.asarray(y))
+    means = [
+        card_precision_ceiling(day, card, y, rng.random(n), knowable, k).mean for _ in range(draws)
+    ]
+    return np.array(means)
+
+
 def known_defrauded_day(fraud_reports: Mapping[object, float]) -> dict[object, int]:
     """Card → the first day from whose start its fraud is known, from the earliest fraud label
     reported per card (``fraud_reports``: card → reported_at). A card whose fraud was reported

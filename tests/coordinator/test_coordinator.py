@@ -315,6 +315,34 @@ def test_fenced_after_revocation_lets_go_and_fenced_while_assigned_is_fatal() ->
     run(body)
 
 
+def test_shared_writers_refused_for_a_moved_partition_keep_the_others_and_commit_again() -> None:
+    # At least once, every partition commits together. The group moved partition 0 while the
+    # commit was under way (seen in the scale 1→2→1 fault scenario, where the worker then
+    # exited): partition 0 is let go, partition 1 stays and its records commit at the next
+    # interval, nothing fails.
+    async def body() -> None:
+        writers = FakeWriters(shared=True)
+        c, _, source, _, clock, tasks = make_coordinator(Counting(), writers=writers)
+        await c.handle([rec(0, 0), rec(1, 0), rec(1, 1)])
+        source.assignment = {1}
+        writers.fence_commits = 1
+        clock.now += 1.0
+        await c.commit_due()
+        await tasks.settle()
+        assert tasks.failures() == []
+        assert not c.owns(0)
+        assert c.owns(1)
+        assert writers.offsets == {}
+        clock.now += 1.0
+        await c.commit_due()
+        await tasks.settle()
+        assert tasks.failures() == []
+        assert writers.offsets == {1: 2}
+        assert [s.value for s in writers.seen("out")] == [b"v1-0", b"v1-1"]
+
+    run(body)
+
+
 def test_a_frozen_worker_writes_nothing() -> None:
     def fence() -> None:
         raise WorkerFrozen("test: frozen")

@@ -74,3 +74,36 @@ def test_pr_curve_and_average_precision_agree() -> None:
     assert precision.tolist() == pytest.approx([1.0, 2 / 3, 0.5, 0.4, 0.5])
     assert recall.tolist() == pytest.approx([1 / 3, 2 / 3, 2 / 3, 2 / 3, 1.0])
     assert quality.average_precision(y, s) == pytest.approx((1 + 2 / 3 + 0.5) / 3)
+
+
+def test_the_ceiling_ranks_knowable_frauds_first_and_the_rest_as_the_model() -> None:
+    # One day, k = 2. The model ranks genuine card 1 first and misses both frauds; the oracle
+    # puts the knowable fraud (card 3) first, then follows the model: card 1, not card 4 (a
+    # fraud it cannot know of).
+    day = np.zeros(4, dtype=np.int64)
+    card = np.array([1, 2, 3, 4])
+    y = np.array([0, 0, 1, 1], dtype=bool)
+    s = np.array([0.9, 0.5, 0.1, 0.2])
+    knowable = np.array([False, False, True, False])
+    assert quality.card_precision_at_k(day, card, y, s, 2).mean == 0.0
+    assert quality.card_precision_ceiling(day, card, y, s, knowable, 2).mean == 0.5
+    # Knowing both: the ceiling is every fraud card found.
+    assert quality.card_precision_ceiling(day, card, y, s, y, 2).mean == 1.0
+
+
+def test_the_ceiling_by_chance_is_seeded_and_bounded_by_the_frauds() -> None:
+    rng = np.random.default_rng(3)
+    n = 400
+    day = rng.integers(0, 3, n)
+    card = rng.integers(0, 60, n)
+    y = rng.random(n) < 0.1
+    knowable = y & (rng.random(n) < 0.5)
+    a = quality.card_precision_ceiling_by_chance(day, card, y, knowable, 5, draws=30, seed=7)
+    b = quality.card_precision_ceiling_by_chance(day, card, y, knowable, 5, draws=30, seed=7)
+    assert a.tolist() == b.tolist()
+    assert len(a) == 30
+    # Never below what the knowable frauds alone give, never above every fraud card known.
+    low = quality.card_precision_ceiling(day, card, y, np.zeros(n), knowable, 5).mean
+    high = quality.card_precision_ceiling(day, card, y, np.zeros(n), y, 5).mean
+    assert low - 1e-9 <= a.min()
+    assert a.max() <= high + 1e-9
