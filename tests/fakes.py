@@ -14,7 +14,7 @@ from typing import Any
 from fraudstream.coordinator.coordinator import Coordinator
 from fraudstream.coordinator.ports import Restored
 from fraudstream.core.records import Record
-from fraudstream.errors import Fenced, TransactionAborted
+from fraudstream.errors import BrokerError, Fenced, TransactionAborted
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,7 @@ class FakeWriters:
         self.aborts: list[list[int]] = []
         self.fail_commits = 0  # the next N commits are aborted by "Kafka"
         self.fence_commits = 0  # the next N commits find a newer owner
+        self.refuse_sends: set[int] = set()  # partitions whose producer a newer owner fenced
         self.gate: asyncio.Event | None = None  # when set: commits wait for it
         self.waiting = asyncio.Event()  # a commit is waiting at the gate
         self.acks: asyncio.Event | None = None  # set: at least once, "acknowledged" when set
@@ -64,6 +65,8 @@ class FakeWriters:
         to_partition: int | None = None,
     ) -> None:
         assert partition in self.open_sends, "a send on a partition that is not open"
+        if partition in self.refuse_sends:
+            raise BrokerError("test: writing into a fenced producer failed (fatal)")
         hdrs = {k: v.decode() for k, v in headers or ()}
         self.open_sends[partition].append(Sent(partition, topic, key, value, hdrs, to_partition))
 

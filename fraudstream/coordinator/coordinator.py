@@ -59,8 +59,7 @@ class Coordinator(Generic[R]):
 
     def close(self) -> None:
         """Decide nothing more except in ``commit_all``: the worker is stopping and its last
-        commit follows (a record decided after it would be sent twice at least once, aborted
-        for nothing exactly once). Records not decided are read again by the next owner."""
+        commit follows. Records not decided are read again by the next owner."""
         self.closing = True
 
     # --- ownership --------------------------------------------------------------------------
@@ -341,6 +340,11 @@ class Coordinator(Generic[R]):
             # (a rebalance) may hold.
             self.spawn(self._resume(waiting), name="resume")
 
+    async def _given_away(self, group: list[PartitionState]) -> None:
+        for st in group:
+            if not self.source.assigned(st.number) and self.partitions.get(st.number) is st:
+                await self._let_go(st, abort=False)
+
     async def _resume(self, states: list[PartitionState]) -> None:
         if self.closing:
             return
@@ -351,25 +355,21 @@ class Coordinator(Generic[R]):
     async def _commit(self, group: list[PartitionState]) -> None:
         numbers = [st.number for st in group]
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
-            for st in group:
-                self._write(self.handler.owed(st.number))
-                for key, value in self.handler.changes(st.number):
-                    self.writers.keep(st.number, key, value)
             events = sum(len(st.inflight) for st in group)
             t0 = self.clock.monotonic()
             try:
+                for st in group:
+                    self._write(self.handler.owed(st.number))
+                    for key, value in self.handler.changes(st.number):
+                        self.writers.keep(st.number, key, value)
                 await self.writers.commit({st.number: st.position() for st in group})
             except errors.Fenced as exc:
-                # One still held: a zombie. But shared (at-least-once) writers commit every
-                # partition together: the group moving some refuses the commit (no offset moves
-                # back) and those still held commit at the next interval.
+                # One still held: a zombie; but shared (at-least-once) writers commit all together:
+                # a refusal moves no offset back, and the partitions still held commit next time.
                 if not self.writers.shared and any(self.source.assigned(p) for p in numbers):
                     raise
                 log.info("partitions %s: %s", numbers, exc)
-                # Revoked: the new owner decides their records (again, at least once).
-                for st in group:
-                    if not self.source.assigned(st.number) and self.partitions.get(st.number) is st:
-                        await self._let_go(st, abort=False)
+                await self._given_away(group)
                 return
             except errors.TransactionAborted as exc:
                 # The writers undid it and began the next transaction.
@@ -382,6 +382,12 @@ class Coordinator(Generic[R]):
                     self._decide(redo)  # from the state the records first saw
                 await asyncio.sleep(min(5.0, 0.2 * attempt))  # Kafka may be restarting
                 continue
+            except errors.BrokerError:
+                # A write refused: given away meanwhile (its new owner fenced it), else fatal.
+                if any(self.source.assigned(p) for p in numbers):
+                    raise
+                await self._given_away(group)
+                return
             now = self.clock.monotonic()
             for st in group:
                 self.handler.committed(st.number)

@@ -20,7 +20,7 @@ import logging
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, cast
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
@@ -116,7 +116,14 @@ class PartitionWriter:
         partition: int | None = None,
     ) -> None:
         extra: dict[str, Any] = {} if partition is None else {"partition": partition}
-        produce(self.producer, topic, value=value, key=key, headers=cast("Any", headers), **extra)
+        if headers is not None:
+            extra["headers"] = headers
+        try:
+            produce(self.producer, topic, value=value, key=key, **extra)
+        except KafkaException as exc:
+            # Typed: a producer the partition's new owner fenced answers "fatal" here (seen in
+            # the scale 1→2→1 scenario, writing a commit's watermark after the rebalance).
+            raise _classify(exc, "writing into", self.partition) from exc
 
     def commit(self, offsets: list[TopicPartition], group_metadata: Any) -> None:
         try:

@@ -14,7 +14,7 @@ import pytest
 
 from fraudstream.coordinator.ports import Handled, Send
 from fraudstream.core.records import NO_OFFSET, Record
-from fraudstream.errors import Fenced, PartitionMoved, WorkerFrozen
+from fraudstream.errors import BrokerError, Fenced, PartitionMoved, WorkerFrozen
 from tests.fakes import FakeWriters, make_coordinator, record
 
 
@@ -339,6 +339,34 @@ def test_shared_writers_refused_for_a_moved_partition_keep_the_others_and_commit
         assert tasks.failures() == []
         assert writers.offsets == {1: 2}
         assert [s.value for s in writers.seen("out")] == [b"v1-0", b"v1-1"]
+
+    run(body)
+
+
+def test_a_write_refused_after_the_partition_moved_lets_it_go_and_while_held_is_fatal() -> None:
+    # Seen in the scale 1→2→1 scenario: the rebalance gave partition 0 away while its commit
+    # waited; the new owner fenced its producer, so writing the commit's watermark failed
+    # ("fatal") and the worker exited. Given away: let go. Still held: the supervisor's.
+    async def body() -> None:
+        handler = Counting()
+        c, writers, source, _, clock, tasks = make_coordinator(handler)
+        await c.handle([rec(0, 0), rec(1, 0)])
+        handler.owes[0] = [Send(0, "marks", b"w", b"1")]
+        source.assignment = {1}
+        writers.refuse_sends = {0}
+        clock.now += 1.0
+        await c.commit_due()
+        await tasks.settle()
+        assert tasks.failures() == []
+        assert not c.owns(0)
+        assert writers.offsets == {1: 1}
+        await c.handle([rec(1, 1)])
+        handler.owes[1] = [Send(1, "marks", b"w", b"1")]
+        writers.refuse_sends = {1}
+        clock.now += 1.0
+        await c.commit_due()
+        await asyncio.wait(tasks.tasks)
+        assert [type(e) for e in tasks.failures()] == [BrokerError]
 
     run(body)
 
