@@ -54,7 +54,7 @@ def install_aggregator(
         from fraudstream.kafka.txn import TransactionalWriters
 
         writers = TransactionalWriters(
-            s, entity_state_topic(s), input_topic=topic, role="aggregate"
+            s, entity_state_topic(s), input_topic=topic, role="aggregate", fence=supervisor.check
         )
     coordinator: Coordinator[None] = Coordinator(
         handler=AggregateHandler(),

@@ -157,6 +157,7 @@ def install(
             input_topic=s.topic_feedback,
             role="feedback-move",
             group_id=f"{s.app_id}-feedback-move",
+            fence=supervisor.check,
         ),
         source=feed,
         observer=MoverObserver(),

@@ -172,7 +172,7 @@ def _install_scoring(
 ) -> Coordinator[Verdict]:
     app = fa.app
     if writers is None:
-        writers = _writers(app, s)
+        writers = _writers(app, s, supervisor.check)
 
     def partitions() -> int:
         n: int | None = app.consumer.topic_partitions(s.topic_transactions)
@@ -239,7 +239,7 @@ def _install_scoring(
     return coordinator
 
 
-def _writers(app: Any, s: Settings) -> Writers:
+def _writers(app: Any, s: Settings, fence: Callable[[], None]) -> Writers:
     """The scoring path's writers for the configured processing guarantee."""
     if s.processing_guarantee == "at_least_once":
         from fraudstream.kafka.alo import AtLeastOnceWriters
@@ -250,7 +250,7 @@ def _writers(app: Any, s: Settings) -> Writers:
         return AtLeastOnceWriters(s, card_changelog_topic(s), commit_offsets)
     from fraudstream.kafka.txn import TransactionalWriters
 
-    return TransactionalWriters(s, card_changelog_topic(s))
+    return TransactionalWriters(s, card_changelog_topic(s), fence=fence)
 
 
 def _install_join(

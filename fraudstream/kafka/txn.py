@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -184,8 +184,12 @@ class TransactionalWriters:
         input_topic: str | None = None,
         role: str = "score",
         group_id: str | None = None,
+        fence: Callable[[], None] = lambda: None,
     ) -> None:
         self.s = settings
+        # The pause fence, asked before every init_transactions: a worker frozen past its
+        # session must not fence the partition's new owner when it wakes up (seen: SIGSTOP).
+        self.fence = fence
         self.changelog_topic = changelog_topic  # None: a handler without state
         self.input_topic = input_topic or settings.topic_transactions
         self.role = role
@@ -244,6 +248,7 @@ class TransactionalWriters:
         open transaction the transaction coordinator then aborts) and waits for the broker.
         The old one is never called again, nor destroyed on the event loop (destroying a
         producer waits for its broker threads): it stays in ``_retired``."""
+        self.fence()
         old = self._writers.pop(partition, None)
         if old is not None:
             self._retired.append(old)
@@ -265,6 +270,7 @@ class TransactionalWriters:
         """Fence earlier owners of ``partition``, begin its transaction, and return its
         committed state records and the group's committed offset (read after the fencing, so
         no earlier owner's transaction can still move it), or the log's start without one."""
+        self.fence()
         old = self._writers.pop(partition, None)
         if old is not None:
             await self._run(old.close)

@@ -5,11 +5,15 @@ fault scenario."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from fraudstream.errors import BrokerError, Fenced, TransactionAborted
+from fraudstream.errors import BrokerError, Fenced, TransactionAborted, WorkerFrozen
 from fraudstream.kafka import txn
+from fraudstream.kafka.txn import TransactionalWriters
+from fraudstream.settings import Settings
 
 
 def classify(code: int, **flags: bool) -> BrokerError:
@@ -40,3 +44,18 @@ def test_abortable_and_transient_errors() -> None:
         TransactionAborted
     )
     assert type(classify(KafkaError._TRANSPORT, retriable=True)) is BrokerError  # noqa: SLF001
+
+
+def test_a_frozen_worker_fences_nobody() -> None:
+    # Seen in the SIGSTOP scenario: the frozen worker woke up, its commit had failed meanwhile,
+    # and replacing the producer (init_transactions) fenced the partition's new owner, which
+    # then stopped as if it were the zombie. The pause fence is asked first.
+    def frozen() -> None:
+        raise WorkerFrozen("test: frozen for 18s")
+
+    writers = TransactionalWriters(Settings(kafka_bootstrap="127.0.0.1:1"), None, fence=frozen)
+    try:
+        with pytest.raises(WorkerFrozen):
+            asyncio.run(writers.open(0))
+    finally:
+        writers.close_all()
