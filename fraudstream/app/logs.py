@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import faulthandler
 import json
 import logging
 import os
 import re
+import signal
 import sys
 import threading
 import time
@@ -225,6 +227,16 @@ def _quiet_faust_terminal() -> None:
     Spinner.bell = ""
     Spinner.cursor_hide = ""
     Spinner.cursor_show = ""
+
+
+def enable_stack_dumps(sig: int = signal.SIGUSR1) -> None:
+    """``kill -USR1 <pid>`` writes every thread's Python stack to the log's own stream: where a
+    worker that stopped making progress is stuck. Not through the stderr pipe, which a stuck
+    process may no longer drain; faulthandler needs neither the event loop nor the GIL's holder.
+    """
+    pump: _StderrPump | None = getattr(sys, _PUMP_ATTR, None)
+    stream = pump.original_stream() if pump is not None else sys.stderr
+    faulthandler.register(sig, file=stream, all_threads=True)
 
 
 def setup_logging(

@@ -9,7 +9,7 @@ import faust
 
 from fraudstream.app.control import ControlFollower
 from fraudstream.app.localstate import ensure_local_state_matches
-from fraudstream.app.logs import setup_logging
+from fraudstream.app.logs import enable_stack_dumps, setup_logging
 from fraudstream.app.serving import ServingManager
 from fraudstream.app.supervisor import Supervisor
 from fraudstream.app.wiring import assemble
@@ -29,6 +29,7 @@ def run_worker(settings: Settings) -> None:
     if settings.kafka_sasl_password is not None:
         secrets.append(settings.kafka_sasl_password.get_secret_value())
     setup_logging(settings.log_level, settings.log_json, secrets)
+    enable_stack_dumps()
     # Missing topics are created (existing ones are left alone): the card-state changelog in
     # particular is written by the worker's own transactions, not by Faust.
     create_topics(settings)

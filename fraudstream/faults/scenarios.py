@@ -182,6 +182,13 @@ def workers(*procs: WorkerProc) -> Iterator[None]:
         yield
     finally:
         for w in procs:
+            # Every thread's stack into its log first (fraudstream.app.logs.enable_stack_dumps):
+            # where a worker that stopped deciding was stuck.
+            with contextlib.suppress(Exception):
+                if w.alive():
+                    w.signal(signal.SIGUSR1)
+        time.sleep(1.0)
+        for w in procs:
             with contextlib.suppress(Exception):
                 w.stop(timeout=30)
 

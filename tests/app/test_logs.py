@@ -67,3 +67,27 @@ def test_everything_else_passes_unchanged() -> None:
         rec = _record(name, level, msg)
         assert calm.filter(rec)
         assert rec.levelno == level
+
+
+def test_sigusr1_writes_every_threads_stack_to_the_log_stream() -> None:
+    # A worker that stopped making progress shows where it is stuck (the fault suite asks every
+    # worker for its stacks before stopping it).
+    import subprocess
+    import sys
+
+    code = (
+        "import os, signal, time\n"
+        "from fraudstream.app.logs import enable_stack_dumps, setup_logging\n"
+        "setup_logging('INFO', False, [])\n"
+        "enable_stack_dumps()\n"
+        "def parked_here():\n"
+        "    os.kill(os.getpid(), signal.SIGUSR1)\n"
+        "    time.sleep(0.2)\n"
+        "parked_here()\n"
+    )
+    got = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "Current thread" in got.stderr
+    assert "parked_here" in got.stderr
+    assert "logs.py" in got.stderr  # the other thread: the stderr pump, in its read loop
