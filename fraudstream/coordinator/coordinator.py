@@ -83,10 +83,10 @@ class Coordinator(Generic[R]):
         self.assigned = set(partitions)
         async with self.lock:
             for p in sorted(set(self.partitions) - partitions):
-                st = self.partitions[p]
-                if st.committing is not None:
+                st = self.partitions.get(p)  # None: let go by a refused shared commit meanwhile
+                if st is not None and st.committing is not None:
                     await asyncio.wait({st.committing})
-                if self.partitions.get(p) is st:  # (a fenced commit lets go by itself)
+                if st is not None and self.partitions.get(p) is st:  # (a fenced commit lets go)
                     await self._let_go(st, abort=st.has_work())
         for p in sorted(partitions):
             if p not in self.partitions and p not in self.opening:

@@ -343,6 +343,30 @@ def test_shared_writers_refused_for_a_moved_partition_keep_the_others_and_commit
     run(body)
 
 
+def test_a_rebalance_waiting_for_a_refused_shared_commit_skips_what_it_let_go() -> None:
+    # Seen in the scale 1→2→1 at-least-once scenario (KeyError, exit 70): the rebalance waited
+    # for the shared commit of partition 0, whose refusal let go of partitions 0 and 1 at once.
+    async def body() -> None:
+        writers = FakeWriters(shared=True)
+        c, _, source, _, clock, tasks = make_coordinator(Counting(), writers=writers)
+        await c.handle([rec(p, 0) for p in range(4)])
+        writers.gate = asyncio.Event()
+        writers.fence_commits = 1
+        clock.now += 1.0
+        await c.commit_due()
+        await asyncio.wait_for(writers.waiting.wait(), 5)
+        source.assignment = {2, 3}
+        rebalance = asyncio.ensure_future(c.on_assigned({2, 3}))
+        await asyncio.sleep(0.01)
+        writers.gate.set()
+        await asyncio.wait_for(rebalance, 5)
+        await tasks.settle()
+        assert tasks.failures() == []
+        assert [p for p in range(4) if c.owns(p)] == [2, 3]
+
+    run(body)
+
+
 def test_a_write_refused_after_the_partition_moved_lets_it_go_and_while_held_is_fatal() -> None:
     # Seen in the scale 1→2→1 scenario: the rebalance gave partition 0 away while its commit
     # waited; the new owner fenced its producer, so writing the commit's watermark failed
