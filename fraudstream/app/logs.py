@@ -229,11 +229,11 @@ def _quiet_faust_terminal() -> None:
     Spinner.cursor_show = ""
 
 
-def enable_stack_dumps(sig: int = signal.SIGUSR1) -> None:
-    """``kill -USR1 <pid>`` writes every thread's Python stack to the log's own stream: where a
-    worker that stopped making progress is stuck. Not through the stderr pipe, which a stuck
-    process may no longer drain; faulthandler needs neither the event loop nor the GIL's holder.
-    """
+def enable_stack_dumps(sig: int = signal.SIGQUIT) -> None:
+    """``kill -QUIT <pid>`` writes every thread's Python stack to the log's own stream (as a
+    JVM does): where a worker that stopped making progress is stuck. Not SIGUSR1/2: Faust's
+    worker takes those (on the event loop, which a stuck worker no longer runs). Not through
+    the stderr pipe, which a stuck process may no longer drain."""
     pump: _StderrPump | None = getattr(sys, _PUMP_ATTR, None)
     stream = pump.original_stream() if pump is not None else sys.stderr
     faulthandler.register(sig, file=stream, all_threads=True)

@@ -186,7 +186,7 @@ def workers(*procs: WorkerProc) -> Iterator[None]:
             # where a worker that stopped deciding was stuck.
             with contextlib.suppress(Exception):
                 if w.alive():
-                    w.signal(signal.SIGUSR1)
+                    w.signal(signal.SIGQUIT)
         time.sleep(1.0)
         for w in procs:
             with contextlib.suppress(Exception):

@@ -69,7 +69,7 @@ def test_everything_else_passes_unchanged() -> None:
         assert rec.levelno == level
 
 
-def test_sigusr1_writes_every_threads_stack_to_the_log_stream() -> None:
+def test_sigquit_writes_every_threads_stack_to_the_log_stream() -> None:
     # A worker that stopped making progress shows where it is stuck (the fault suite asks every
     # worker for its stacks before stopping it).
     import subprocess
@@ -81,7 +81,7 @@ def test_sigusr1_writes_every_threads_stack_to_the_log_stream() -> None:
         "setup_logging('INFO', False, [])\n"
         "enable_stack_dumps()\n"
         "def parked_here():\n"
-        "    os.kill(os.getpid(), signal.SIGUSR1)\n"
+        "    os.kill(os.getpid(), signal.SIGQUIT)\n"
         "    time.sleep(0.2)\n"
         "parked_here()\n"
     )
