@@ -39,7 +39,7 @@ def load_serving(
     routing = startup_routing(settings)
     versions = [v for v in (routing.champion, routing.challenger) if v]
     models = {v: load_served(settings.models_dir, v) for v in versions}
-    return Serving(routing, models, policy, rules)
+    return Serving(routing, models, policy, rules, settings.reasons_method)
 
 
 def score_lines(

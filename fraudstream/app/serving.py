@@ -16,7 +16,7 @@ from fraudstream.app import metrics
 from fraudstream.core.engine import ServedModel, Serving
 from fraudstream.core.messages import Routing
 from fraudstream.core.policy import NO_POLICY, Policy, Thresholds
-from fraudstream.core.registry import load
+from fraudstream.core.registry import ReasonsMethod, load
 from fraudstream.core.rules import NO_RULES, RuleSet
 from fraudstream.errors import ModelError
 
@@ -39,8 +39,9 @@ def load_served(models_dir: Path, version: str) -> ServedModel:
 
 
 class ServingManager:
-    def __init__(self, models_dir: Path) -> None:
+    def __init__(self, models_dir: Path, reasons: ReasonsMethod = "path") -> None:
         self.models_dir = models_dir
+        self.reasons: ReasonsMethod = reasons
         self.current: Serving | None = None
         self.requested: Routing | None = None
         self.failures: list[LoadFailure] = []
@@ -67,7 +68,7 @@ class ServingManager:
                     raise
                 log.error("challenger %s refused, serving the champion only: %s", version, exc)
                 routing = replace(routing, challenger=None, challenger_share=0.0, shadow=False)
-        self.current = Serving(routing, models, policy, rules)
+        self.current = Serving(routing, models, policy, rules, self.reasons)
         self.requested = routing
         metrics.observe_routing(routing)
         metrics.observe_policy(policy)
@@ -134,7 +135,7 @@ class ServingManager:
             # The policy and rules of now, not of before the loads: they may have changed since.
             now = self.current
             assert now is not None
-            new = Serving(routing, models, now.policy, now.rules)
+            new = Serving(routing, models, now.policy, now.rules, now.reasons)
             self.current = new  # one reference assignment: the agents see old or new, never half
             for version, served in models.items():
                 metrics.observe_model_loaded(

@@ -35,7 +35,7 @@ def run_worker(settings: Settings) -> None:
     create_topics(settings)
     # Local tables from another (or a reset) cluster would stop Faust at start: rebuild them.
     ensure_local_state_matches(settings)
-    serving = ServingManager(settings.models_dir)
+    serving = ServingManager(settings.models_dir, settings.reasons_method)
     # The latest routing on the control topic wins over the start-up settings; the policy and
     # rules in force apply from the first decision.
     controls = latest_controls(settings)

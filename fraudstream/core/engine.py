@@ -40,7 +40,7 @@ from fraudstream.core.messages import (
 from fraudstream.core.policy import NO_POLICY, Policy, Thresholds, decide_under, top_reasons
 from fraudstream.core.reasons import explain_all
 from fraudstream.core.records import Record
-from fraudstream.core.registry import LoadedModel
+from fraudstream.core.registry import LoadedModel, ReasonsMethod
 from fraudstream.core.routing import assign_many
 from fraudstream.core.scoring import nonfinite_rows
 from fraudstream.errors import FraudStreamError, InvalidMessage, ScoringError
@@ -66,6 +66,7 @@ class Serving:
     models: Mapping[str, ServedModel]
     policy: Policy = NO_POLICY
     rules: rules_.RuleSet = rules_.NO_RULES
+    reasons: ReasonsMethod = "path"  # how reasons attribute a score (FRAUD_REASONS_METHOD)
 
     def __post_init__(self) -> None:
         needed = [self.routing.champion]
@@ -432,7 +433,7 @@ def _score(
         if not flagged:
             continue
         served = serving.models[version]
-        contribs = served.model.contributions(x[flagged])
+        contribs = served.model.contributions(x[flagged], serving.reasons)
         names = served.model.meta.feature_names
         for j, i in enumerate(flagged):
             reasons[i] = top_reasons(contribs[j], names, x[i])

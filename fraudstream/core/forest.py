@@ -7,7 +7,8 @@ evaluator walks every tree of the ensemble for every row at once, level by level
 leaf values in XGBoost's own order (the base margin, then tree by tree, in float32), so it gives
 XGBoost's margins to the bit; and its sigmoid calls the same C ``expf`` as XGBoost's, so the
 probabilities are XGBoost's to the bit too (the parity tests pin both). Large batches still go
-to XGBoost, which is faster per row there.
+to XGBoost, which is faster per row there. The reasons' path attributions come from here too,
+for every batch (XGBoost's ``approx_contribs``, to a few float32 ulps).
 
 Only what the registry serves is supported: ``gbtree`` boosters with numerical splits, one
 output (``binary:logistic``), one tree per round. ``Forest.from_json`` returns None for anything
@@ -62,6 +63,10 @@ class Forest:
     leaf: npt.NDArray[np.float32]  # leaf value (0 on inner nodes)
     roots: npt.NDArray[np.intp]  # flat index of each tree's root
     base_margin: np.float32
+    # Each node's cover-weighted mean leaf value (a leaf: its value), as XGBoost's
+    # ``FillNodeMeanValue`` computes it for ``approx_contribs``.
+    mean: npt.NDArray[np.float32]
+    bias: np.float32  # the base margin plus every root's mean: the last contributions column
 
     @staticmethod
     def from_json(raw: bytes) -> Forest | None:
@@ -97,6 +102,7 @@ class Forest:
         right = np.arange(n, dtype=np.intp)
         default_left = np.zeros(n, dtype=np.bool_)
         leaf = np.zeros(n, dtype=np.float32)
+        mean = np.zeros(n, dtype=np.float32)
         depth = 0
         for t, tree in enumerate(trees):
             off = t * width
@@ -112,11 +118,18 @@ class Forest:
             default_left[idx] = np.asarray(tree["default_left"], dtype=np.bool_)
             leaf[idx[~inner]] = cond[~inner]  # a leaf's value is kept in split_conditions
             depth = max(depth, _depth(lc, rc))
+            hess = np.asarray(tree["sum_hessian"], dtype=np.float32)
+            mean[off : off + len(lc)] = _node_means(lc, rc, cond, hess)
         # XGBoost keeps base_score as a probability and starts every row at its logit:
         # -logf(1.0f / p - 1.0f).
         p = np.float32(base_score)
         odds = np.float32(1.0) / p - np.float32(1.0)
         margin = -(np.float32(_LOGF(float(odds))) if _LOGF else np.log(odds, dtype=np.float32))
+        roots = np.arange(len(trees), dtype=np.intp) * width
+        bias = np.float32(0.0)
+        for m in mean[roots].tolist():  # XGBoost's order: tree by tree in float32, then the base
+            bias = np.float32(bias + np.float32(m))
+        bias = np.float32(bias + np.float32(margin))
         return Forest(
             n_features=n_features,
             n_trees=len(trees),
@@ -127,16 +140,15 @@ class Forest:
             right=right,
             default_left=default_left,
             leaf=leaf,
-            roots=np.arange(len(trees), dtype=np.intp) * width,
+            roots=roots,
             base_margin=np.float32(margin),
+            mean=mean,
+            bias=bias,
         )
 
     def margins(self, x: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float32]:
         """Raw scores (log-odds) of the rows of ``x`` (n × n_features)."""
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        if x.ndim != 2 or x.shape[1] != self.n_features:
-            # A wrong width would index the wrong features silently, as XGBoost would.
-            raise ValueError(f"rows have shape {x.shape}; the model takes {self.n_features}")
+        x = self._rows(x)
         n = x.shape[0]
         flat_x = x.ravel()
         row_start = (np.arange(n, dtype=np.intp) * self.n_features)[:, None]
@@ -154,6 +166,46 @@ class Forest:
         terms[:, 1:] = self.leaf[node]
         out: npt.NDArray[np.float32] = np.cumsum(terms, axis=1, dtype=np.float32)[:, -1]
         return out
+
+    def contributions(self, x: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float32]:
+        """Path attributions (Saabas; XGBoost's ``pred_contribs`` with ``approx_contribs``):
+        ``(n, n_features + 1)``, the last column the bias. Along each tree's path every split
+        credits its feature with the change of the node mean it causes; each row sums to its
+        margin. Independent of how many leaves a tree has, unlike exact TreeSHAP."""
+        x = self._rows(x)
+        n = x.shape[0]
+        flat_x = x.ravel()
+        row_start = (np.arange(n, dtype=np.intp) * self.n_features)[:, None]
+        node = np.broadcast_to(self.roots, (n, self.n_trees))
+        has_missing = bool(np.isnan(flat_x).any())
+        width = self.n_features + 1
+        out_row = (np.arange(n, dtype=np.intp) * width)[:, None]
+        where: list[npt.NDArray[np.intp]] = []
+        delta: list[npt.NDArray[np.float32]] = []
+        for _ in range(self.depth):
+            feat = self.feature[node]
+            value = flat_x[row_start + feat]
+            go_left = value < self.threshold[node]
+            if has_missing:
+                go_left = np.where(np.isnan(value), self.default_left[node], go_left)
+            child = np.where(go_left, self.left[node], self.right[node])
+            inner = child != node  # a leaf points to itself
+            where.append((out_row + feat)[inner])
+            delta.append((self.mean[child] - self.mean[node])[inner])
+            node = child
+        # One weighted count instead of an unbuffered add per level: sums in float64, so a
+        # contribution differs from XGBoost's float32 running sum by a few ulps at most.
+        sums = np.bincount(np.concatenate(where), np.concatenate(delta), minlength=n * width)
+        contribs = sums.astype(np.float32).reshape(n, width)
+        contribs[:, -1] = self.bias
+        return contribs
+
+    def _rows(self, x: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float32]:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.n_features:
+            # A wrong width would index the wrong features silently, as XGBoost would.
+            raise ValueError(f"rows have shape {x.shape}; the model takes {self.n_features}")
+        return x
 
     def predict(self, x: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float32]:
         """Probabilities, as XGBoost's ``binary:logistic`` turns margins into them."""
@@ -179,3 +231,31 @@ def _depth(left: npt.NDArray[np.intp], right: npt.NDArray[np.intp]) -> int:
         stack.append((int(left[node]), d + 1))
         stack.append((int(right[node]), d + 1))
     return best
+
+
+def _node_means(
+    left: npt.NDArray[np.intp],
+    right: npt.NDArray[np.intp],
+    value: npt.NDArray[np.float32],
+    hess: npt.NDArray[np.float32],
+) -> npt.NDArray[np.float32]:
+    """Each node's mean leaf value weighted by cover, children before parents, in float32 as
+    XGBoost's ``FillNodeMeanValue``: (left mean * left cover + right mean * right cover) / cover."""
+    mean = np.zeros(len(left), dtype=np.float32)
+    order: list[int] = []
+    stack = [0]
+    while stack:  # parents before children; reversed below
+        node = stack.pop()
+        order.append(node)
+        if left[node] >= 0:
+            stack.append(int(left[node]))
+            stack.append(int(right[node]))
+    for node in reversed(order):
+        lc, rc = int(left[node]), int(right[node])
+        if lc < 0:
+            mean[node] = value[node]
+        else:
+            total = mean[lc] * hess[lc]
+            total += mean[rc] * hess[rc]
+            mean[node] = total / hess[node]
+    return mean

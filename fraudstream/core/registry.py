@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import orjson
@@ -103,6 +103,10 @@ class ModelMeta:
 # ~250-450 µs a call before any row; Forest ~60-100 µs); larger ones by XGBoost, which is faster
 # per row. Both give the same scores to the bit.
 FOREST_MAX_ROW_TREES = 4096
+# How reasons attribute a score to features (FRAUD_REASONS_METHOD): "path" credits each split on
+# the row's path with the change of the node mean (Saabas; XGBoost's approx_contribs); "shap" is
+# exact TreeSHAP, whose cost grows with every leaf: 10-200x the CPU per flagged row.
+ReasonsMethod = Literal["path", "shap"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,12 +132,21 @@ class LoadedModel:
         out = self.booster.inplace_predict(X, validate_features=False)
         return np.asarray(out, dtype=np.float64).reshape(X.shape[0])
 
-    def contributions(self, X: np.ndarray) -> np.ndarray:
-        """SHAP contributions: ``(n, len(features) + 1)``, the last column is the bias."""
+    def contributions(self, X: np.ndarray, method: ReasonsMethod = "path") -> np.ndarray:
+        """Log-odds contributions ``(n, len(features) + 1)``, the last column the bias; each row
+        sums to the row's margin. ``method``: see :data:`ReasonsMethod`."""
+        if X.shape[0] == 0:
+            return np.zeros((0, X.shape[1] + 1), dtype=np.float64)
+        path = method == "path"
+        if path and self.forest is not None:
+            # Always Forest, whatever the batch, so that a row's reasons never depend on its
+            # batch: 0.1-0.3 ms for one row against XGBoost's 0.6-2.6 ms, alike for 200 rows.
+            return np.asarray(self.forest.contributions(X), dtype=np.float64)
         # nthread=1: by default a DMatrix starts an OpenMP team of every core, whose threads
         # then spin between calls (~20 % of a core at 1,000 transactions a second).
         dm = xgb.DMatrix(X, feature_names=list(self.meta.feature_names), nthread=1)
-        return np.asarray(self.booster.predict(dm, pred_contribs=True), dtype=np.float64)
+        out = self.booster.predict(dm, pred_contribs=True, approx_contribs=path)
+        return np.asarray(out, dtype=np.float64)
 
 
 def sha256_file(path: Path) -> str:

@@ -10,11 +10,19 @@ import numpy as np
 import orjson
 import pytest
 
-from fraudstream.core import engine
-from fraudstream.core.messages import Routing, encode_decision
-from fraudstream.core.policy import ModelPolicy, Policy, Segment, SegmentThresholds, Thresholds
+from fraudstream.core import engine, features
+from fraudstream.core.entity import nothing_known
+from fraudstream.core.messages import Routing, decode_transaction, encode_decision
+from fraudstream.core.policy import (
+    ModelPolicy,
+    Policy,
+    Segment,
+    SegmentThresholds,
+    Thresholds,
+    top_reasons,
+)
 from fraudstream.core.records import NO_OFFSET, Record
-from fraudstream.core.registry import load
+from fraudstream.core.registry import ReasonsMethod, load
 from fraudstream.core.rules import ListRule, RuleSet, VelocityRule, card_digest
 from fraudstream.errors import ModelError
 
@@ -182,6 +190,22 @@ def test_a_flagged_decision_carries_readable_reason_codes_beside_the_raw_contrib
     assert all(c.source == "model" and c.text for c in d.reason_codes)
     assert {c.ref for c in d.reason_codes} <= {r.feature for r in d.reasons}
     assert (d.policy_version, d.rules_version) == (0, 0)
+
+
+@pytest.mark.parametrize("method", ["path", "shap"])
+def test_reasons_come_from_the_attribution_method_in_force(method: ReasonsMethod) -> None:
+    model = load(MODELS, "challenger-v2")
+    low = engine.ServedModel("challenger-v2", model, Thresholds(review=0.0, decline=1.0))
+    routing = Routing(champion="challenger-v2", salt="s")
+    s = engine.Serving(routing, {"challenger-v2": low}, reasons=method)
+    body = tx("t1", "c1")
+    d = _decide_one(s, body, "c1").decision
+    _, row = features.step(None, decode_transaction(body), nothing_known)
+    x = np.asarray([row], dtype=np.float32)
+    names = model.meta.feature_names
+    assert d.reasons == top_reasons(model.contributions(x, method)[0], names, x[0])
+    other = "shap" if method == "path" else "path"
+    assert d.reasons != top_reasons(model.contributions(x, other)[0], names, x[0])
 
 
 def _decide_one(s: engine.Serving, body: bytes, card: str) -> engine.Scored:

@@ -105,3 +105,46 @@ def test_rows_of_the_wrong_width_are_refused() -> None:
     assert model.forest is not None
     with pytest.raises(ValueError, match="the model takes"):
         model.forest.predict(np.zeros((2, features.N_FEATURES - 1), dtype=np.float32))
+
+
+def _approx(booster: xgb.Booster, x: np.ndarray) -> np.ndarray:
+    dm = xgb.DMatrix(x, feature_names=booster.feature_names, nthread=1)
+    return np.asarray(booster.predict(dm, pred_contribs=True, approx_contribs=True))
+
+
+@pytest.mark.parametrize("version", ["champion-v1", "challenger-v2"])
+def test_path_attributions_are_xgboosts_approximate_contributions(version: str) -> None:
+    model = registry.load(REPO / "models", version)
+    assert model.forest is not None
+    for x in (_rows(2000, seed=5), _odd_rows(2000, seed=6)):
+        got = model.forest.contributions(x)
+        want = _approx(model.booster, x)
+        # The bias column to the bit; each feature's sum to a few float32 ulps (it adds in
+        # float64, XGBoost in float32 tree by tree).
+        np.testing.assert_array_equal(got[:, -1], want[:, -1])
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+        margins = model.forest.margins(x).astype(np.float64)
+        np.testing.assert_allclose(got.sum(axis=1, dtype=np.float64), margins, atol=1e-4)
+
+
+def test_path_attributions_with_missing_values_follow_the_default_direction() -> None:
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(3000, 6)).astype(np.float32)
+    y = ((x[:, 0] > 0) ^ (x[:, 1] > 0.5)).astype(int)
+    x[rng.random(x.shape) < 0.2] = np.nan
+    booster = xgb.train(
+        {"objective": "binary:logistic", "max_depth": 5, "nthread": 1, "base_score": 0.3},
+        xgb.DMatrix(x, label=y),
+        num_boost_round=25,
+    )
+    forest = Forest.from_json(bytes(booster.save_raw("json")))
+    assert forest is not None
+    np.testing.assert_allclose(forest.contributions(x), _approx(booster, x), rtol=0, atol=1e-5)
+
+
+def test_a_transactions_reasons_are_the_same_alone_and_in_a_large_batch() -> None:
+    model = registry.load(REPO / "models", "challenger-v2")
+    x = _rows(600, seed=8)
+    together = model.contributions(x)
+    alone = np.concatenate([model.contributions(x[i : i + 1]) for i in range(100)])
+    np.testing.assert_array_equal(alone, together[:100])

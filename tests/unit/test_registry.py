@@ -78,6 +78,12 @@ def test_save_list_load_verify(models: Path) -> None:
         xgb.DMatrix(X, feature_names=list(FEATURE_NAMES)), output_margin=True
     )
     assert np.allclose(contrib.sum(axis=1), margin, atol=1e-4)
+    exact = model.contributions(X, "shap")  # TreeSHAP: other attributions, the same sums
+    dm = xgb.DMatrix(X, feature_names=list(FEATURE_NAMES), nthread=1)
+    np.testing.assert_array_equal(exact, model.booster.predict(dm, pred_contribs=True))
+    assert np.allclose(exact.sum(axis=1), margin, atol=1e-4)
+    assert not np.allclose(exact, contrib, atol=1e-3)
+    assert model.contributions(np.zeros((0, N_FEATURES), np.float32)).shape == (0, N_FEATURES + 1)
     assert model.predict(np.zeros((0, N_FEATURES), np.float32)).shape == (0,)
 
 
