@@ -13,6 +13,8 @@ from __future__ import annotations
 import atexit
 import contextlib
 import faulthandler
+import fcntl
+import io
 import json
 import logging
 import os
@@ -153,6 +155,36 @@ _SYSLOG_LEVELS = {
 }
 
 
+#: The stderr pipe's size: room for a burst of native log lines while the pump waits for the GIL.
+PIPE_BYTES = 1 << 20
+
+
+class _PatientStderr(io.TextIOBase):
+    """``sys.stderr`` over the non-blocking pipe: a write waits while the pipe is full (the pump
+    drains it meanwhile: sleeping releases the GIL) rather than failing."""
+
+    encoding = "utf-8"
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self.fd = fd
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        data = memoryview(text.encode("utf-8", errors="backslashreplace"))
+        while data:
+            try:
+                data = data[os.write(self.fd, data) :]
+            except BlockingIOError:
+                time.sleep(0.005)
+        return len(text)
+
+
 class _StderrPump:
     """Point file descriptor 2 at a pipe; turn every line written there into a log record.
 
@@ -166,8 +198,17 @@ class _StderrPump:
         sys.stderr.flush()
         self.saved_fd = os.dup(2)
         read_fd, write_fd = os.pipe()
+        with contextlib.suppress(OSError):  # Linux only, and within the system's pipe-max-size
+            fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        # librdkafka writes to fd 2 from its own threads, some while holding its locks, and the
+        # pump needs the GIL to drain the pipe: a thread holding the GIL in a librdkafka call
+        # that waits for such a thread would wait for ever once the pipe is full (a worker's
+        # event loop froze so after a broker restart). So a full pipe drops native lines
+        # instead of blocking their writer; Python's own writes wait (``_PatientStderr``).
+        os.set_blocking(write_fd, False)
         os.dup2(write_fd, 2)
         os.close(write_fd)
+        sys.stderr = _PatientStderr(2)
         self.read_fd = read_fd
         self.thread = threading.Thread(target=self._run, name="stderr-pump", daemon=True)
         self.thread.start()
@@ -237,6 +278,12 @@ def enable_stack_dumps(sig: int = signal.SIGQUIT) -> None:
     pump: _StderrPump | None = getattr(sys, _PUMP_ATTR, None)
     stream = pump.original_stream() if pump is not None else sys.stderr
     faulthandler.register(sig, file=stream, all_threads=True)
+
+
+def stderr_pump() -> _StderrPump | None:
+    """The process's stderr pump, once ``setup_logging`` has captured fd 2."""
+    pump: _StderrPump | None = getattr(sys, _PUMP_ATTR, None)
+    return pump
 
 
 def setup_logging(
