@@ -122,6 +122,18 @@ class WorkerProc:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def state(self) -> str:
+        """ "running", or how it ended: a native crash shows as "killed by SIGSEGV" (the broker
+        scenario's silent workers were librdkafka crashing, not a stuck event loop)."""
+        if self.proc is None:
+            return "not started"
+        code = self.proc.poll()
+        if code is None:
+            return "running"
+        if code < 0:
+            return f"killed by {signal.Signals(-code).name}"
+        return f"exited with code {code}"
+
     def ready(self) -> bool:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=1) as r:
@@ -486,7 +498,7 @@ def broker_restart(
                 faults=faults,
                 started=started,
                 timeout=180,
-                notes=f"worker alive after: {w.alive()}",
+                notes=f"worker after: {w.state()}",
                 fault_times=[killed_at],
             )
         return row
