@@ -54,19 +54,27 @@ def test_shipped_models_score_alike_to_the_bit(version: str) -> None:
     _same(model.forest, model.booster, _odd_rows(20_000, seed=4))
 
 
-def test_a_model_trained_with_missing_values_scores_alike() -> None:
-    # NaNs in training give splits whose default goes left and others right.
-    rng = np.random.default_rng(1)
+def _trained_with_missing_values(
+    seed: int, base_score: float
+) -> tuple[np.ndarray, xgb.Booster, Forest]:
+    """NaNs in training give splits whose default goes left and others right."""
+    rng = np.random.default_rng(seed)
     x = rng.normal(size=(3000, 6)).astype(np.float32)
     y = ((x[:, 0] > 0) ^ (x[:, 1] > 0.5)).astype(int)
     x[rng.random(x.shape) < 0.2] = np.nan
     booster = xgb.train(
-        {"objective": "binary:logistic", "max_depth": 5, "nthread": 1, "base_score": 0.1234},
+        {"objective": "binary:logistic", "max_depth": 5, "nthread": 1, "base_score": base_score},
         xgb.DMatrix(x, label=y),
         num_boost_round=25,
     )
     forest = Forest.from_json(bytes(booster.save_raw("json")))
     assert forest is not None
+    return x, booster, forest
+
+
+def test_a_model_trained_with_missing_values_scores_alike() -> None:
+    x, booster, forest = _trained_with_missing_values(1, 0.1234)
+    rng = np.random.default_rng(1)
     assert forest.default_left.any()
     assert (~forest.default_left).any()
     _same(forest, booster, x)
@@ -128,17 +136,7 @@ def test_path_attributions_are_xgboosts_approximate_contributions(version: str) 
 
 
 def test_path_attributions_with_missing_values_follow_the_default_direction() -> None:
-    rng = np.random.default_rng(7)
-    x = rng.normal(size=(3000, 6)).astype(np.float32)
-    y = ((x[:, 0] > 0) ^ (x[:, 1] > 0.5)).astype(int)
-    x[rng.random(x.shape) < 0.2] = np.nan
-    booster = xgb.train(
-        {"objective": "binary:logistic", "max_depth": 5, "nthread": 1, "base_score": 0.3},
-        xgb.DMatrix(x, label=y),
-        num_boost_round=25,
-    )
-    forest = Forest.from_json(bytes(booster.save_raw("json")))
-    assert forest is not None
+    x, booster, forest = _trained_with_missing_values(7, 0.3)
     np.testing.assert_allclose(forest.contributions(x), _approx(booster, x), rtol=0, atol=1e-5)
 
 
