@@ -37,7 +37,13 @@ from fraudstream.core.messages import (
     encode_decision,
     encode_transaction,
 )
-from fraudstream.core.policy import NO_POLICY, Policy, Thresholds, decide_under, top_reasons
+from fraudstream.core.policy import (
+    NO_POLICY,
+    Policy,
+    Thresholds,
+    decide_under,
+    top_reasons_rows,
+)
 from fraudstream.core.reasons import explain_all
 from fraudstream.core.records import Record
 from fraudstream.core.registry import LoadedModel, ReasonsMethod
@@ -433,10 +439,10 @@ def _score(
         if not flagged:
             continue
         served = serving.models[version]
-        contribs = served.model.contributions(x[flagged], serving.reasons)
+        flagged_x = x[flagged]
+        contribs = served.model.contributions(flagged_x, serving.reasons)
         names = served.model.meta.feature_names
-        for j, i in enumerate(flagged):
-            reasons[i] = top_reasons(contribs[j], names, x[i])
+        reasons.update(zip(flagged, top_reasons_rows(contribs, names, flagged_x), strict=True))
 
     ruleset = serving.rules
     out: list[Scored] = []

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,16 +150,9 @@ class Forest:
         """Raw scores (log-odds) of the rows of ``x`` (n × n_features)."""
         x = self._rows(x)
         n = x.shape[0]
-        flat_x = x.ravel()
-        row_start = (np.arange(n, dtype=np.intp) * self.n_features)[:, None]
         node = np.broadcast_to(self.roots, (n, self.n_trees))
-        has_missing = bool(np.isnan(flat_x).any())  # once per call, not once per level
-        for _ in range(self.depth):
-            value = flat_x[row_start + self.feature[node]]
-            go_left = value < self.threshold[node]
-            if has_missing:
-                go_left = np.where(np.isnan(value), self.default_left[node], go_left)
-            node = np.where(go_left, self.left[node], self.right[node])
+        for _, _, child in self._levels(x):
+            node = child
         # XGBoost's order: the base margin, then the trees one by one, each add in float32.
         terms = np.empty((n, self.n_trees + 1), dtype=np.float32)
         terms[:, 0] = self.base_margin
@@ -174,14 +167,31 @@ class Forest:
         margin. Independent of how many leaves a tree has, unlike exact TreeSHAP."""
         x = self._rows(x)
         n = x.shape[0]
-        flat_x = x.ravel()
-        row_start = (np.arange(n, dtype=np.intp) * self.n_features)[:, None]
-        node = np.broadcast_to(self.roots, (n, self.n_trees))
-        has_missing = bool(np.isnan(flat_x).any())
         width = self.n_features + 1
         out_row = (np.arange(n, dtype=np.intp) * width)[:, None]
         where: list[npt.NDArray[np.intp]] = []
         delta: list[npt.NDArray[np.float32]] = []
+        for node, feat, child in self._levels(x):
+            inner = child != node  # a leaf points to itself
+            where.append((out_row + feat)[inner])
+            delta.append((self.mean[child] - self.mean[node])[inner])
+        # One weighted count instead of an unbuffered add per level: sums in float64, so a
+        # contribution differs from XGBoost's float32 running sum by a few ulps at most.
+        sums = np.bincount(np.concatenate(where), np.concatenate(delta), minlength=n * width)
+        contribs = sums.astype(np.float32).reshape(n, width)
+        contribs[:, -1] = self.bias
+        return contribs
+
+    def _levels(
+        self, x: npt.NDArray[np.float32]
+    ) -> Iterator[tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], npt.NDArray[np.intp]]]:
+        """Every row down every tree, one level at a time: per level, the node each (row, tree)
+        is at, the feature it splits on, and the child taken (a leaf is its own child)."""
+        n = x.shape[0]
+        flat_x = x.ravel()
+        row_start = (np.arange(n, dtype=np.intp) * self.n_features)[:, None]
+        node = np.broadcast_to(self.roots, (n, self.n_trees))
+        has_missing = bool(np.isnan(flat_x).any())  # once per call, not once per level
         for _ in range(self.depth):
             feat = self.feature[node]
             value = flat_x[row_start + feat]
@@ -189,16 +199,8 @@ class Forest:
             if has_missing:
                 go_left = np.where(np.isnan(value), self.default_left[node], go_left)
             child = np.where(go_left, self.left[node], self.right[node])
-            inner = child != node  # a leaf points to itself
-            where.append((out_row + feat)[inner])
-            delta.append((self.mean[child] - self.mean[node])[inner])
+            yield node, feat, child
             node = child
-        # One weighted count instead of an unbuffered add per level: sums in float64, so a
-        # contribution differs from XGBoost's float32 running sum by a few ulps at most.
-        sums = np.bincount(np.concatenate(where), np.concatenate(delta), minlength=n * width)
-        contribs = sums.astype(np.float32).reshape(n, width)
-        contribs[:, -1] = self.bias
-        return contribs
 
     def _rows(self, x: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float32]:
         x = np.ascontiguousarray(x, dtype=np.float32)

@@ -72,27 +72,46 @@ def top_reasons(
     bias, which is not a feature and is dropped. When fewer than ``k`` contributions are positive
     the largest remaining ones fill up. Ties keep feature order. Values round to 6 decimals.
     """
-    n = len(feature_names)
     contribs = np.asarray(contribs_row, dtype=np.float64)
-    if contribs.shape == (n + 1,):
-        contribs = contribs[:n]
-    elif contribs.shape != (n,):
-        raise ValueError(
-            f"contributions have shape {contribs.shape}; expected ({n},) or ({n + 1},) with bias"
-        )
     values = np.asarray(values_row, dtype=np.float64)
-    if values.shape != (n,):
-        raise ValueError(f"values have shape {values.shape}; expected ({n},)")
-    # NaN contributions sort last: -nan would otherwise land anywhere.
-    order = np.argsort(np.where(np.isnan(contribs), np.inf, -contribs), kind="stable")[:k]
-    return tuple(
-        Reason(
-            feature_names[i],
-            round(float(values[i]), 6),
-            round(float(contribs[i]), 6),
+    if contribs.ndim != 1 or values.ndim != 1:
+        raise ValueError(
+            f"one row expected; got contributions {contribs.shape}, values {values.shape}"
         )
-        for i in order.tolist()
-    )
+    [reasons] = top_reasons_rows(contribs[None, :], feature_names, values[None, :], k)
+    return reasons
+
+
+def top_reasons_rows(
+    contribs: npt.NDArray[np.floating],
+    feature_names: Sequence[str],
+    values: npt.NDArray[np.floating],
+    k: int = 3,
+) -> list[tuple[Reason, ...]]:
+    """``top_reasons`` of every row at once: one sort for the batch (a flagged burst must not
+    cost a Python sort per row). Row ``r`` of the result is ``top_reasons(contribs[r], ...,
+    values[r])`` exactly."""
+    n = len(feature_names)
+    c = np.asarray(contribs, dtype=np.float64)
+    if c.ndim != 2 or c.shape[1] not in (n, n + 1):
+        raise ValueError(
+            f"contributions have shape {c.shape}; expected (rows, {n}) or (rows, {n + 1}) with bias"
+        )
+    c = c[:, :n]
+    v = np.asarray(values, dtype=np.float64)
+    if v.shape != c.shape:
+        raise ValueError(f"values have shape {v.shape}; expected {c.shape}")
+    # NaN contributions sort last: -nan would otherwise land anywhere.
+    order = np.argsort(np.where(np.isnan(c), np.inf, -c), axis=1, kind="stable")[:, :k]
+    tops = np.take_along_axis(c, order, axis=1).tolist()
+    vals = np.take_along_axis(v, order, axis=1).tolist()
+    return [
+        tuple(
+            Reason(feature_names[i], round(val, 6), round(con, 6))
+            for i, val, con in zip(idx, vrow, crow, strict=True)
+        )
+        for idx, vrow, crow in zip(order.tolist(), vals, tops, strict=True)
+    ]
 
 
 # --------------------------------------------------------------------------------------------

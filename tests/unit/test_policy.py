@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 
 from fraudstream.core.messages import Reason
-from fraudstream.core.policy import Thresholds, decide, decide_many, top_reasons
+from fraudstream.core.policy import (
+    Thresholds,
+    decide,
+    decide_many,
+    top_reasons,
+    top_reasons_rows,
+)
 from fraudstream.errors import ConfigError, ScoringError
 
 T = Thresholds(review=0.5, decline=0.9)
@@ -92,3 +98,21 @@ def test_top_reasons_shape_mismatch() -> None:
         top_reasons(np.zeros(7), NAMES, np.zeros(4))
     with pytest.raises(ValueError, match="shape"):
         top_reasons(np.zeros(5), NAMES, np.zeros(3))
+    with pytest.raises(ValueError, match="one row"):
+        top_reasons(np.zeros((1, 5)), NAMES, np.zeros((1, 4)))
+    with pytest.raises(ValueError, match="shape"):
+        top_reasons_rows(np.zeros((2, 5)), NAMES, np.zeros((3, 4)))
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_top_reasons_rows_is_top_reasons_of_each_row(bias: bool) -> None:
+    # Ties (values drawn from a few levels), NaNs and float32 inputs, as a flagged batch has.
+    rng = np.random.default_rng(7)
+    contribs = rng.choice([-0.5, -0.1, 0.0, 0.1, 0.3, np.nan], size=(200, 4 + bias))
+    contribs = contribs.astype(np.float32)
+    values = rng.normal(size=(200, 4)).astype(np.float32)
+    for k in (0, 1, 3, 4):
+        got = top_reasons_rows(contribs, NAMES, values, k)
+        one = [top_reasons(c, NAMES, v, k) for c, v in zip(contribs, values, strict=True)]
+        assert repr(got) == repr(one)  # repr: a NaN contribution is not equal to itself
+    assert top_reasons_rows(np.zeros((0, 4)), NAMES, np.zeros((0, 4))) == []
