@@ -8,7 +8,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,6 +79,25 @@ class Pipe:
             ),
             ns,
         )
+
+
+#: The worker settings a bench run takes from its own environment (``FRAUD_<NAME>``) and passes
+#: to every worker it starts: tuning under test, and the worker's configuration (which roles
+#: run in it, how long scoring waits for the entity watermark) for measuring what each costs.
+WORKER_KNOBS = (
+    "batch_size",
+    "table_store",
+    "fetch_min_bytes",
+    "produce_linger_ms",
+    "commit_interval_ms",
+    "roles",
+    "entity_max_wait_s",
+)
+
+
+def worker_knobs(environ: Mapping[str, str]) -> dict[str, str]:
+    """The ``WORKER_KNOBS`` set (non-empty) in ``environ``, by setting name."""
+    return {k: v for k in WORKER_KNOBS if (v := environ.get(f"FRAUD_{k.upper()}", ""))}
 
 
 def run_faust_contender(build: Any, argv: list[str] | None = None) -> None:

@@ -55,6 +55,7 @@ from fraudstream.bench.common import (
     producer_conf,
     read_topic,
     record_count,
+    worker_knobs,
 )
 from fraudstream.bench.procs import CpuSnapshot, Proc, Sampler, broker_process, python
 
@@ -453,16 +454,9 @@ class Bench:
             "processing_guarantee": self.cfg.guarantee,
             **topics,
         }
-        # Worker tuning under test, passed through from the bench's own environment.
-        for knob in (
-            "batch_size",
-            "table_store",
-            "fetch_min_bytes",
-            "produce_linger_ms",
-            "commit_interval_ms",
-        ):
-            if os.environ.get(f"FRAUD_{knob.upper()}"):
-                values[knob] = os.environ[f"FRAUD_{knob.upper()}"]
+        # Worker tuning and configuration under test, passed through from the bench's own
+        # environment.
+        values.update(worker_knobs(os.environ))
         if i == 0:
             # Decisions with the broker's append time; every other topic as `topics create` makes.
             with contextlib.suppress(Exception):
