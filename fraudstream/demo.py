@@ -1,4 +1,5 @@
-"""`fraudstream demo`: broker, topics, a worker and the simulator, with a live terminal view.
+"""`fraudstream demo`: broker, topics, the workers (scoring; the join and the aggregator) and the
+simulator, with a live terminal view.
 
 Everything it starts it stops again on Ctrl-C or after ``--duration``.
 """
@@ -23,7 +24,7 @@ from rich.live import Live
 from rich.table import Table
 
 from fraudstream.errors import BrokerError
-from fraudstream.settings import Settings
+from fraudstream.settings import Settings, companion_roles
 
 HOME = Path(".fraudstream")
 
@@ -164,6 +165,17 @@ class LiveView:
         return Group(head, mix, dist, out)
 
 
+def _wait_ready(proc: subprocess.Popen[bytes], port: int, deadline: float) -> None:
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+
+
 def run_demo(base: Settings, duration: float | None, rate: float, partitions: int) -> None:
     from fraudstream.kafka.admin import create_topics
     from fraudstream.kafka.broker import LocalBroker
@@ -207,7 +219,13 @@ def run_demo(base: Settings, duration: float | None, rate: float, partitions: in
         # with merchant state as fresh as the watermark's round trip (docs/entity-state.md).
         "FRAUD_ENTITY_MAX_WAIT_S": os.environ.get("FRAUD_ENTITY_MAX_WAIT_S", "0"),
     }
-    worker: subprocess.Popen[bytes] | None = None
+    # Scoring in one process, the feedback join and the entity aggregator in another (unless
+    # FRAUD_ROLES says otherwise): in the scoring process they cost it a third of its event
+    # loop, and the latency shown would be theirs (docs/benchmark.md).
+    roles = os.environ.get("FRAUD_ROLES") or "score"
+    companion = companion_roles(roles)
+    env["FRAUD_ROLES"] = roles
+    procs: list[tuple[str, subprocess.Popen[bytes]]] = []
     view = LiveView(settings, web_port)
     stop_sim = threading.Event()
     try:
@@ -219,26 +237,37 @@ def run_demo(base: Settings, duration: float | None, rate: float, partitions: in
             shadow=True,
         )
         publish_routing(settings, routing)
-        log = (HOME / "demo-worker.log").open("ab")
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "fraudstream", "worker"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        # Traffic starts once the worker is ready, so the latency shown is the worker's own.
-        with console.status("starting the worker (loading models, joining the group)…"):
+        envs = [("demo-worker", env)]
+        if companion is not None:
+            envs.append(
+                (
+                    "demo-companion",
+                    {
+                        **env,
+                        "FRAUD_ROLES": companion,
+                        "FRAUD_WEB_PORT": str(free_port()),
+                        "FRAUD_DATA_DIR": str(HOME / "demo-companion"),
+                    },
+                )
+            )
+        for name, proc_env in envs:
+            log = (HOME / f"{name}.log").open("ab")
+            procs.append(
+                (
+                    name,
+                    subprocess.Popen(
+                        [sys.executable, "-m", "fraudstream", "worker"],
+                        env=proc_env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    ),
+                )
+            )
+        # Traffic starts once the workers are ready, so the latency shown is the worker's own.
+        with console.status("starting the workers (loading models, joining the group)…"):
             deadline = time.monotonic() + 120
-            while time.monotonic() < deadline and worker.poll() is None:
-                try:
-                    with urllib.request.urlopen(
-                        f"http://127.0.0.1:{web_port}/readyz", timeout=1
-                    ) as r:
-                        if r.status == 200:
-                            break
-                except OSError:
-                    pass
-                time.sleep(0.5)
+            for (_, proc), (_, proc_env) in zip(procs, envs, strict=True):
+                _wait_ready(proc, int(proc_env["FRAUD_WEB_PORT"]), deadline)
         sim = threading.Thread(
             target=publish,
             kwargs={
@@ -265,11 +294,12 @@ def run_demo(base: Settings, duration: float | None, rate: float, partitions: in
         t0 = time.monotonic()
         with Live(view.render(), console=console, refresh_per_second=2) as live:
             while duration is None or time.monotonic() - t0 < duration:
-                if worker.poll() is not None:
-                    raise BrokerError(
-                        f"the worker exited with code {worker.returncode}; see "
-                        f"{HOME / 'demo-worker.log'}"
-                    )
+                for name, proc in procs:
+                    if proc.poll() is not None:
+                        raise BrokerError(
+                            f"the worker {name} exited with code {proc.returncode}; see "
+                            f"{HOME / f'{name}.log'}"
+                        )
                 time.sleep(0.5)
                 live.update(view.render())
     except KeyboardInterrupt:
@@ -277,12 +307,14 @@ def run_demo(base: Settings, duration: float | None, rate: float, partitions: in
     finally:
         stop_sim.set()
         view.stop.set()
-        if worker is not None and worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
+        for _, proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for _, proc in procs:
             try:
-                worker.wait(30)
+                proc.wait(30)
             except subprocess.TimeoutExpired:
-                worker.kill()
+                proc.kill()
         if started_broker:
             with contextlib.suppress(Exception):
                 broker.stop()

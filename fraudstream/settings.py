@@ -191,3 +191,13 @@ def as_env(settings: Settings) -> dict[str, str]:
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+def companion_roles(roles: str) -> str | None:
+    """The roles a companion process runs beside workers with ``roles`` (a FRAUD_ROLES value):
+    the ones of ``join`` and ``aggregate`` they leave out (None: none left out). `make demo`
+    and the bench run one, as a deployment runs them apart (docs/benchmark.md: the join in the
+    scoring process cost it a third of its event loop)."""
+    have = {r.strip() for r in roles.split(",")}
+    rest = [r for r in ("join", "aggregate") if r not in have]
+    return ",".join(rest) or None

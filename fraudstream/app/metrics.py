@@ -52,8 +52,13 @@ DECISION_LATENCY = Histogram(
         0.02,
         0.03,
         0.05,
+        0.075,
         0.1,
+        0.15,
+        0.2,
         0.25,
+        0.3,
+        0.4,
         0.5,
         1,
         2.5,
@@ -201,6 +206,12 @@ TXN_COMMIT_SECONDS = Histogram(
     "fraudstream_kafka_transaction_commit_seconds",
     "Time to commit one partition's Kafka transaction (offsets included).",
     buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0),
+)
+GC_PAUSE = Histogram(
+    "fraudstream_gc_pause_seconds",
+    "Pauses of Python's cyclic garbage collector, by generation (2: a full pass).",
+    ["generation"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
 CARD_RECORDS = Gauge(
     "fraudstream_card_records",

@@ -75,6 +75,10 @@ class ServingManager:
         metrics.observe_rules(rules)
         return self.current
 
+    def model_ids(self) -> frozenset[int]:
+        """The identities of the models in service (a new set after each swap)."""
+        return frozenset(map(id, self.current.models.values())) if self.current else frozenset()
+
     def apply_policy(self, policy: Policy) -> None:
         """Decide under ``policy`` from the next batch on. Call on the event loop: one reference
         assignment, no await, so it never interleaves with ``apply`` half-way."""

@@ -62,6 +62,7 @@ class Worker:
     mover: Coordinator[bool] | None = None
     aggregator: Coordinator[None] | None = None
     follower: EntityFollower | None = None
+    ready: Callable[[], bool] = lambda: False  # what /readyz answers
 
 
 def assemble(
@@ -147,7 +148,9 @@ def assemble(
 
     web.install(app, s, serving, ready_partitions)
     api.install(app, s, serving, coordinator)
-    return Worker(fa, s, serving, supervisor, coordinator, join, mover, aggregator, follower)
+    return Worker(
+        fa, s, serving, supervisor, coordinator, join, mover, aggregator, follower, ready_partitions
+    )
 
 
 def _on_assignment(app: Any, receiver: Callable[..., Awaitable[None]]) -> None:

@@ -8,6 +8,7 @@ import logging
 import faust
 
 from fraudstream.app.control import ControlFollower
+from fraudstream.app.heap import Heap, Settler
 from fraudstream.app.localstate import ensure_local_state_matches
 from fraudstream.app.logs import enable_stack_dumps, setup_logging
 from fraudstream.app.serving import ServingManager
@@ -47,6 +48,14 @@ def run_worker(settings: Settings) -> None:
     app = worker.faust.app
     supervisor.pause_limit_s = float(app.conf.broker_session_timeout) * PAUSE_SHARE
     follower = ControlFollower(settings, serving)
+    # Long-lived objects out of the collector's way once ready and after each model swap.
+    heap = Heap()
+    heap.install()
+    settler = Settler(heap, worker.ready, serving.model_ids)
+
+    @app.timer(interval=2.0)
+    async def settle_heap() -> None:
+        settler.tick()
 
     @app.task
     async def follow_control() -> None:

@@ -58,6 +58,7 @@ from fraudstream.bench.common import (
     worker_knobs,
 )
 from fraudstream.bench.procs import CpuSnapshot, Proc, Sampler, broker_process, python
+from fraudstream.settings import companion_roles
 
 CONTENDERS = ("passthrough", "faust_passthrough", "handwritten", "naive", "peer", "worker")
 LABELS = {
@@ -422,7 +423,9 @@ class Bench:
         (self.tmp / "state").mkdir(parents=True, exist_ok=True)
         return pipe
 
-    def _worker_env(self, name: str, topic_in: str, i: int) -> tuple[dict[str, str], int]:
+    def _worker_env(
+        self, name: str, topic_in: str, i: int, roles: str | None = None
+    ) -> tuple[dict[str, str], int]:
         from fraudstream.kafka.admin import create_topics
         from fraudstream.kafka.jvm import free_port
         from fraudstream.settings import Settings
@@ -447,16 +450,20 @@ class Bench:
             "routing_salt": SALT,
             "partitions": self.cfg.partitions,
             "log_level": "WARNING",
-            # Scoring and the entity aggregator (whose state the scoring path reads and waits
-            # for); the join (idle here: no labels) only reports the feedback watermark. The
+            # Scoring here; the entity aggregator (whose state the scoring path reads and
+            # waits for) and the join (idle here: no labels; it reports the feedback watermark)
+            # in a companion process, as `make demo` and the Helm chart run them. The
             # hand-written ceiling reads no entity state: the ratio shows what the topology costs.
-            "roles": "score,join,aggregate",
+            "roles": "score",
             "processing_guarantee": self.cfg.guarantee,
             **topics,
         }
         # Worker tuning and configuration under test, passed through from the bench's own
         # environment.
         values.update(worker_knobs(os.environ))
+        if roles is not None:
+            values["roles"] = roles
+            values["data_dir"] = str(self.tmp / f"{name}-{roles.replace(',', '-')}-data")
         if i == 0:
             # Decisions with the broker's append time; every other topic as `topics create` makes.
             with contextlib.suppress(Exception):
@@ -468,6 +475,29 @@ class Bench:
             for k, v in values.items()
         }
         return env, port
+
+    def _companion(self, name: str, topic_in: str) -> Proc | None:
+        """The process running the roles the workers of ``name`` leave out (the join and the
+        aggregator, unless FRAUD_ROLES says otherwise): None when they run every role."""
+        rest = companion_roles(worker_knobs(os.environ).get("roles", "score"))
+        if rest is None:
+            return None
+        env, port = self._worker_env(name, topic_in, 1, roles=rest)
+        argv = [python(), "-m", "fraudstream", "worker"]
+        return Proc(f"{name}-companion", argv, self.tmp, env=env, web_port=port)
+
+    def _start_companion(self, name: str, topic_in: str, sampler: Sampler) -> Proc | None:
+        """Start the companion of ``name``'s workers and wait until it is ready, before the
+        workers start (their clock is theirs alone). Raises when it does not become ready."""
+        c = self._companion(name, topic_in)
+        if c is None:
+            return None
+        c.start()
+        sampler.add(c)
+        if self._wait_ready([c], []) is None:
+            c.stop()
+            raise RuntimeError(f"{c.name} did not become ready: {c.log_tail(3)}")
+        return c
 
     def _wait_ready(self, procs: list[Proc], pipe_topics: list[str]) -> float | None:
         """Wait until every process is ready (or produced output). Returns the earliest ready
@@ -549,6 +579,7 @@ class Bench:
         nproc = int(count) if count else 1
         res = Throughput(key, LABELS[key], nproc, n)
         procs: list[Proc] = []
+        companion: Proc | None = None
         if key.startswith("worker-"):
             out_topics = []
             for i in range(nproc):
@@ -560,6 +591,8 @@ class Bench:
                             "worker"]  # fmt: skip
                 procs.append(Proc(f"{key}.{i}", argv, self.tmp, env=env, web_port=port))
             decisions = out_topics[0]
+            # After the first worker's settings made the topics (decisions with append time).
+            companion = self._start_companion(key, self.input, sampler)
         else:
             pipe = self._pipe(key)
             module = {
@@ -601,6 +634,8 @@ class Bench:
         finally:
             for p in procs:
                 p.stop()
+            if companion is not None:
+                companion.stop()
         if have < n:
             died = [
                 p.name
@@ -652,7 +687,11 @@ class Bench:
         res.peak_rss_mb = [_mb(p.peak_rss) for p in procs]
         # CPU over the clock's own window, from the sampler's series.
         t0, t1 = clock_start, last
-        cpu = sum((p.cpu_at(t1) or 0.0) - (p.cpu_at(t0) or 0.0) for p in procs)
+        # The companion's CPU counts: the join and the aggregator are part of the worker.
+        cpu = sum(
+            (p.cpu_at(t1) or 0.0) - (p.cpu_at(t0) or 0.0)
+            for p in (*procs, *([companion] if companion is not None else []))
+        )
         counted = res.tx_per_s * res.seconds
         res.cpu_s = round(cpu, 2)
         res.cpu_us_per_tx = round(cpu / max(1.0, counted) * 1e6, 1)
@@ -682,8 +721,10 @@ class Bench:
 
         topic = f"bench-{self.uid}.live-{key}.transactions"
         create(self.bootstrap, [topic], self.cfg.partitions)
+        companion: Proc | None = None
         if key == "worker":
             env, port = self._worker_env("live", topic, 0)
+            companion = self._start_companion("live", topic, sampler)
             decisions, dlq = env["FRAUD_TOPIC_DECISIONS"], env["FRAUD_TOPIC_DLQ"]
             w = Proc(
                 "live-worker", [python(), "-m", "fraudstream", "worker"], self.tmp, env=env,
@@ -806,6 +847,8 @@ class Bench:
         finally:
             probe.close()
             w.stop()
+            if companion is not None:
+                companion.stop()
         return out
 
     def api(self, sampler: Sampler) -> list[ApiRow]:
@@ -823,6 +866,7 @@ class Bench:
         topic = f"bench-{self.uid}.api.transactions"
         create(self.bootstrap, [topic], self.cfg.partitions)
         env, port = self._worker_env("api", topic, 0)
+        companion = self._start_companion("api", topic, sampler)
         w = Proc(
             "api-worker",
             [python(), "-m", "fraudstream", "worker"],
@@ -877,6 +921,8 @@ class Bench:
                     break
         finally:
             w.stop()
+            if companion is not None:
+                companion.stop()
         return out
 
     def cleanup_topics(self) -> None:

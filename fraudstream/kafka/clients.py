@@ -259,24 +259,88 @@ def log_start_offset(settings: Settings, topic: str, partition: int) -> int:
     return int(low)
 
 
+class CommittedProbe:
+    """Whether a read_committed reader finds a record in offsets [start, end) of a partition,
+    through one long-lived consumer (thread-safe: one question at a time).
+
+    A hole in a partition's offsets is usually a transactional writer's commit marker, so a
+    reader of a transactionally written topic asks this after nearly every commit upstream.
+    A consumer per question cost a connection, metadata and a fetch session each time: the
+    entity aggregator spent as much CPU as the scoring worker on it (docs/benchmark.md)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._s = settings
+        self._lock = threading.Lock()
+        self._consumer: Consumer | None = None
+
+    def __call__(
+        self, topic: str, partition: int, start: int, end: int, *, timeout: float = 10.0
+    ) -> bool:
+        import time
+
+        with self._lock:
+            if self._consumer is None:
+                self._consumer = make_consumer(
+                    self._s,
+                    group_id=f"{self._s.app_id}-probe",
+                    # One record answers: by default librdkafka prefetches up to a megabyte
+                    # per partition (and 100,000 records) after each assign, decompressed and
+                    # thrown away: that kept one of its threads at half a core. And a fetch
+                    # still waiting at the previous partition's end (500 ms by default) would
+                    # hold up the next question's first fetch.
+                    **{
+                        "max.partition.fetch.bytes": 1024,
+                        "queued.min.messages": 1,
+                        "queued.max.messages.kbytes": 1,
+                        "fetch.wait.max.ms": 10,
+                        "fetch.queue.backoff.ms": 0,
+                    },
+                )
+            probe = self._consumer
+            try:
+                probe.assign([TopicPartition(topic, partition, start)])
+                deadline = time.monotonic() + timeout
+                while time.monotonic() < deadline:
+                    for msg in probe.consume(1, 0.5):
+                        if msg.error() is None and (msg.topic(), msg.partition()) == (
+                            topic,
+                            partition,
+                        ):
+                            return int(msg.offset() or 0) < end
+                return False  # nothing readable from `start`: no record is missing there
+            except KafkaException:
+                self._close()  # a fresh consumer for the next question
+                raise
+            finally:
+                if self._consumer is not None:
+                    probe.unassign()
+
+    def close(self) -> None:
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
+        if self._consumer is not None:
+            consumer, self._consumer = self._consumer, None
+            consumer.close()
+
+
+_probes: dict[tuple[str, frozenset[tuple[str, str]]], CommittedProbe] = {}
+_probes_lock = threading.Lock()
+
+
 def has_committed_records(
     settings: Settings, topic: str, partition: int, start: int, end: int, *, timeout: float = 10.0
 ) -> bool:
     """Whether a read_committed reader finds a record in offsets [start, end) of one partition
-    (commit markers and aborted records take offsets but are not records)."""
-    import time
-
-    probe = make_consumer(settings, group_id=f"{settings.app_id}-probe")
-    try:
-        probe.assign([TopicPartition(topic, partition, start)])
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for msg in probe.consume(1, 0.5):
-                if msg.error() is None:
-                    return int(msg.offset() or 0) < end
-        return False  # nothing readable from `start`: no record is missing there
-    finally:
-        probe.close()
+    (commit markers and aborted records take offsets but are not records). One probe per
+    application and cluster, kept for the process's life."""
+    key = (settings.app_id, frozenset(settings.kafka_client_config().items()))
+    with _probes_lock:
+        probe = _probes.get(key)
+        if probe is None:
+            probe = _probes[key] = CommittedProbe(settings)
+    return probe(topic, partition, start, end, timeout=timeout)
 
 
 def group_committed_offsets(
