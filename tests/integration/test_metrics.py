@@ -32,6 +32,7 @@ ALLOWED_LABELS = {
     "sha256",
     "topic",
     "partition",
+    "generation",
     "le",
 }
 
@@ -124,6 +125,13 @@ def test_every_listed_metric_is_served_with_sensible_values(
     failures = samples("fraudstream_model_load_failures")
     assert {x.labels["version"] for x in failures if x.name.endswith("_total")} >= {"champion-v1"}
     assert all(x.value == 0 for x in failures if x.name.endswith("_total"))
+    # The collector: at least the full pass that settled the heap once the worker was ready.
+    gc_counts = {
+        x.labels["generation"]: x.value
+        for x in samples("fraudstream_gc_pause_seconds")
+        if x.name.endswith("_count")
+    }
+    assert gc_counts.get("2", 0) >= 1, gc_counts
     lag = samples("fraudstream_consumer_lag")
     assert lag
     assert all(x.value >= 0 for x in lag)
