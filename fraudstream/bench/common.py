@@ -16,12 +16,13 @@ from typing import Any
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
-    KafkaError,
     KafkaException,
     Producer,
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient, NewTopic
+
+from fraudstream.kafka.clients import PARTITION_EOF
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -280,7 +281,7 @@ def read_topic(
                 err = m.error()
                 if err is not None:
                     # The end (a transactional topic ends in a commit marker, not a record).
-                    if err.code() == KafkaError._PARTITION_EOF:  # noqa: SLF001 - a public code
+                    if err.code() == PARTITION_EOF:
                         todo.discard(int(m.partition() or 0))
                     continue
                 out.append((m.key(), m.value(), m.timestamp()[1]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -109,7 +110,6 @@ def iter_committed(
     ``stall`` seconds without a record, the read stops where it is; with ``strict`` it raises
     ReadIncomplete instead, naming the partitions behind (a report must not count a part).
     """
-    import time
 
     consumer = make_consumer(settings, group_id="fraudstream-reader")
     try:
@@ -228,7 +228,6 @@ _LEADER_MOVING = frozenset(
 def watermarks(consumer: Consumer, tp: TopicPartition, timeout: float = 10.0) -> tuple[int, int]:
     """(low, high) of one partition; retriable errors (a leader still being elected for a new
     topic, a leader moving) are retried until ``timeout``."""
-    import time
 
     deadline = time.monotonic() + timeout
     while True:
@@ -276,8 +275,6 @@ class CommittedProbe:
     def __call__(
         self, topic: str, partition: int, start: int, end: int, *, timeout: float = 10.0
     ) -> bool:
-        import time
-
         with self._lock:
             if self._consumer is None:
                 self._consumer = make_consumer(
