@@ -24,7 +24,7 @@ import yaml
 
 import fraudstream.app.metrics as app_metrics
 from fraudstream.core.messages import OutcomeKind
-from fraudstream.settings import Settings
+from fraudstream.settings import Settings, companion_roles
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
@@ -39,7 +39,9 @@ DATASOURCES_YML = GRAFANA / "provisioning" / "datasources" / "prometheus.yml"
 DASHBOARDS_YML = GRAFANA / "provisioning" / "dashboards" / "dashboards.yml"
 DASHBOARD_JSON = GRAFANA / "dashboards" / "fraudstream.json"
 
-WORKERS = ("worker-1", "worker-2")
+WORKERS = ("worker-1", "worker-2")  # scoring (FRAUD_ROLES=score), behind nginx
+COMPANION = "companion"  # the feedback join and the entity aggregator
+STREAM_PROCESSES = (*WORKERS, COMPANION)
 FRAUD_IMAGE = "fraudstream:local"
 # Labels Prometheus adds to every scraped series.
 TARGET_LABELS = {"instance", "job"}
@@ -240,7 +242,7 @@ def test_dockerfile_copy_sources_exist_and_are_not_ignored() -> None:
 
 # --- compose: the application's containers ---------------------------------------------------
 def test_compose_has_the_whole_stack(services: dict[str, dict[str, Any]]) -> None:
-    expected = {"kafka", "topics", *WORKERS, "simulator", "nginx", "prometheus", "grafana"}
+    expected = {"kafka", "topics", *STREAM_PROCESSES, "simulator", "nginx", "prometheus", "grafana"}
     assert expected <= set(services)
 
 
@@ -251,7 +253,7 @@ def test_compose_fraud_variables_are_settings(services: dict[str, dict[str, Any]
         assert not unknown, f"{name}: {unknown} are not fields of fraudstream.settings.Settings"
 
 
-@pytest.mark.parametrize("service", ["topics", *WORKERS, "simulator"])
+@pytest.mark.parametrize("service", ["topics", *STREAM_PROCESSES, "simulator"])
 def test_compose_settings_validate(
     services: dict[str, dict[str, Any]], service: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -312,8 +314,8 @@ def test_compose_fraudstream_commands_exist(services: dict[str, dict[str, Any]])
 def test_workers(services: dict[str, dict[str, Any]]) -> None:
     port = Settings().web_port
     assert port == 6066
-    data_dirs, volumes = set(), set()
-    for name in WORKERS:
+    data_dirs, volumes, urls = set(), set(), set()
+    for name in STREAM_PROCESSES:
         svc = services[name]
         assert as_argv(svc.get("command")) in ([], ["worker"])
         env = {**dockerfile_env(), **env_of(svc)}
@@ -326,14 +328,38 @@ def test_workers(services: dict[str, dict[str, Any]]) -> None:
         ]
         assert len(data_mounts) == 1, f"{name}: FRAUD_DATA_DIR is not on a volume"
         volumes.add(data_mounts[0][0])
+        # Every role loads the models at start (the registry, read-only).
+        assert ("model-registry", env["FRAUD_MODELS_DIR"]) in mounts(svc), name
+        # Each member of the consumer group advertises its own URL, reachable by its hostname.
+        assert env["FRAUD_WEB_URL"] == f"http://{svc['hostname']}:{port}", name
+        urls.add(env["FRAUD_WEB_URL"])
         health = " ".join(as_argv(svc["healthcheck"]["test"]))
         assert f"127.0.0.1:{port}/healthz" in health
         deps = svc["depends_on"]
         assert deps["kafka"]["condition"] == "service_healthy"
         assert deps["topics"]["condition"] == "service_completed_successfully"
-    assert len(data_dirs) == len(WORKERS), "workers must not share FRAUD_DATA_DIR"
-    assert len(volumes) == len(WORKERS), "workers must not share a state volume"
+    assert len(data_dirs) == len(STREAM_PROCESSES), "workers must not share FRAUD_DATA_DIR"
+    assert len(volumes) == len(STREAM_PROCESSES), "workers must not share a state volume"
+    assert len(urls) == len(STREAM_PROCESSES), "workers must advertise distinct URLs"
     assert "/healthz" in web_routes()
+
+
+def test_scoring_workers_and_the_companion_split_the_roles(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """As `make demo` and the bench run them: the workers score, the companion runs the join
+    and the aggregator (what the workers leave out), each role somewhere and never twice."""
+    roles = {
+        name: Settings(roles=env_of(services[name])["FRAUD_ROLES"]).role_set
+        for name in STREAM_PROCESSES
+    }
+    companion = env_of(services[COMPANION])["FRAUD_ROLES"]
+    for name in WORKERS:
+        assert roles[name] == {"score"}, name
+        assert companion_roles(env_of(services[name])["FRAUD_ROLES"]) == companion
+    assert roles[COMPANION] == {"join", "aggregate"}
+    assert roles[COMPANION].isdisjoint(roles[WORKERS[0]])
+    assert set().union(*roles.values()) == {"score", "join", "aggregate"}
 
 
 def test_workers_run_a_challenger_and_shadow_the_models_service_registers(
@@ -442,7 +468,8 @@ def test_prometheus_scrapes_every_worker(services: dict[str, dict[str, Any]]) ->
     metrics_path = job.get("metrics_path", "/metrics")
     assert metrics_path in web_routes()
     targets = {t for sc in job["static_configs"] for t in sc["targets"]}
-    assert targets == {f"{w}:{Settings().web_port}" for w in WORKERS}
+    # The companion too: the join's and the aggregator's metrics are only there.
+    assert targets == {f"{w}:{Settings().web_port}" for w in STREAM_PROCESSES}
     prom_mounts = mounts(services["prometheus"])
     assert ("./deploy/prometheus/prometheus.yml", "/etc/prometheus/prometheus.yml") in prom_mounts
     for rule_file in prom["rule_files"]:
