@@ -12,7 +12,6 @@ from typing import Any
 
 import click
 
-from fraudstream.cli import main, settings
 from fraudstream.core.policy import (
     ANY_MODEL,
     ModelPolicy,
@@ -36,6 +35,7 @@ from fraudstream.core.rules import (
     with_card_digests,
 )
 from fraudstream.errors import ConfigError, InvalidMessage
+from fraudstream.settings import get_settings
 
 
 def _now() -> str:
@@ -47,7 +47,7 @@ def _now() -> str:
 def _controls() -> Any:
     from fraudstream.kafka.control import latest_controls
 
-    return latest_controls(settings())
+    return latest_controls(get_settings())
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -81,17 +81,17 @@ def read_rules_file(path: Path) -> RuleSet:
 def _check_models(versions: list[str]) -> None:
     from fraudstream.core.registry import list_versions
 
-    known = {m.version for m in list_versions(settings().models_dir)}
+    known = {m.version for m in list_versions(get_settings().models_dir)}
     unknown = [v for v in versions if v != ANY_MODEL and v not in known]
     if unknown:
         raise click.BadParameter(
-            f"model version(s) {', '.join(unknown)} are not in {settings().models_dir} "
+            f"model version(s) {', '.join(unknown)} are not in {get_settings().models_dir} "
             f"(known: {', '.join(sorted(known)) or 'none'}; `*` means every version)"
         )
 
 
 # --- policy ----------------------------------------------------------------------------------
-@main.group()
+@click.group()
 def policy() -> None:
     """The decision policy: thresholds per model version and segment, apart from the models.
 
@@ -136,7 +136,7 @@ def _publish_policy(p: Policy) -> None:
 
     current = _controls().policy
     new = dataclasses.replace(p, version=current.version + 1, updated_at=_now())
-    publish_policy(settings(), new)
+    publish_policy(get_settings(), new)
     click.echo(_describe_policy(new))
     click.echo(f"published: workers decide under policy {new.version} within seconds")
 
@@ -328,7 +328,7 @@ def policy_suggest(
 
 
 # --- rules -----------------------------------------------------------------------------------
-@main.group()
+@click.group()
 def rules() -> None:
     """Rules beside the model: block/allow lists and hard limits, with priority over the score.
 
@@ -378,7 +378,7 @@ def _publish_rules(rs: RuleSet) -> None:
 
     current = _controls().rules
     new = dataclasses.replace(rs, version=current.version + 1, updated_at=_now())
-    publish_rules(settings(), new)
+    publish_rules(get_settings(), new)
     click.echo(_describe_rules(new))
     click.echo(f"published: workers apply rules version {new.version} within seconds")
 
@@ -486,7 +486,7 @@ def rules_remove(rule_id: str, note: str) -> None:
 def _history(name: str) -> list[Any]:
     from fraudstream.kafka import control  # confluent-kafka: only when a command runs
 
-    return list(getattr(control, name)(settings()))
+    return list(getattr(control, name)(get_settings()))
 
 
 def _from_history(name: str, version: int, what: str) -> Any:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from fraudstream.bench.harness import CONTENDERS
+from fraudstream.bench.config import CONTENDERS
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -99,7 +99,9 @@ def bench(
       fraudstream bench --only worker,handwritten -n 50000
       fraudstream bench --quick --no-api         # skip the scoring-API section
     """
-    from fraudstream.bench.harness import REPO, Bench, BenchConfig
+    from fraudstream.bench.common import REPO
+    from fraudstream.bench.config import BenchConfig
+    from fraudstream.bench.harness import Bench
     from fraudstream.bench.report import render_rich, write
 
     chosen = tuple(x.strip() for x in only.split(",") if x.strip())

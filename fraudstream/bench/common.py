@@ -1,5 +1,5 @@
 """Shared pieces of the benchmark: the run's knobs, Kafka helpers and the models every contender
-loads. Nothing here starts processes; see ``harness``."""
+loads. Nothing here starts processes; see ``fleet``."""
 
 from __future__ import annotations
 

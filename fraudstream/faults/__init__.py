@@ -1,4 +1,6 @@
-"""The fault suite's library: the verifier, the scenarios, and the results table.
+"""The fault suite's library: the verifier, the scenarios (``restarts``, ``rebalance``,
+``bad_input``, on the worker processes of ``procs`` and the load and rows of ``load``), and here
+the results table.
 
 Every scenario run by ``tests/faults`` records its row in a JSON file (``$FRAUD_FAULTS_RESULTS``,
 default ``.fraudstream/faults/results.json``). A scenario run several times keeps its *worst*
