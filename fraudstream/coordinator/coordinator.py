@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
 from fraudstream import errors
-from fraudstream.coordinator import opening, ordering, ports
+from fraudstream.coordinator import opening, ordering, ports, requests
 from fraudstream.coordinator.partition import PartitionState
 from fraudstream.core.records import Record
 
@@ -56,6 +56,7 @@ class Coordinator(Generic[R]):
         self.assigned: set[int] = set()  # the latest assignment the group gave this worker
         self.lock = asyncio.Lock()
         self.closing = False  # the worker stops: no record is decided after the last commit
+        self.requests = requests.Batcher(self._decide_requests, spawn)
 
     def close(self) -> None:
         """Decide nothing more except in ``commit_all``: the worker is stopping and its last
@@ -158,46 +159,44 @@ class Coordinator(Generic[R]):
             self._start_due()
 
     async def request(self, record: Record) -> R:
-        """Decide one record that did not come from the log (an API request) into its
-        partition's open transaction; its result, once that transaction is committed."""
-        p = record.partition
+        """Decide one record not from the log (an API request) into its partition's open
+        transaction, batched (``requests.Batcher``); its result, once that is committed."""
         while True:
-            if self.closing:
-                raise errors.PartitionMoved("the worker is stopping; retry the request")
-            async with self.lock:
-                if not (p in self.partitions or self.source.assigned(p)):
-                    raise errors.PartitionMoved(
-                        f"partition {p} is not assigned to this worker (a rebalance is in "
-                        "progress); retry the request"
-                    )
-                await self._ensure_open(p)
-                st = self.partitions.get(p)
-                if st is None:
-                    raise errors.PartitionMoved(f"partition {p} moved while it opened; retry")
-                running = st.committing
-                if running is None:
-                    st.accept(record)
-                    self._decide([record])
-                    acked = self.writers.delivered()
-                    done = st.next_commit()
-                    break
-            await asyncio.wait({running})
-        if acked is not None:
+            got = await self.requests.submit(record)  # refused (PartitionMoved) if stopping
+            if isinstance(got, requests.Taken):
+                break
+            await asyncio.wait({got.running})
+        st = got.state
+        if got.acked is not None:
             # At least once: answered once the broker has the decision; the offset-less record
             # rides the next regular commit (its card record with it).
-            await acked
+            await got.acked
         else:
-            # Exactly once: answered once a commit has it. Requests share commits: the ones
-            # that arrive while one runs wait for it, then share the next, started at once.
-            # (Waiting for the regular interval instead cost half the throughput at 16
-            # clients: each waits half an interval on average, and 16 / latency is the rate.)
+            # Exactly once: answered once a commit has it. Requests share commits: those that
+            # come while one runs wait for it, then share the next, started at once (waiting
+            # for the regular interval halved the rate at 16 clients: 16 / latency is the rate).
             await asyncio.sleep(0)
             async with self.lock:
-                if st.committing is None and self.partitions.get(p) is st and not done.done():
+                mine = self.partitions.get(st.number) is st
+                if mine and st.committing is None and not got.committed.done():
                     self._start_commit(self._group(st))
-            await done
+            await got.committed
         result: R = st.answers.pop(id(record))
         return result
+
+    async def _decide_requests(self, batch: list[requests.Pending]) -> None:
+        async with self.lock:
+            live = requests.admitted(
+                batch, self.closing, lambda p: p in self.partitions or self.source.assigned(p)
+            )
+            wanted = sorted({item.record.partition for item in live})
+            opened = await asyncio.gather(
+                *(self._ensure_open(p) for p in wanted), return_exceptions=True
+            )
+            taken = requests.accepted(live, self.partitions, dict(zip(wanted, opened, strict=True)))
+            if taken:
+                self._decide([item.record for item, _ in taken])
+                requests.answer(taken, requests.ensure_future(self.writers.delivered()))
 
     async def handle_side(self, records: Sequence[Record]) -> None:
         """Decide records of a second input (transactions moved to their card's partition) in
