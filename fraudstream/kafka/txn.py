@@ -16,8 +16,8 @@ per-partition transactional id, not from the group generation.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -32,6 +32,7 @@ from fraudstream.kafka.clients import (
     make_producer,
     produce,
 )
+from fraudstream.kafka.lanes import Lane
 from fraudstream.kafka.restore import committed_offset, read_partition
 from fraudstream.settings import Settings
 
@@ -203,6 +204,7 @@ class TransactionalWriters:
             max_workers=min(16, max(2, settings.partitions)), thread_name_prefix="fraudstream-txn"
         )
         self._group_metadata: Any = None
+        self._lanes: dict[int, Lane] = {}  # each partition's thread for bounded calls
 
     def _new_writer(self, partition: int) -> PartitionWriter:
         return PartitionWriter(self.s, partition, transactional_id(self.s, partition, self.role))
@@ -211,7 +213,7 @@ class TransactionalWriters:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     async def _run_bounded(self, partition: int, fn: Any, *args: Any) -> None:
-        """Run a transaction call on a thread of its own, for at most ``STUCK_S``.
+        """Run a transaction call on the partition's own thread, for at most ``STUCK_S``.
 
         librdkafka's transactional calls take a timeout, but after the broker died in the
         middle of one, the next call was seen to block for good. A stuck call is left behind
@@ -222,14 +224,19 @@ class TransactionalWriters:
         done: asyncio.Future[None] = loop.create_future()
 
         def call() -> None:
+            outcome: BaseException | None = None
             try:
                 fn(*args)
             except BaseException as exc:  # noqa: BLE001 - handed to the waiting coroutine
-                loop.call_soon_threadsafe(_settle, done, exc)
-            else:
-                loop.call_soon_threadsafe(_settle, done, None)
+                outcome = exc
+            # A stuck call that ends after the loop has closed has nobody to tell.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, done, outcome)
 
-        threading.Thread(target=call, name=f"fraudstream-txn-{partition}", daemon=True).start()
+        lane = self._lanes.get(partition)
+        if lane is None:
+            lane = self._lanes[partition] = Lane(f"fraudstream-txn-{partition}")
+        lane.submit(call)
         try:
             await asyncio.wait_for(asyncio.shield(done), STUCK_S)
         except TimeoutError:
@@ -240,6 +247,9 @@ class TransactionalWriters:
             )
             # The call may still end, late: nobody waits for its outcome any more.
             done.add_done_callback(lambda f: f.cancelled() or f.exception())
+            if self._lanes.get(partition) is lane:
+                del self._lanes[partition]
+            lane.retire()
             await self._replace(partition)
             raise _Stuck(f"a transaction call did not return in {STUCK_S:.0f}s") from None
 
@@ -365,6 +375,8 @@ class TransactionalWriters:
 
     async def close(self, partition: int) -> None:
         self._positions.pop(partition, None)
+        if (lane := self._lanes.pop(partition, None)) is not None:
+            lane.retire()
         writer = self._writers.pop(partition, None)
         if writer is not None:
             await self._run(writer.close)
@@ -373,6 +385,9 @@ class TransactionalWriters:
         for writer in self._writers.values():
             writer.close()
         self._writers.clear()
+        for lane in self._lanes.values():
+            lane.retire()
+        self._lanes.clear()
         self._pool.shutdown(wait=False)
 
 

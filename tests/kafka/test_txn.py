@@ -6,6 +6,7 @@ fault scenario."""
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
@@ -59,3 +60,50 @@ def test_a_frozen_worker_fences_nobody() -> None:
             asyncio.run(writers.open(0))
     finally:
         writers.close_all()
+
+
+def test_a_stuck_call_replaces_the_producer_and_the_next_call_gets_a_thread_of_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """librdkafka's transactional calls were seen to block for good after the broker died
+    mid-call: the call is left on its thread, the producer replaced, and the partition's next
+    calls must not queue behind it."""
+    monkeypatch.setattr(txn, "STUCK_S", 0.2)
+    writers = TransactionalWriters(Settings(kafka_bootstrap="127.0.0.1:1"), None)
+    replaced: list[int] = []
+
+    async def replace(partition: int) -> None:
+        replaced.append(partition)
+
+    monkeypatch.setattr(writers, "_replace", replace)
+    release = threading.Event()
+    threads: list[str] = []
+
+    def note() -> None:
+        threads.append(threading.current_thread().name)
+
+    def stuck() -> None:
+        note()
+        release.wait(10)
+
+    async def body() -> None:
+        await writers._run_bounded(3, note)  # noqa: SLF001
+        await writers._run_bounded(3, note)  # noqa: SLF001 - the same thread again
+        with pytest.raises(txn._Stuck):  # noqa: SLF001
+            await writers._run_bounded(3, stuck)  # noqa: SLF001
+        assert replaced == [3]
+        await asyncio.wait_for(writers._run_bounded(3, note), 5)  # noqa: SLF001 - not behind it
+
+    try:
+        asyncio.run(body())
+        lanes = [t for t in threading.enumerate() if t.name == "fraudstream-txn-3"]
+        assert len(lanes) == 2  # the stuck call's, retired, and the partition's new one
+        release.set()  # the stuck call returns (after its loop closed) and its thread ends
+        writers.close_all()
+        for t in lanes:
+            t.join(5)
+            assert not t.is_alive()
+    finally:
+        release.set()
+        writers.close_all()
+    assert threads == ["fraudstream-txn-3"] * 4
