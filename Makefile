@@ -43,8 +43,16 @@ tools: install
 	deploy/install-tools.sh "$$($(BIN)/python -c 'from fraudstream.kafka.jvm import cache_root; print(cache_root() / "tools")')"
 
 ## The whole test suite, against a real Kafka broker started for the run.
+## In TEST_WORKERS pytest-xdist processes, each with a broker of its own; who runs what:
+## tests/xdist_groups.py. Most tests wait on the broker and on worker processes: one after
+## another, the suite kept ~60 % of one core busy. 2 on a 2-core machine: the tests that time or
+## load the machine on purpose (the "heavy" group: fault scenarios, bench, stall, scaling), by
+## estimate close to half of the serial run, go one after another to one process while the rest
+## fits in the other; a third process could not shorten the heavy half, only take CPU from the
+## tests that time it.
+TEST_WORKERS ?= 2
 test: lint broker-fetch tools
-	$(BIN)/pytest -m "not slow" -q
+	$(BIN)/pytest -m "not slow" -q -n $(TEST_WORKERS) --dist loadgroup
 
 unit: install
 	$(BIN)/pytest tests/unit -q

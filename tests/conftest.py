@@ -14,12 +14,23 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from fraudstream.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # before xdist's own choice of scheduler
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`make test` (``-n 2 --dist loadgroup``): the groups of tests/xdist_groups.py."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from tests.xdist_groups import PathGroups
+
+    return PathGroups(config, log)
 
 
 def _docker_engine_answers() -> bool:
@@ -49,10 +60,13 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     from fraudstream.errors import BrokerError
     from fraudstream.kafka.broker import LocalBroker
+    from tests.brokers import start_on_free_ports
 
+    # Under pytest-xdist each worker process has a session, so a broker, of its own: its
+    # folder is under the worker's own basetemp, its ports are the OS's free ones.
     broker = LocalBroker(tmp_path_factory.mktemp("broker"))
     try:
-        info = broker.start(port=None)
+        info = start_on_free_ports(broker)
     except BrokerError as exc:
         pytest.fail(f"No Kafka broker for the integration tests: {exc}", pytrace=False)
     try:

@@ -12,9 +12,11 @@ starts afresh; ``--write-docs`` renders the rows into docs/faults.md, between th
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -86,19 +88,37 @@ def record(row: Mapping[str, Any], path: Path | None = None) -> None:
     run so far, and how many runs there were."""
     path = path or results_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = load_results(path)
-    name = str(row["scenario"])
-    earlier = data.get(name)
-    runs = 1 + int(earlier.get("runs") or 1) if earlier else 1
-    kept = dict(worse(earlier, row) if earlier else row)
-    kept["runs"] = runs
-    # Every run's outcome in brief: lost/duplicated/phantom/final lag and recovery (s).
-    brief = f"{row.get('lost')}/{row.get('duplicated')}/{row.get('phantom')}/{row.get('final_lag')}"
-    kept["each_run"] = [*(earlier or {}).get("each_run", []), f"{brief} {row.get('recovery_s')}s"]
-    data[name] = kept
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False))
-    tmp.replace(path)
+    # Several test processes (pytest-xdist) may record at once: one at a time reads, adds and
+    # replaces the file, each through a temporary file of its own.
+    with _locked(path.with_name(path.name + ".lock")):
+        data = load_results(path)
+        name = str(row["scenario"])
+        earlier = data.get(name)
+        runs = 1 + int(earlier.get("runs") or 1) if earlier else 1
+        kept = dict(worse(earlier, row) if earlier else row)
+        kept["runs"] = runs
+        # Every run's outcome in brief: lost/duplicated/phantom/final lag and recovery (s).
+        lost, dup = row.get("lost"), row.get("duplicated")
+        brief = f"{lost}/{dup}/{row.get('phantom')}/{row.get('final_lag')}"
+        kept["each_run"] = [
+            *(earlier or {}).get("each_run", []),
+            f"{brief} {row.get('recovery_s')}s",
+        ]
+        data[name] = kept
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False))
+        tmp.replace(path)
+
+
+@contextlib.contextmanager
+def _locked(lock: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``lock`` (created if missing) while the block runs."""
+    with lock.open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def reset(path: Path | None = None) -> None:

@@ -13,6 +13,7 @@ import pytest
 from fraudstream.errors import BrokerError
 from fraudstream.kafka.broker import BrokerInfo, LocalBroker
 from fraudstream.settings import Settings
+from tests.brokers import start_on_free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -53,7 +54,7 @@ class SecureBroker:
 def start_secure_broker(home: Path) -> tuple[LocalBroker, SecureBroker]:
     broker = LocalBroker(home, secure=True)
     try:
-        info = broker.start(port=None)
+        info = start_on_free_ports(broker)
     except BrokerError as exc:
         pytest.fail(f"No secure Kafka broker for the test: {exc}", pytrace=False)
     creds = broker.sasl_credentials()
