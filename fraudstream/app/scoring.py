@@ -118,7 +118,7 @@ class ScoringHandler:
 
     def admit(self, record: Record) -> bool:
         gate = self.gate
-        if gate is None or gate.live():
+        if gate is None or gate.open_untimed(record.partition):
             return True  # live traffic: the watermark is seconds behind, cutoffs minutes
         try:
             ts: float | None = decode_transaction(record.value, self.s.max_message_bytes).ts

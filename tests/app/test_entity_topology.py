@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from fraudstream.app import entities, scoring
 from fraudstream.app.aggregate import AggregateHandler
 from fraudstream.app.entities import EntityFollower
 from fraudstream.app.partitioning import home
@@ -19,7 +20,13 @@ from fraudstream.app.scoring import ScoringHandler
 from fraudstream.app.serving import ServingManager
 from fraudstream.core import entity, entitylog
 from fraudstream.core.entity import EntityState
-from fraudstream.core.messages import Decision, Feedback, encode_decision, encode_feedback
+from fraudstream.core.messages import (
+    Decision,
+    Feedback,
+    decode_transaction,
+    encode_decision,
+    encode_feedback,
+)
 from fraudstream.settings import Settings
 from tests.app.conftest import CHAMPION, tx_bytes
 from tests.app.test_join import Rig
@@ -197,6 +204,43 @@ def test_the_gate_gives_up_after_the_longest_wait(
     time.sleep(0.06)
     assert h.admit(rec)
     assert h.admit(record(0, 1, tx_bytes("tx-2", "card-b"), b"card-b"))  # open until caught up
+
+
+def test_a_partition_that_gave_up_reads_a_transaction_s_time_only_now_and_then(
+    settings: Settings, serving: ServingManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = settings.model_copy(update={"entity_max_wait_s": 0.05})
+    h = _scoring(s, serving, entitylog.NEVER)
+    first = record(0, 0, tx_bytes("tx-0", "card-b"), b"card-b")
+    assert not h.admit(first)
+    time.sleep(0.06)
+    assert h.admit(first)  # gave up waiting
+    reads: list[bytes] = []
+
+    def counted(raw: bytes, max_bytes: int) -> Any:
+        reads.append(raw)
+        return decode_transaction(raw, max_bytes)
+
+    monkeypatch.setattr(scoring, "decode_transaction", counted)
+    for i in range(1, 50):
+        assert h.admit(record(0, i, tx_bytes(f"tx-{i}", "card-b"), b"card-b"))
+    assert reads == []  # open, the time unread: no decode per record
+    monkeypatch.setattr(entities, "RECHECK_S", 0.0)
+    assert h.admit(record(0, 50, tx_bytes("tx-50", "card-b"), b"card-b"))
+    assert len(reads) == 1  # looked again; the watermark has not caught up: still open
+    # Another partition has not given up: it reads the time, and waits.
+    assert not h.admit(record(1, 0, tx_bytes("tx-x", "card-x"), b"card-x"))
+    assert len(reads) == 2
+    # The watermark caught up with a transaction's time (not with the clock): read at the next
+    # look, and the partition no longer counts as one that gave up.
+    assert h.follower is not None
+    tx = decode_transaction(tx_bytes("tx-51", "card-b"), 1 << 20)
+    h.follower.watermark = entitylog.required(tx.ts, time.time())
+    assert h.admit(record(0, 51, tx_bytes("tx-51", "card-b"), b"card-b"))
+    assert len(reads) == 3
+    h.follower.watermark = entitylog.NEVER
+    monkeypatch.setattr(entities, "RECHECK_S", 60.0)
+    assert not h.admit(record(0, 52, tx_bytes("tx-52", "card-b"), b"card-b"))  # waits again
 
 
 def _decision(tid: str) -> bytes:
