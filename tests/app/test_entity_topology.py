@@ -194,27 +194,28 @@ def test_moved_transactions_wait_for_the_watermark_their_mover_saw(
     asyncio.run(body())
 
 
-def test_the_gate_gives_up_after_the_longest_wait(
-    settings: Settings, serving: ServingManager
-) -> None:
-    s = settings.model_copy(update={"entity_max_wait_s": 0.05})
-    h = _scoring(s, serving, entitylog.NEVER)
-    rec = record(0, 0, tx_bytes("tx-1", "card-b"), b"card-b")
+def _gave_up(settings: Settings, serving: ServingManager) -> ScoringHandler:
+    """A handler whose partition 0 waited its longest wait (50 ms) for a watermark that never
+    comes, and gave up."""
+    h = _scoring(settings.model_copy(update={"entity_max_wait_s": 0.05}), serving, entitylog.NEVER)
+    rec = record(0, 0, tx_bytes("tx-0", "card-b"), b"card-b")
     assert not h.admit(rec)
     time.sleep(0.06)
     assert h.admit(rec)
+    return h
+
+
+def test_the_gate_gives_up_after_the_longest_wait(
+    settings: Settings, serving: ServingManager
+) -> None:
+    h = _gave_up(settings, serving)
     assert h.admit(record(0, 1, tx_bytes("tx-2", "card-b"), b"card-b"))  # open until caught up
 
 
 def test_a_partition_that_gave_up_reads_a_transaction_s_time_only_now_and_then(
     settings: Settings, serving: ServingManager, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    s = settings.model_copy(update={"entity_max_wait_s": 0.05})
-    h = _scoring(s, serving, entitylog.NEVER)
-    first = record(0, 0, tx_bytes("tx-0", "card-b"), b"card-b")
-    assert not h.admit(first)
-    time.sleep(0.06)
-    assert h.admit(first)  # gave up waiting
+    h = _gave_up(settings, serving)
     reads: list[bytes] = []
 
     def counted(raw: bytes, max_bytes: int) -> Any:
