@@ -28,8 +28,9 @@ class Sent:
 
 
 class FakeWriters:
-    def __init__(self, *, shared: bool = False) -> None:
+    def __init__(self, *, shared: bool = False, overlaps: bool = False) -> None:
         self.shared = shared
+        self.overlaps = overlaps  # records may be sent while a commit runs (at least once)
         self.changelog: dict[int, list[tuple[bytes, bytes | None]]] = {}
         self.offsets: dict[int, int] = {}  # the group's committed offsets
         self.log_start: dict[int, int] = {}  # the first offset in each partition's log
@@ -80,21 +81,33 @@ class FakeWriters:
         self.open_state[partition].append((key, value))
 
     async def commit(self, positions: Mapping[int, int | None]) -> None:
+        # The commit carries what was written before it began; with ``overlaps`` what is
+        # written while it runs goes into the next one.
+        carried = {p: (self.open_sends[p], self.open_state[p]) for p in positions}
+        if self.overlaps:
+            for p in positions:
+                self.open_sends[p], self.open_state[p] = [], []
         if self.gate is not None:
             self.waiting.set()
             await self.gate.wait()
         if self.fence_commits:
             self.fence_commits -= 1
+            if self.overlaps:  # nothing is undone: the next commit carries it (at least once)
+                for p, (sends, state) in carried.items():
+                    if p in self.open_sends:
+                        self.open_sends[p][:0] = sends
+                        self.open_state[p][:0] = state
             raise Fenced("test: a newer owner fenced this transaction")
         if self.fail_commits:
             self.fail_commits -= 1
             await self.abort(list(positions))  # the writers undo it before they say so
             raise TransactionAborted("test: the broker aborted this transaction")
         for p, offset in positions.items():
-            self.visible.extend(self.open_sends[p])
-            self.open_sends[p] = []
-            self.changelog.setdefault(p, []).extend(self.open_state[p])
-            self.open_state[p] = []
+            sends, state = carried[p]
+            self.visible.extend(sends)
+            self.changelog.setdefault(p, []).extend(state)
+            if not self.overlaps:
+                self.open_sends[p], self.open_state[p] = [], []
             if offset is not None:
                 self.offsets[p] = offset
         self.commits.append(dict(positions))

@@ -55,10 +55,11 @@ MOVED = engine.Refused("moved", "moved to its card's partition through the repar
 @dataclass(slots=True)
 class Position:
     """Where a partition stands in the transactions repartition topic: the next offset to
-    decide, as committed and in the open transaction."""
+    decide, as committed, in the commit under way and in the open transaction."""
 
     committed: int | None = None
     pending: int | None = None
+    sealed: int | None = None
 
 
 class ScoringHandler:
@@ -88,6 +89,7 @@ class ScoringHandler:
         self.side_topic = settings.topic_transactions_repartition
         self.positions: dict[int, Position] = {}
         self._moved: Counter[int] = Counter()  # moves in each open transaction, for the metric
+        self._moved_sealed: Counter[int] = Counter()  # and in the commit under way
         self.follower = follower
         self.gate = None if follower is None else Gate(follower, settings.entity_max_wait_s)
         self.events_topic = events_topic
@@ -99,7 +101,7 @@ class ScoringHandler:
         at = Position()
         for key, value in state:
             if key == MOVED_POSITION:
-                at = Position(*(2 * [None if value is None else int(value)]))
+                at = Position(*(3 * [None if value is None else int(value)]))
                 continue
             card = key.decode("utf-8", "replace")
             try:
@@ -335,24 +337,39 @@ class ScoringHandler:
             out.append((MOVED_POSITION, str(at.pending).encode()))
         return out
 
+    def seal(self, partition: int) -> None:
+        """A commit begins with what ``changes`` listed (``ports.Sealing``)."""
+        self.store.seal(partition)
+        if (at := self.positions.get(partition)) is not None:
+            at.sealed = at.pending
+        self._moved_sealed[partition] += self._moved.pop(partition, 0)
+
+    def unseal(self, partition: int) -> None:
+        self.store.unseal(partition)
+        if (at := self.positions.get(partition)) is not None:
+            at.sealed = at.committed
+        self._moved[partition] += self._moved_sealed.pop(partition, 0)
+
     def committed(self, partition: int) -> None:
         self.store.commit(partition)
         if (at := self.positions.get(partition)) is not None:
-            at.committed = at.pending
-        metrics.TRANSACTIONS_MOVED.inc(self._moved.pop(partition, 0))
+            at.committed = at.sealed
+        metrics.TRANSACTIONS_MOVED.inc(self._moved_sealed.pop(partition, 0))
         metrics.CARD_RECORDS.labels(partition=str(partition)).set(self.store.size(partition))
 
     def aborted(self, partition: int) -> None:
         self.store.abort(partition)
         if (at := self.positions.get(partition)) is not None:
-            at.pending = at.committed  # its records are decided again from memory
+            at.pending = at.sealed = at.committed  # its records are decided again from memory
         self._moved.pop(partition, None)
+        self._moved_sealed.pop(partition, None)
         self.reported.pop(partition, None)  # its watermark records were undone too
 
     def drop(self, partition: int) -> None:
         self.store.drop(partition)
         self.positions.pop(partition, None)
         self._moved.pop(partition, None)
+        self._moved_sealed.pop(partition, None)
         self.reported.pop(partition, None)
         self.newest.pop(partition, None)
         with contextlib.suppress(KeyError):

@@ -6,8 +6,10 @@ checked against its next offset (a record delivered again is dropped, a hole tha
 is fetched again), decided by the handler in one call per batch, and their outputs written into
 their partition's transaction. Every ``commit_interval_s`` a partition's transaction is
 committed in the background with its changed state and its next offset; while it commits, that
-partition's new records wait and the others go on. If Kafka aborts a transaction, its records
-are decided again from the state they first saw. Fatal conditions are raised as typed errors
+partition's new records wait and the others go on, unless the writers take records meanwhile
+(``Writers.overlaps``, at least once) and the handler keeps a sealed layer (``ports.Sealing``):
+then they are decided at once and the next commit carries them. If Kafka aborts a transaction,
+its records (and those decided while it ran) are decided again from the state they first saw. Fatal conditions are raised as typed errors
 (``fraudstream.errors``), never handled by exiting: a background task that fails is reported
 through ``spawn``, and the worker's supervisor decides.
 """
@@ -51,6 +53,9 @@ class Coordinator(Generic[R]):
         self.fence = fence  # raises when writing now would be unsafe (a frozen process)
         self.clock = clock
         self.interval_s = commit_interval_s
+        # A handler whose state has a sealed layer goes on deciding while its partition
+        # commits, if the writers take records meanwhile (at least once).
+        self.overlaps = writers.overlaps and isinstance(handler, ports.Sealing)
         self.partitions: dict[int, PartitionState] = {}
         self.opening: dict[int, asyncio.Task[None]] = {}
         self.assigned: set[int] = set()  # the latest assignment the group gave this worker
@@ -193,7 +198,9 @@ class Coordinator(Generic[R]):
             opened = await asyncio.gather(
                 *(self._ensure_open(p) for p in wanted), return_exceptions=True
             )
-            taken = requests.accepted(live, self.partitions, dict(zip(wanted, opened, strict=True)))
+            taken = requests.accepted(
+                live, self.partitions, dict(zip(wanted, opened, strict=True)), self.overlaps
+            )
             if taken:
                 self._decide([item.record for item, _ in taken])
                 requests.answer(taken, requests.ensure_future(self.writers.delivered()))
@@ -212,7 +219,7 @@ class Coordinator(Generic[R]):
                     st = self.partitions.get(p)
                     if st is None or self.closing:
                         break
-                    running = st.committing
+                    running = None if self.overlaps else st.committing
                     if running is None:
                         for rec in recs:
                             st.accept_side(rec)
@@ -239,7 +246,7 @@ class Coordinator(Generic[R]):
         """Decide the waiting records of the partitions that can take records now."""
         batch: list[Record] = []
         for st in states:
-            if st.can_take() and st.waiting:
+            if st.can_take(self.overlaps) and st.waiting:
                 batch.extend(st.waiting)
                 st.waiting = []
         ready = await ordering.in_order(
@@ -273,7 +280,7 @@ class Coordinator(Generic[R]):
         async with self.lock:
             self.fence()
             for p, st in list(self.partitions.items()):
-                if st.committing is None:
+                if self.overlaps or st.committing is None:
                     self._write(make(p))
             self._start_due()
 
@@ -354,14 +361,11 @@ class Coordinator(Generic[R]):
     async def _commit(self, group: list[PartitionState]) -> None:
         numbers = [st.number for st in group]
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
-            events = sum(len(st.inflight) for st in group)
             t0 = self.clock.monotonic()
             try:
-                for st in group:
-                    self._write(self.handler.owed(st.number))
-                    for key, value in self.handler.changes(st.number):
-                        self.writers.keep(st.number, key, value)
-                await self.writers.commit({st.number: st.position() for st in group})
+                positions = self._seal(group, t0)
+                events = sum(len(st.sealed) for st in group)
+                await self.writers.commit(positions)
             except errors.Fenced as exc:
                 # One still held: a zombie; but shared (at-least-once) writers commit all together:
                 # a refusal moves no offset back, and the partitions still held commit next time.
@@ -369,14 +373,20 @@ class Coordinator(Generic[R]):
                     raise
                 log.info("partitions %s: %s", numbers, exc)
                 await self._given_away(group)
+                for st in group:
+                    if self.partitions.get(st.number) is st:
+                        st.unseal()
+                        if isinstance(self.handler, ports.Sealing):
+                            self.handler.unseal(st.number)
                 return
             except errors.TransactionAborted as exc:
                 # The writers undid it and began the next transaction.
                 self.observer.aborted(numbers)
                 log.warning("%s (attempt %d)", exc, attempt)
+                redo: list[Record] = []
                 for st in group:
                     self.handler.aborted(st.number)
-                redo = [rec for st in group for rec in st.inflight]
+                    redo += st.unseal()
                 if redo:
                     self._decide(redo)  # from the state the records first saw
                 await asyncio.sleep(min(5.0, 0.2 * attempt))  # Kafka may be restarting
@@ -390,10 +400,22 @@ class Coordinator(Generic[R]):
             now = self.clock.monotonic()
             for st in group:
                 self.handler.committed(st.number)
-                # Due an interval after this one started, however long commits take.
-                st.committed(t0)
+                st.committed()
             self.observer.committed(numbers, events, now - t0)
             return
         raise errors.TransactionLost(
             f"partitions {numbers}: Kafka aborted {COMMIT_ATTEMPTS} transactions in a row"
         )
+
+    def _seal(self, group: list[PartitionState], now: float) -> dict[int, int | None]:
+        """Write what the group's commit carries and close it (``PartitionState.seal``): what
+        is decided from now on belongs to the next commit. Returns the positions to commit."""
+        positions: dict[int, int | None] = {}
+        for st in group:
+            self._write(self.handler.owed(st.number))
+            for key, value in self.handler.changes(st.number):
+                self.writers.keep(st.number, key, value)
+            if isinstance(self.handler, ports.Sealing):
+                self.handler.seal(st.number)
+            positions[st.number] = st.seal(now)
+        return positions

@@ -27,8 +27,9 @@ class Place(enum.Enum):
 class PartitionState:
     """Everything known about one owned partition of the input topic.
 
-    ``next_offset`` means: every record before it is decided, in a committed transaction or in
-    the open one, whose records (``inflight``) are decided again from memory if Kafka aborts it.
+    ``next_offset`` means: every record before it is decided, in a committed transaction, in the
+    one committing (``sealed``) or in the open one (``inflight``), whose records are decided
+    again from memory if Kafka aborts them.
     So a record below it is never decided again (Faust delivers records twice around
     rebalances, and the per-card dedup record forgets ids past its window), and a record past it
     waits until the hole before it is known to hold no record."""
@@ -45,8 +46,11 @@ class PartitionState:
         self.dirty = False  # something was written into the open transaction
         self.began = now  # when the open transaction began
         self.committing: asyncio.Task[None] | None = None  # the commit under way, if any
+        self.sealed: list[Record] = []  # the records the commit under way carries
+        self.sealed_offset = committed  # the input position that commit carries
         self.answers: dict[int, Any] = {}  # id(request record) -> its result, until committed
-        self._next_commit: asyncio.Future[None] | None = None
+        self._next_commit: list[asyncio.Future[None]] = []  # the open transaction's waiters
+        self._sealed_commit: list[asyncio.Future[None]] = []  # the commit under way's
 
     # --- where records stand --------------------------------------------------------------
 
@@ -94,9 +98,10 @@ class PartitionState:
     def has_work(self) -> bool:
         return self.dirty or bool(self.inflight)
 
-    def can_take(self) -> bool:
-        """Records can go in now: no commit is under way (its producer takes no records)."""
-        return self.committing is None and not self.parked
+    def can_take(self, overlaps: bool) -> bool:
+        """Records can go in now: no commit is under way, or the writers take records while
+        one runs (``overlaps``: they go into the next transaction)."""
+        return (overlaps or self.committing is None) and not self.parked
 
     def due(self, now: float, interval_s: float) -> bool:
         if self.committing is not None or not self.has_work():
@@ -107,30 +112,51 @@ class PartitionState:
 
     def next_commit(self) -> asyncio.Future[None]:
         """Done when the open transaction is committed; fails if the partition is let go."""
-        if self._next_commit is None:
-            self._next_commit = asyncio.get_running_loop().create_future()
-        return self._next_commit
+        if not self._next_commit:
+            self._next_commit.append(asyncio.get_running_loop().create_future())
+        return self._next_commit[-1]
 
-    def position(self) -> int | None:
-        """The input position to commit with the open transaction (None: it has not moved)."""
-        return None if self.next_offset == self.committed_offset else self.next_offset
-
-    def committed(self, began: float) -> None:
-        """The open transaction committed; the next one counts as begun at ``began`` (when
-        this commit started: commits are due every interval however long they take)."""
-        self.committed_offset = self.next_offset
+    def seal(self, now: float) -> int | None:
+        """A commit begins: the open transaction's records are what it carries, and the next
+        transaction begins ``now`` (commits are due every interval however long they take).
+        Returns the input position to commit (None: it has not moved)."""
+        self.sealed += self.inflight
         self.inflight = []
+        self.sealed_offset = self.next_offset
+        self._sealed_commit += self._next_commit
+        self._next_commit = []
         self.dirty = False
         self.hurry = False
-        self.began = began
-        if self._next_commit is not None and not self._next_commit.done():
-            self._next_commit.set_result(None)
-        self._next_commit = None
+        self.began = now
+        return None if self.sealed_offset == self.committed_offset else self.sealed_offset
+
+    def unseal(self) -> list[Record]:
+        """The commit under way did not commit: its records are the open transaction's again,
+        before those decided meanwhile; returns them all, in order (to decide again after an
+        abort, or to commit next time)."""
+        self.inflight = self.sealed + self.inflight
+        self.sealed = []
+        self._next_commit = self._sealed_commit + self._next_commit
+        self._sealed_commit = []
+        self.dirty = self.dirty or bool(self.inflight)
+        return self.inflight
+
+    def committed(self) -> None:
+        """The commit under way (``seal``) committed."""
+        self.committed_offset = self.sealed_offset
+        self.sealed = []
+        for fut in self._sealed_commit:
+            if not fut.done():
+                fut.set_result(None)
+        self._sealed_commit = []
 
     def revoked(self) -> None:
         """The partition goes to another worker: what its open transaction held is undone."""
-        fut, self._next_commit = self._next_commit, None
-        if fut is not None and not fut.done():
+        waiters = self._sealed_commit + self._next_commit
+        self._sealed_commit, self._next_commit = [], []
+        for fut in waiters:
+            if fut.done():
+                continue
             fut.set_exception(
                 PartitionMoved(
                     f"partition {self.number} was given to another worker before this "

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, NamedTuple, Protocol, TypeVar
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 from fraudstream.core.records import Record
 
@@ -78,6 +78,10 @@ class Writers(Protocol):
 
     #: True when all partitions share one transaction: they always commit together.
     shared: bool
+    #: True when records may be written while a commit runs (at least once: a record goes out
+    #: when it is sent, and a commit covers what was sent before it began). Transactions: False,
+    #: a producer takes no record while it commits.
+    overlaps: bool
 
     async def open(self, partition: int) -> Restored:
         """Fence earlier owners of ``partition``, begin its transaction, return its state."""
@@ -128,7 +132,8 @@ class PartitionHandler(Protocol[R]):
 
     The handler keeps per-partition state with a committed and a pending part: ``step`` changes
     the pending part, ``changes`` lists what the open transaction must write to the changelog,
-    and ``committed`` / ``aborted`` fold it in or drop it."""
+    and ``committed`` / ``aborted`` fold it in or drop it (a ``Sealing`` handler: the sealed
+    part, and both)."""
 
     def restore(self, partition: int, state: Sequence[tuple[bytes, bytes | None]]) -> int:
         """Take the partition with its committed state records; returns how many it holds."""
@@ -160,6 +165,20 @@ class PartitionHandler(Protocol[R]):
     def drop(self, partition: int) -> None:
         """The partition went to another worker: forget it."""
         ...
+
+
+@runtime_checkable
+class Sealing(Protocol):
+    """A handler that can go on deciding while its partition commits (under writers that
+    overlap): ``seal`` right after ``changes`` closes the layer that commit carries, and what
+    ``step`` changes from then on is a new pending layer, read on top of it. ``committed``
+    then folds only the sealed layer; ``aborted`` drops both (the coordinator decides the
+    records of both again); ``unseal`` puts the sealed layer back under the pending one (the
+    commit was refused but the partition is still held: the next commit carries both)."""
+
+    def seal(self, partition: int) -> None: ...
+
+    def unseal(self, partition: int) -> None: ...
 
 
 class Observer(Protocol):

@@ -106,10 +106,12 @@ def accepted(
     live: list[Pending],
     partitions: Mapping[int, PartitionState],
     opened: Mapping[int, BaseException | None],
+    overlaps: bool,
 ) -> list[tuple[Pending, PartitionState]]:
     """The requests that go into their partition's open transaction now (accepted there), with
     that partition's state. A request whose partition failed to open (``opened``) or was let go
-    fails; one whose partition is committing is told to wait for it (``Busy``)."""
+    fails; one whose partition is committing is told to wait for it (``Busy``) unless the
+    writers take records while they commit (``overlaps``)."""
     taken: list[tuple[Pending, PartitionState]] = []
     for item in live:
         p = item.record.partition
@@ -118,7 +120,7 @@ def accepted(
             item.answer.set_exception(exc)
         elif st is None:
             item.answer.set_exception(PartitionMoved(f"partition {p} moved while it opened; retry"))
-        elif st.committing is not None:
+        elif st.committing is not None and not overlaps:
             item.answer.set_result(Busy(st.committing))
         else:
             st.accept(item.record)

@@ -3,10 +3,12 @@
 
 Decisions, scores and dead letters are sent the moment they are made, by one idempotent
 producer per worker. Every commit interval all owned partitions commit together
-(``shared = True``): first every record sent so far is acknowledged by the broker, then the
-changed card records are written to the changelog and acknowledged, and only then are the
-input offsets committed, through the consumer group's own member (``commit_offsets``: a
-worker the group no longer counts as the owner is refused, as a zombie must be).
+(``shared = True``): first every record sent before the commit began is acknowledged by the
+broker, then the changed card records are written to the changelog and acknowledged, and only
+then are the input offsets committed, through the consumer group's own member
+(``commit_offsets``: a worker the group no longer counts as the owner is refused, as a zombie
+must be). Records are decided while a commit runs (``overlaps = True``): what they change is
+the next commit's (``ports.Sealing``).
 
 So nothing is lost: an offset is committed only once everything decided before it, and the
 card state that remembers it, is in the log. After a crash, or a failed delivery, the records
@@ -114,6 +116,7 @@ class AtLeastOnceWriters:
     """``ports.Writers`` for at-least-once: see the module docstring."""
 
     shared = True
+    overlaps = True  # a commit covers what was sent before it began; records go on meanwhile
 
     def __init__(
         self,
@@ -216,10 +219,10 @@ class AtLeastOnceWriters:
         """Done once everything sent so far is acknowledged by the broker."""
         return self.acks.wait()
 
-    async def _acknowledged(self) -> None:
+    async def _acknowledged(self, sent: asyncio.Future[None]) -> None:
         self._start()
         try:
-            await asyncio.wait_for(asyncio.shield(self.acks.wait()), FLUSH_S)
+            await asyncio.wait_for(sent, FLUSH_S)
         except TimeoutError:
             raise TransactionAborted(
                 f"the broker did not acknowledge the decisions sent in {FLUSH_S:.0f}s; the "
@@ -231,17 +234,18 @@ class AtLeastOnceWriters:
             raise
 
     async def commit(self, positions: Mapping[int, int | None]) -> None:
-        try:
-            await self._acknowledged()
-            for partition in positions:
-                for key, value in self._keep.get(partition, {}).items():
-                    self._produce(self.changelog_topic, key, value, None, partition)
-                self._keep[partition] = {}
-            await self._acknowledged()
-        except TransactionAborted:
-            for partition in positions:
-                self._keep[partition] = {}
-            raise
+        # The commit covers what was sent before it began: the coordinator goes on deciding
+        # while it runs (``overlaps``), and those records are the next commit's.
+        self._start()
+        sent = self.acks.wait()
+        keep = {p: self._keep.get(p, {}) for p in positions}
+        for partition in positions:
+            self._keep[partition] = {}
+        await self._acknowledged(sent)
+        for partition, records in keep.items():
+            for key, value in records.items():
+                self._produce(self.changelog_topic, key, value, None, partition)
+        await self._acknowledged(self.acks.wait())
         moved = {p: o for p, o in positions.items() if o is not None}
         if moved:
             await self.commit_offsets(moved)

@@ -176,6 +176,7 @@ class TransactionalWriters:
     ``ports.Writers``: each partition commits on its own (``shared = False``)."""
 
     shared = False
+    overlaps = False  # a producer takes no record while it commits
 
     def __init__(
         self,

@@ -388,6 +388,40 @@ def test_an_aborted_transaction_is_decided_again_from_the_state_it_saw(
     run(settings, serving, body)
 
 
+def test_at_least_once_a_card_decided_while_its_partition_commits_sees_what_the_commit_carries(
+    settings: Settings, serving: ServingManager
+) -> None:
+    """At least once the coordinator decides while a commit runs (issue 19): the card's record
+    in that commit is read under the new pending one, and a repeat of a transaction it carries
+    is a duplicate."""
+
+    async def body(r: Rig) -> None:
+        assert r.c.overlaps
+        before = counter("fraudstream_duplicates_total")
+        a = tx_bytes("tx-a", "card-o", amount=20.0)
+        b = tx_bytes("tx-b", "card-o", amount=30.0, when="2024-05-01T12:10:00+00:00")
+        await r.c.handle([r.raw(a, b"card-o")])
+        r.writers.gate = asyncio.Event()
+        r.clock.now += 20.0
+        await r.c.commit_due()
+        await asyncio.wait_for(r.writers.waiting.wait(), 5)
+        await r.c.handle([r.raw(a, b"card-o"), r.raw(b, b"card-o")])  # while it commits
+        assert counter("fraudstream_duplicates_total") - before == 1
+        assert [s.key for s in r.writers.open_sends[0] if s.topic == r.s.topic_decisions] == [
+            b"tx-b"
+        ]
+        r.writers.gate.set()
+        rec = await r.card("card-o")
+        assert rec is not None
+        assert rec.state is not None
+        assert (rec.state.n, list(rec.seen)) == (2, ["tx-a", "tx-b"])
+        assert [s.key for s in r.writers.seen(r.s.topic_decisions)] == [b"tx-a", b"tx-b"]
+        assert r.writers.offsets == {0: 3}
+        assert [k for k, _ in r.writers.changelog[0]] == [b"card-o", b"card-o"]
+
+    run(settings, serving, body, FakeWriters(shared=True, overlaps=True))
+
+
 def test_a_new_owner_restores_committed_card_state_only(
     settings: Settings, serving: ServingManager
 ) -> None:
