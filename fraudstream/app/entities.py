@@ -24,7 +24,7 @@ from fraudstream.core import entity, entitylog
 from fraudstream.core.entity import EntityKey, EntityState
 from fraudstream.errors import BrokerError, FraudStreamError
 from fraudstream.kafka.admin import entity_state_topic
-from fraudstream.kafka.clients import PARTITION_EOF, make_consumer
+from fraudstream.kafka.clients import PARTITION_EOF, fetched, make_consumer
 from fraudstream.settings import Settings
 
 log = logging.getLogger("fraudstream.entities")
@@ -139,7 +139,7 @@ class EntityFollower:
                 if time.monotonic() - looked >= SOURCES_EVERY_S:
                     looked = time.monotonic()
                     moved = self._more_sources(consumer)
-                for msg in consumer.consume(10_000, 0.05):
+                for msg in fetched(consumer, 10_000, 0.05):  # the first at once
                     err, part = msg.error(), msg.partition() or 0
                     if err is not None:
                         if err.code() == PARTITION_EOF:

@@ -20,7 +20,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from fraudstream.app import metrics
 from fraudstream.core.records import Record
-from fraudstream.kafka.clients import has_committed_records, make_consumer
+from fraudstream.kafka.clients import fetched, has_committed_records, make_consumer
 from fraudstream.settings import Settings
 
 log = logging.getLogger("fraudstream.reader")
@@ -107,11 +107,8 @@ class AssignedReader:
     def take(self, consumer: Consumer) -> list[Record]:
         """Wait for the first record, then take what else is fetched already, as records (on
         the reader's thread)."""
-        first = consumer.poll(READ_WAIT_S)
-        if first is None:
-            return []
         records = []
-        for msg in [first, *consumer.consume(READ_BATCH - 1, 0)]:
+        for msg in fetched(consumer, READ_BATCH, READ_WAIT_S):
             err = msg.error()
             if err is not None:
                 log.warning("reading %s: %s", self.topic, err.str())

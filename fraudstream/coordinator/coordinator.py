@@ -9,9 +9,9 @@ committed in the background with its changed state and its next offset; while it
 partition's new records wait and the others go on, unless the writers take records meanwhile
 (``Writers.overlaps``, at least once) and the handler keeps a sealed layer (``ports.Sealing``):
 then they are decided at once and the next commit carries them. If Kafka aborts a transaction,
-its records (and those decided while it ran) are decided again from the state they first saw. Fatal conditions are raised as typed errors
-(``fraudstream.errors``), never handled by exiting: a background task that fails is reported
-through ``spawn``, and the worker's supervisor decides.
+its records (and those decided while it ran) are decided again from the state they first saw.
+Fatal conditions are raised as typed errors (``fraudstream.errors``), never handled by exiting:
+a background task that fails is reported through ``spawn``, and the worker's supervisor decides.
 """
 
 from __future__ import annotations

@@ -216,6 +216,16 @@ def produce(producer: Producer, topic: str, **kw: Any) -> None:
             producer.list_topics(topic, timeout=10)
 
 
+def fetched(consumer: Consumer, most: int, wait_s: float) -> list[Message]:
+    """Wait up to ``wait_s`` for the first message, then take what else is fetched already (at
+    most ``most`` in all). ``consume(most, wait_s)`` alone waits for ``most`` messages or the
+    whole ``wait_s``: at a modest rate, ``wait_s`` for every record."""
+    first = consumer.poll(wait_s)
+    if first is None:
+        return []
+    return [first, *consumer.consume(most - 1, 0)] if most > 1 else [first]
+
+
 _LEADER_MOVING = frozenset(
     {
         KafkaError.NOT_LEADER_FOR_PARTITION,
