@@ -9,12 +9,14 @@ import asyncio
 import time
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from fraudstream.coordinator.coordinator import Coordinator
 from fraudstream.coordinator.ports import Restored
 from fraudstream.core.records import Record
 from fraudstream.errors import BrokerError, Fenced, TransactionAborted
+
+M = TypeVar("M")
 
 
 @dataclass(frozen=True)
@@ -252,3 +254,20 @@ def record(
     timestamp: float | None = None,
 ) -> Record:
     return Record(topic, partition, offset, key, value, timestamp)
+
+
+class FetchingConsumer(Generic[M]):
+    """A stand-in for a confluent-kafka consumer's reads, which records how it is asked."""
+
+    def __init__(self, messages: list[M]) -> None:
+        self.messages = messages
+        self.calls: list[tuple[Any, ...]] = []
+
+    def poll(self, timeout: float) -> M | None:
+        self.calls.append(("poll", timeout))
+        return self.messages.pop(0) if self.messages else None
+
+    def consume(self, n: int, timeout: float) -> list[M]:
+        self.calls.append(("consume", n, timeout))
+        out, self.messages[:n] = self.messages[:n], []
+        return out

@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
@@ -18,6 +17,7 @@ from fraudstream.core.records import Record
 from fraudstream.kafka.admin import create_topics
 from fraudstream.kafka.clients import make_producer
 from fraudstream.settings import Settings
+from tests.fakes import FetchingConsumer
 
 
 async def _until(done: Callable[[], bool], what: str) -> None:
@@ -112,26 +112,11 @@ class _Message:
         return b"v"
 
 
-class _Consumer:
-    def __init__(self, messages: list[_Message]) -> None:
-        self.messages = messages
-        self.calls: list[tuple[Any, ...]] = []
-
-    def poll(self, timeout: float) -> _Message | None:
-        self.calls.append(("poll", timeout))
-        return self.messages.pop(0) if self.messages else None
-
-    def consume(self, n: int, timeout: float) -> list[_Message]:
-        self.calls.append(("consume", n, timeout))
-        out, self.messages[:n] = self.messages[:n], []
-        return out
-
-
 def test_a_read_waits_for_the_first_record_then_takes_what_is_fetched_already(
     settings: Settings,
 ) -> None:
     reader = AssignedReader(settings, "tx", "g", dict, lambda _r: asyncio.sleep(0))
-    consumer = _Consumer([_Message(0, 7), _Message(1, 3), _Message(0, 8)])
+    consumer = FetchingConsumer([_Message(0, 7), _Message(1, 3), _Message(0, 8)])
     records = reader.take(consumer)  # type: ignore[arg-type]
     # ``consume(n, t)`` alone would wait for n records or t: at a modest rate, t per record.
     assert consumer.calls == [("poll", READ_WAIT_S), ("consume", READ_BATCH - 1, 0)]
@@ -140,4 +125,4 @@ def test_a_read_waits_for_the_first_record_then_takes_what_is_fetched_already(
         (1, 3, 1_700_000_000.003),
         (0, 8, 1_700_000_000.008),
     ]
-    assert reader.take(_Consumer([])) == []  # type: ignore[arg-type]
+    assert reader.take(FetchingConsumer([])) == []  # type: ignore[arg-type]

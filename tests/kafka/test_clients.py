@@ -10,6 +10,7 @@ from confluent_kafka import Consumer, TopicPartition
 from fraudstream.kafka import clients
 from fraudstream.kafka.admin import create_topics
 from fraudstream.settings import Settings
+from tests.fakes import FetchingConsumer
 
 
 def _write_transactions(s: Settings, topic: str) -> list[int]:
@@ -68,28 +69,11 @@ def test_probe_tells_markers_and_aborted_records_from_records(
     assert len(made) == 1
 
 
-class _Fetching:
-    """A stand-in consumer that records how it is asked."""
-
-    def __init__(self, messages: list[str]) -> None:
-        self.messages = messages
-        self.calls: list[tuple[object, ...]] = []
-
-    def poll(self, timeout: float) -> str | None:
-        self.calls.append(("poll", timeout))
-        return self.messages.pop(0) if self.messages else None
-
-    def consume(self, n: int, timeout: float) -> list[str]:
-        self.calls.append(("consume", n, timeout))
-        out, self.messages[:n] = self.messages[:n], []
-        return out
-
-
 def test_fetched_waits_for_the_first_message_only_then_takes_what_is_there() -> None:
-    consumer = _Fetching(["a", "b", "c"])
+    consumer = FetchingConsumer(["a", "b", "c"])
     assert clients.fetched(consumer, 10, 0.05) == ["a", "b", "c"]  # type: ignore[arg-type]
     assert consumer.calls == [("poll", 0.05), ("consume", 9, 0)]
-    assert clients.fetched(_Fetching(["a", "b"]), 1, 0.05) == ["a"]  # type: ignore[arg-type]
-    idle = _Fetching([])
+    assert clients.fetched(FetchingConsumer(["a", "b"]), 1, 0.05) == ["a"]  # type: ignore[arg-type]
+    idle = FetchingConsumer([])
     assert clients.fetched(idle, 10, 0.05) == []  # type: ignore[arg-type]
     assert idle.calls == [("poll", 0.05)]
