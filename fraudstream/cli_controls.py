@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from fraudstream.cli_options import EXISTING_FILE, file_option
 from fraudstream.core.policy import (
     ANY_MODEL,
     ModelPolicy,
@@ -142,7 +143,7 @@ def _publish_policy(p: Policy) -> None:
 
 
 @policy.command("set")
-@click.option("--file", "path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--file", "path", type=EXISTING_FILE)
 @click.option("--model", default=None, help="Model version the thresholds are for (* = any).")
 @click.option("--review", type=click.FloatRange(0, 1), default=None)
 @click.option("--decline", type=click.FloatRange(0, 1), default=None)
@@ -219,7 +220,7 @@ def policy_set(
 
 
 @policy.command("suggest")
-@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("path", type=EXISTING_FILE)
 @click.option("--cost-review", type=float, default=None, help="Cost of reviewing one.")
 @click.option(
     "--cost-decline-good", type=float, default=None, help="Cost of declining a genuine one."
@@ -252,12 +253,8 @@ def policy_set(
 @click.option(
     "--unlabelled", type=click.Choice(["exclude", "genuine"]), default="exclude", show_default=True
 )
-@click.option(
-    "--rates",
-    "rates_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help='Fraud losses in one currency: {"base": "EUR", "rates": {...}}.',
+@file_option(
+    "--rates", "rates_file", 'Fraud losses in one currency: {"base": "EUR", "rates": {...}}.'
 )
 @click.option(
     "--out",
@@ -384,7 +381,7 @@ def _publish_rules(rs: RuleSet) -> None:
 
 
 @rules.command("set")
-@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("path", type=EXISTING_FILE)
 @click.option("--note", default="", help="Why: recorded with the version.")
 def rules_set(path: Path, note: str) -> None:
     """Publish the rule set in PATH (JSON, fraudstream/schemas/rules.json) as the next version;

@@ -9,24 +9,15 @@ from typing import Any
 
 import click
 
+from fraudstream.cli_options import file_option, policy_and_rules
 from fraudstream.settings import get_settings
 
 
 @click.command()
 @click.argument("source", type=click.File("rb"), default="-")
-@click.option(
-    "--policy",
-    "policy_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="Decide under this policy document (`policy show --json`, `policy suggest --out`).",
-)
-@click.option(
-    "--rules",
-    "rules_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="And with these rules (`rules show --json`, or a file of your own).",
+@policy_and_rules(
+    "Decide under this policy document (`policy show --json`, `policy suggest --out`).",
+    "And with these rules (`rules show --json`, or a file of your own).",
 )
 def score(source: Any, policy_file: Path | None, rules_file: Path | None) -> None:
     """Decide transactions (JSON lines; - for stdin) in this process, without Kafka.
@@ -81,12 +72,10 @@ _WHEN = "ISO date/date-time (UTC unless an offset is given) or a duration ago: 3
     show_default=True,
     help="exclude: labelled outcomes only; genuine: a mature decision without a label is genuine.",
 )
-@click.option(
+@file_option(
     "--rates",
     "rates_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help='Convert money with this JSON: {"base": "EUR", "rates": {"GBP": 1.17, ...}}.',
+    'Convert money with this JSON: {"base": "EUR", "rates": {"GBP": 1.17, ...}}.',
 )
 @click.option(
     "--bootstrap",

@@ -8,11 +8,12 @@ from typing import Any
 
 import click
 
+from fraudstream.cli_options import EXISTING_FILE, policy_and_rules
 from fraudstream.train.cli import file_options, parse_date, read_options
 
 
 @click.command()
-@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("path", type=EXISTING_FILE)
 @click.option(
     "--version",
     "versions",
@@ -60,19 +61,9 @@ from fraudstream.train.cli import file_options, parse_date, read_options
 @click.option(
     "--partitions", type=int, default=2, show_default=True, help="--through-kafka partitions."
 )
-@click.option(
-    "--policy",
-    "policy_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="Decide under this policy document (`policy show --version N --json`), in process.",
-)
-@click.option(
-    "--rules",
-    "rules_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="And with these rules (`rules show --version N --json`), in process.",
+@policy_and_rules(
+    "Decide under this policy document (`policy show --version N --json`), in process.",
+    "And with these rules (`rules show --version N --json`), in process.",
 )
 def backtest(
     path: Path,
