@@ -6,9 +6,8 @@ checked against its next offset (a record delivered again is dropped, a hole tha
 is fetched again), decided by the handler in one call per batch, and their outputs written into
 their partition's transaction. Every ``commit_interval_s`` a partition's transaction is
 committed in the background with its changed state and its next offset; while it commits, that
-partition's new records wait and the others go on, unless the writers take records meanwhile
-(``Writers.overlaps``, at least once) and the handler keeps a sealed layer (``ports.Sealing``):
-then they are decided at once and the next commit carries them. If Kafka aborts a transaction,
+partition's new records wait and the others go on (at least once they are decided at once, into
+the next commit: ``Writers.overlaps``, ``coordinator.sealing``). If Kafka aborts a transaction,
 its records (and those decided while it ran) are decided again from the state they first saw.
 Fatal conditions are raised as typed errors (``fraudstream.errors``), never handled by exiting:
 a background task that fails is reported through ``spawn``, and the worker's supervisor decides.
@@ -22,7 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
 from fraudstream import errors
-from fraudstream.coordinator import opening, ordering, ports, requests
+from fraudstream.coordinator import opening, ordering, ports, requests, sealing
 from fraudstream.coordinator.partition import PartitionState
 from fraudstream.core.records import Record
 
@@ -53,8 +52,7 @@ class Coordinator(Generic[R]):
         self.fence = fence  # raises when writing now would be unsafe (a frozen process)
         self.clock = clock
         self.interval_s = commit_interval_s
-        # A handler whose state has a sealed layer goes on deciding while its partition
-        # commits, if the writers take records meanwhile (at least once).
+        # Deciding while a partition commits needs both (at least once, ``sealing``).
         self.overlaps = writers.overlaps and isinstance(handler, ports.Sealing)
         self.partitions: dict[int, PartitionState] = {}
         self.opening: dict[int, asyncio.Task[None]] = {}
@@ -219,7 +217,7 @@ class Coordinator(Generic[R]):
                     st = self.partitions.get(p)
                     if st is None or self.closing:
                         break
-                    running = None if self.overlaps else st.committing
+                    running = st.busy(self.overlaps)
                     if running is None:
                         for rec in recs:
                             st.accept_side(rec)
@@ -280,7 +278,7 @@ class Coordinator(Generic[R]):
         async with self.lock:
             self.fence()
             for p, st in list(self.partitions.items()):
-                if self.overlaps or st.committing is None:
+                if st.busy(self.overlaps) is None:
                     self._write(make(p))
             self._start_due()
 
@@ -363,7 +361,7 @@ class Coordinator(Generic[R]):
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             t0 = self.clock.monotonic()
             try:
-                positions = self._seal(group, t0)
+                positions = sealing.seal(group, self.handler, self.writers, self._write, t0)
                 events = sum(len(st.sealed) for st in group)
                 await self.writers.commit(positions)
             except errors.Fenced as exc:
@@ -373,20 +371,14 @@ class Coordinator(Generic[R]):
                     raise
                 log.info("partitions %s: %s", numbers, exc)
                 await self._given_away(group)
-                for st in group:
-                    if self.partitions.get(st.number) is st:
-                        st.unseal()
-                        if isinstance(self.handler, ports.Sealing):
-                            self.handler.unseal(st.number)
+                for st in (st for st in group if self.partitions.get(st.number) is st):
+                    sealing.unseal(st, self.handler)
                 return
             except errors.TransactionAborted as exc:
                 # The writers undid it and began the next transaction.
                 self.observer.aborted(numbers)
                 log.warning("%s (attempt %d)", exc, attempt)
-                redo: list[Record] = []
-                for st in group:
-                    self.handler.aborted(st.number)
-                    redo += st.unseal()
+                redo = sealing.aborted(group, self.handler)
                 if redo:
                     self._decide(redo)  # from the state the records first saw
                 await asyncio.sleep(min(5.0, 0.2 * attempt))  # Kafka may be restarting
@@ -397,25 +389,12 @@ class Coordinator(Generic[R]):
                     raise
                 await self._given_away(group)
                 return
-            now = self.clock.monotonic()
+            seconds = self.clock.monotonic() - t0
             for st in group:
                 self.handler.committed(st.number)
                 st.committed()
-            self.observer.committed(numbers, events, now - t0)
+            self.observer.committed(numbers, events, seconds)
             return
         raise errors.TransactionLost(
             f"partitions {numbers}: Kafka aborted {COMMIT_ATTEMPTS} transactions in a row"
         )
-
-    def _seal(self, group: list[PartitionState], now: float) -> dict[int, int | None]:
-        """Write what the group's commit carries and close it (``PartitionState.seal``): what
-        is decided from now on belongs to the next commit. Returns the positions to commit."""
-        positions: dict[int, int | None] = {}
-        for st in group:
-            self._write(self.handler.owed(st.number))
-            for key, value in self.handler.changes(st.number):
-                self.writers.keep(st.number, key, value)
-            if isinstance(self.handler, ports.Sealing):
-                self.handler.seal(st.number)
-            positions[st.number] = st.seal(now)
-        return positions

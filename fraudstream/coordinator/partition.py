@@ -46,6 +46,7 @@ class PartitionState:
         self.dirty = False  # something was written into the open transaction
         self.began = now  # when the open transaction began
         self.committing: asyncio.Task[None] | None = None  # the commit under way, if any
+        self.retrying = False  # Kafka aborted the commit under way once: it is being retried
         self.sealed: list[Record] = []  # the records the commit under way carries
         self.sealed_offset = committed  # the input position that commit carries
         self.answers: dict[int, Any] = {}  # id(request record) -> its result, until committed
@@ -98,10 +99,18 @@ class PartitionState:
     def has_work(self) -> bool:
         return self.dirty or bool(self.inflight)
 
+    def busy(self, overlaps: bool) -> asyncio.Task[None] | None:
+        """The commit that new records must wait for, if any: the one under way, unless the
+        writers take records while it runs (``overlaps``: they go into the next transaction)
+        and it is not being retried (a commit that keeps failing, the broker away, say, would
+        otherwise have ever more records to decide again at each attempt)."""
+        if overlaps and not self.retrying:
+            return None
+        return self.committing
+
     def can_take(self, overlaps: bool) -> bool:
-        """Records can go in now: no commit is under way, or the writers take records while
-        one runs (``overlaps``: they go into the next transaction)."""
-        return (overlaps or self.committing is None) and not self.parked
+        """Records can go in now (``busy``) and the handler has not refused one."""
+        return self.busy(overlaps) is None and not self.parked
 
     def due(self, now: float, interval_s: float) -> bool:
         if self.committing is not None or not self.has_work():
@@ -144,6 +153,7 @@ class PartitionState:
     def committed(self) -> None:
         """The commit under way (``seal``) committed."""
         self.committed_offset = self.sealed_offset
+        self.retrying = False
         self.sealed = []
         for fut in self._sealed_commit:
             if not fut.done():

@@ -120,8 +120,8 @@ def accepted(
             item.answer.set_exception(exc)
         elif st is None:
             item.answer.set_exception(PartitionMoved(f"partition {p} moved while it opened; retry"))
-        elif st.committing is not None and not overlaps:
-            item.answer.set_result(Busy(st.committing))
+        elif (running := st.busy(overlaps)) is not None:
+            item.answer.set_result(Busy(running))
         else:
             st.accept(item.record)
             taken.append((item, st))

@@ -6,7 +6,7 @@ from the committed state; a refused commit of a partition still held is carried 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from fraudstream.coordinator.ports import Handled
@@ -120,6 +120,41 @@ def test_an_abort_while_records_came_decides_both_layers_again_from_what_was_com
         tasks.check()
 
     run(body)
+
+
+def test_while_an_aborted_commit_is_retried_records_wait_for_it() -> None:
+    # A commit that keeps failing (the broker away) must not collect ever more records to
+    # decide again at each attempt: after an abort, records wait until it commits.
+    async def body() -> None:
+        writers, handler = at_least_once(), Layered()
+        c, _, _, observer, clock, tasks = make_coordinator(handler, writers=writers)
+        await c.handle([rec(0, 0)])
+        writers.fail_commits = 1
+        clock.now += 1.0
+        await c.commit_due()
+        await _until(lambda: ("aborted", (0,)) in observer.events)
+        st = c.partitions[0]
+        assert st.retrying
+        await c.handle([rec(0, 1)])  # during the retry's back-off
+        assert [r.offset for r in st.waiting] == [1]
+        await tasks.settle()  # the retry commits; the waiting record is decided after it
+        assert not st.retrying
+        assert st.waiting == []
+        assert writers.commits == [{0: 1}]
+        await c.commit_all()
+        assert writers.offsets == {0: 2}
+        assert values(writers, 0) == [b"v0-0", b"v0-1"]
+        tasks.check()
+
+    run(body)
+
+
+async def _until(done: Callable[[], bool]) -> None:
+    for _ in range(500):
+        if done():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("not reached in 5 s")
 
 
 def test_a_refused_commit_of_a_partition_still_held_is_carried_by_the_next() -> None:
