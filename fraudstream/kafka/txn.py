@@ -16,7 +16,6 @@ per-partition transactional id, not from the group generation.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,30 +25,18 @@ from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from fraudstream.coordinator.ports import Restored
 from fraudstream.errors import BrokerError, Fenced, TransactionAborted
+from fraudstream.kafka import lanes
 from fraudstream.kafka.clients import (
     FENCED_CODES,
     make_consumer,
     make_producer,
     produce,
 )
-from fraudstream.kafka.lanes import Lane
+from fraudstream.kafka.lanes import Lanes, Stuck
 from fraudstream.kafka.restore import committed_offset, read_partition
 from fraudstream.settings import Settings
 
 log = logging.getLogger("fraudstream.txn")
-
-
-# How long a transactional call may take before its producer is given up (see _run_bounded).
-STUCK_S = 20.0
-
-
-def _settle(fut: asyncio.Future[None], exc: BaseException | None) -> None:
-    if fut.done():
-        return
-    if exc is None:
-        fut.set_result(None)
-    else:
-        fut.set_exception(exc)
 
 
 def transactional_id(settings: Settings, partition: int, role: str = "score") -> str:
@@ -205,7 +192,7 @@ class TransactionalWriters:
             max_workers=min(16, max(2, settings.partitions)), thread_name_prefix="fraudstream-txn"
         )
         self._group_metadata: Any = None
-        self._lanes: dict[int, Lane] = {}  # each partition's thread for bounded calls
+        self._lanes = Lanes("fraudstream-txn")
 
     def _new_writer(self, partition: int) -> PartitionWriter:
         return PartitionWriter(self.s, partition, transactional_id(self.s, partition, self.role))
@@ -214,45 +201,20 @@ class TransactionalWriters:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     async def _run_bounded(self, partition: int, fn: Any, *args: Any) -> None:
-        """Run a transaction call on the partition's own thread, for at most ``STUCK_S``.
-
-        librdkafka's transactional calls take a timeout, but after the broker died in the
-        middle of one, the next call was seen to block for good. A stuck call is left behind
-        on its thread and its producer replaced: a new producer with the same transactional id
-        fences the stuck one, so that its transaction is either committed or aborted by the
-        coordinator by the time this raises ``Stuck``."""
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-
-        def call() -> None:
-            outcome: BaseException | None = None
-            try:
-                fn(*args)
-            except BaseException as exc:  # noqa: BLE001 - handed to the waiting coroutine
-                outcome = exc
-            # A stuck call that ends after the loop has closed has nobody to tell.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_settle, done, outcome)
-
-        lane = self._lanes.get(partition)
-        if lane is None:
-            lane = self._lanes[partition] = Lane(f"fraudstream-txn-{partition}")
-        lane.submit(call)
+        """Run a transaction call on the partition's lane (``lanes.Lanes``). A stuck call is
+        left behind on its thread and its producer replaced: a new producer with the same
+        transactional id fences the stuck one, so that its transaction is either committed or
+        aborted by the coordinator by the time this raises ``Stuck``."""
         try:
-            await asyncio.wait_for(asyncio.shield(done), STUCK_S)
-        except TimeoutError:
+            await self._lanes.call(partition, fn, *args)
+        except Stuck:
             log.error(
                 "partition %d: a transaction call is stuck after %.0fs; replacing the producer",
                 partition,
-                STUCK_S,
+                lanes.STUCK_S,
             )
-            # The call may still end, late: nobody waits for its outcome any more.
-            done.add_done_callback(lambda f: f.cancelled() or f.exception())
-            if self._lanes.get(partition) is lane:
-                del self._lanes[partition]
-            lane.retire()
             await self._replace(partition)
-            raise _Stuck(f"a transaction call did not return in {STUCK_S:.0f}s") from None
+            raise
 
     async def _replace(self, partition: int) -> None:
         """A new producer for the partition; its init_transactions fences the old one (whose
@@ -339,10 +301,10 @@ class TransactionalWriters:
         metadata = await self._run(self._metadata) if offsets else None
         try:
             await self._run_bounded(partition, writer.commit, offsets, metadata)
-        except (TransactionAborted, _Stuck, _Broken) as exc:
+        except (TransactionAborted, Stuck, _Broken) as exc:
             # No abort on a producer whose commit failed (see PartitionWriter.abort): a new one
             # fences it, and the coordinator aborts what it left open.
-            if not isinstance(exc, _Stuck):
+            if not isinstance(exc, Stuck):
                 await self._replace(partition)
             # A commit whose answer was lost (the broker died mid-call, the call got stuck)
             # may have gone through: deciding its records again would decide them twice.
@@ -366,7 +328,7 @@ class TransactionalWriters:
         (the new one's init_transactions fences it and aborts what it left open)."""
         try:
             await self._run_bounded(partition, self._writers[partition].abort)
-        except _Stuck:
+        except Stuck:
             pass  # replaced already
         except Fenced:
             raise
@@ -376,8 +338,7 @@ class TransactionalWriters:
 
     async def close(self, partition: int) -> None:
         self._positions.pop(partition, None)
-        if (lane := self._lanes.pop(partition, None)) is not None:
-            lane.retire()
+        self._lanes.retire(partition)
         writer = self._writers.pop(partition, None)
         if writer is not None:
             await self._run(writer.close)
@@ -386,14 +347,8 @@ class TransactionalWriters:
         for writer in self._writers.values():
             writer.close()
         self._writers.clear()
-        for lane in self._lanes.values():
-            lane.retire()
-        self._lanes.clear()
+        self._lanes.retire_all()
         self._pool.shutdown(wait=False)
-
-
-class _Stuck(Exception):
-    """A transactional call did not return in time; its producer was replaced."""
 
 
 class _Broken(BrokerError):

@@ -12,7 +12,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from fraudstream.errors import BrokerError, Fenced, TransactionAborted, WorkerFrozen
-from fraudstream.kafka import txn
+from fraudstream.kafka import lanes, txn
 from fraudstream.kafka.txn import TransactionalWriters
 from fraudstream.settings import Settings
 
@@ -65,10 +65,10 @@ def test_a_frozen_worker_fences_nobody() -> None:
 def test_a_stuck_call_replaces_the_producer_and_the_next_call_gets_a_thread_of_its_own(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """librdkafka's transactional calls were seen to block for good after the broker died
-    mid-call: the call is left on its thread, the producer replaced, and the partition's next
-    calls must not queue behind it."""
-    monkeypatch.setattr(txn, "STUCK_S", 0.2)
+    """librdkafka's transactional calls were seen to block past their timeouts after the
+    broker died mid-call: the call is left on its thread, the producer replaced, and the
+    partition's next calls must not queue behind it."""
+    monkeypatch.setattr(lanes, "STUCK_S", 0.2)
     writers = TransactionalWriters(Settings(kafka_bootstrap="127.0.0.1:1"), None)
     replaced: list[int] = []
 
@@ -89,18 +89,18 @@ def test_a_stuck_call_replaces_the_producer_and_the_next_call_gets_a_thread_of_i
     async def body() -> None:
         await writers._run_bounded(3, note)  # noqa: SLF001
         await writers._run_bounded(3, note)  # noqa: SLF001 - the same thread again
-        with pytest.raises(txn._Stuck):  # noqa: SLF001
+        with pytest.raises(lanes.Stuck):
             await writers._run_bounded(3, stuck)  # noqa: SLF001
         assert replaced == [3]
         await asyncio.wait_for(writers._run_bounded(3, note), 5)  # noqa: SLF001 - not behind it
 
     try:
         asyncio.run(body())
-        lanes = [t for t in threading.enumerate() if t.name == "fraudstream-txn-3"]
-        assert len(lanes) == 2  # the stuck call's, retired, and the partition's new one
+        threads_now = [t for t in threading.enumerate() if t.name == "fraudstream-txn-3"]
+        assert len(threads_now) == 2  # the stuck call's, retired, and the partition's new one
         release.set()  # the stuck call returns (after its loop closed) and its thread ends
         writers.close_all()
-        for t in lanes:
+        for t in threads_now:
             t.join(5)
             assert not t.is_alive()
     finally:
