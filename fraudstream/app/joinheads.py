@@ -12,11 +12,8 @@ from typing import Protocol
 from fraudstream.app import metrics
 from fraudstream.core.offsets import InOrderOffsets
 from fraudstream.errors import BrokerError
-from fraudstream.kafka.clients import (
-    group_committed_offsets,
-    has_committed_records,
-    log_start_offset,
-)
+from fraudstream.kafka.clients import has_committed_records, log_start_offset
+from fraudstream.kafka.groupoffsets import group_committed_offsets
 from fraudstream.settings import Settings
 
 log = logging.getLogger("fraudstream.join")

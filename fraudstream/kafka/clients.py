@@ -348,32 +348,3 @@ def has_committed_records(
         if probe is None:
             probe = _probes[key] = CommittedProbe(settings)
     return probe(topic, partition, start, end, timeout=timeout)
-
-
-def group_committed_offsets(
-    settings: Settings, group_id: str, tps: list[tuple[str, int]], *, timeout: float = 10.0
-) -> dict[tuple[str, int], int | None]:
-    """The group's committed offsets (None where it has none), read without joining it.
-
-    Through the admin API on purpose: a short-lived consumer carrying the worker's own group id
-    (what ``Consumer.committed`` needs) was measured to slow the worker's read_committed
-    fetches to about one per second for the rest of its life (librdkafka 2.12, Kafka 4.1)."""
-    from confluent_kafka import ConsumerGroupTopicPartitions
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({**settings.kafka_client_config(), "socket.timeout.ms": 5000})
-    request = ConsumerGroupTopicPartitions(group_id, [TopicPartition(t, p) for t, p in tps])
-    try:
-        futures = admin.list_consumer_group_offsets(
-            [request], require_stable=True, request_timeout=timeout
-        )
-        got = futures[group_id].result(timeout)
-    except (KafkaException, TimeoutError) as exc:
-        raise BrokerError(
-            f"reading group {group_id!r}'s committed offsets failed: {exc or 'timed out'}; "
-            "check that the broker is reachable"
-        ) from exc
-    return {
-        (str(tp.topic), int(tp.partition)): (int(tp.offset) if tp.offset >= 0 else None)
-        for tp in got.topic_partitions or []
-    }

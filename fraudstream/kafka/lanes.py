@@ -64,12 +64,12 @@ class Lanes:
     ``STUCK_S`` is given up: its lane is retired and the caller replaces the producer. A call
     given up that returns later says so in the log, with how long it took.
 
-    Tried and measured (2026-11-30, broker fault scenario, 3 runs): giving a call up only
-    once it had not returned for ``STUCK_S`` *while the broker answered* a metadata request.
-    The calls caught in the outage then returned 2-8 s after the broker came back, but the
-    next calls, on the same or new producers, hung for 40 s+ with the broker answering
-    (its coordinators still loading), and recovery took 23 / 64 / 102 s, against 21-31 s in
-    22 runs with the fixed bound: not kept."""
+    Tried and measured (2026-11-30, broker fault scenario, librdkafka 2.16.0): giving a call
+    up only once it had not returned for ``STUCK_S`` *while the broker answered* a metadata
+    request. The calls caught in the outage then returned 2-8 s after the broker came back,
+    but later calls hung for 40 s+ with the broker answering (its coordinators still loading)
+    and were given up 20 s later than with this bound: recovery 23 / 64 / 102 s in 3 runs,
+    against 23 / 23 / 64 s with this bound on the same version. Not kept."""
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix

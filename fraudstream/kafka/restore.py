@@ -12,11 +12,11 @@ from fraudstream.coordinator.ports import Restored
 from fraudstream.errors import BrokerError
 from fraudstream.kafka.clients import (
     PARTITION_EOF,
-    group_committed_offsets,
     log_start_offset,
     make_consumer,
     watermarks,
 )
+from fraudstream.kafka.groupoffsets import group_committed_offsets
 from fraudstream.settings import Settings
 
 
