@@ -116,9 +116,10 @@ def broker_restart(
                 faults=faults,
                 started=started,
                 timeout=180,
-                notes=f"worker after: {w.state()}",
                 fault_times=[killed_at],
             )
+            # Read once the verdict is in: a worker that dies after the broker returns counts.
+            row.notes = f"worker after: {w.state()}"
         return row
     finally:
         broker.stop()
