@@ -246,12 +246,25 @@ class EntityState:
         cd = int(cut // DAY_S)
         day_h0 = cd * 24
         c1 = today = today_c = 0
-        for h, (n, c) in self.hourly.items():
-            if ch - 24 <= h < ch:
-                c1 += n
-            if day_h0 <= h < ch:
-                today += n
-                today_c += c
+        hourly = self.hourly
+        if len(hourly) > 24:
+            # A busy entity keeps ~72 hourly buckets: ask for the 24 that count (the cutoff's
+            # day so far is among them: ch - day_h0 < 24) instead of walking them all.
+            get = hourly.get
+            for h in range(ch - 24, ch):
+                b = get(h)
+                if b is not None:
+                    c1 += b[0]
+                    if h >= day_h0:
+                        today += b[0]
+                        today_c += b[1]
+        else:
+            for h, (n, c) in hourly.items():
+                if ch - 24 <= h < ch:
+                    c1 += n
+                    if h >= day_h0:
+                        today += n
+                        today_c += c
         c7 = c30 = today
         s30 = today_c
         for d, (n, c) in self.daily.items():

@@ -119,7 +119,7 @@ def broker_restart(
                 fault_times=[killed_at],
             )
             # Read once the verdict is in: a worker that dies after the broker returns counts.
-            row.notes = f"worker after: {w.state()}"
+            row.notes = "; ".join(filter(None, [row.notes, f"worker after: {w.state()}"]))
         return row
     finally:
         broker.stop()

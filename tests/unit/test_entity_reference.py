@@ -116,7 +116,7 @@ def test_entity_features_match_plain_scans_over_weeks_of_labelled_traffic() -> N
     assert sum(not f for _, _, f in tl.labels) > 50  # genuine labels, reversals among them
     ents = Entities()
     cards: dict[str, fx.CardState] = {}
-    fast_path = 0
+    fast_path = busy = 0
     for group in tl.groups(ents):
         for tx in group:
             cards[tx.card_id], row = fx.step(cards.get(tx.card_id), tx, ents.get)
@@ -128,10 +128,12 @@ def test_entity_features_match_plain_scans_over_weeks_of_labelled_traffic() -> N
             assert row[fx.ENTITY_FEATURE_SLICE] == expected, tx.transaction_id
             if m_state is not None:
                 fast_path += len(m_state.daily) > 10  # counts() sums totals
+                busy += len(m_state.hourly) > 24  # counts() looks up the 24 hours that count
                 # Queries behind and ahead of the state: the same sums as a scan.
                 for back in (-3 * DAY, -DAY, 3600.0, DAY, 3 * DAY, 8 * DAY, 29 * DAY, 40 * DAY):
                     assert m_state.counts(cut - back) == ref_counts(m_state, cut - back)
     assert fast_path > 1000  # the totals path did most of the work
+    assert busy > 200, busy  # the hourly lookups (8 cutoffs each) were compared with the scan too
 
     # Final states: buckets are every absorbed transaction of an hour / day at or after the
     # horizons of the newest day (which labels move too); the bytes follow from them.
