@@ -29,6 +29,7 @@ log = logging.getLogger("fraudstream.coordinator")
 
 R = TypeVar("R")
 COMMIT_ATTEMPTS = 30
+STEP_MAX = 1000  # records per handler step: a backlog that waited reaches the broker in steps
 
 
 class Coordinator(Generic[R]):
@@ -250,8 +251,8 @@ class Coordinator(Generic[R]):
         ready = await ordering.in_order(
             batch, self.partitions, self.handler, self.source, self.observer, self.clock
         )
-        if ready:
-            self._decide(ready)
+        for i in range(0, len(ready), STEP_MAX):
+            self._decide(ready[i : i + STEP_MAX])
 
     def _decide(self, records: Sequence[Record]) -> None:
         """Hand ``records`` (accepted into their partitions' open transactions) to the handler
@@ -291,8 +292,7 @@ class Coordinator(Generic[R]):
             self._start_due()
 
     async def commit_all(self) -> None:
-        """Commit every open transaction, waiting records included (before the consumer
-        commits, rebalances or stops)."""
+        """Commit every open transaction, waiting records too (before a rebalance or a stop)."""
         while True:
             running = {st.committing for st in self.partitions.values() if st.committing}
             if running:

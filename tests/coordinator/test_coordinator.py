@@ -530,6 +530,44 @@ def test_a_parked_partition_commits_at_once_with_what_it_owes_and_again_after_wa
     run(body)
 
 
+def test_a_long_wait_is_decided_in_steps_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What piled up while the gate was shut goes to the handler in steps of ``STEP_MAX``:
+    the first step's outputs are written (on their way to the broker) before the next is
+    decided, and the order is the partition's."""
+    from fraudstream.coordinator import coordinator as coordinator_module
+
+    monkeypatch.setattr(coordinator_module, "STEP_MAX", 4)
+    allowed = {"limit": 1}
+
+    async def body() -> None:
+        handler = Counting(admit=lambda r: r.offset < allowed["limit"])
+        c, writers, _, _, _, tasks = make_coordinator(handler)
+        await c.handle([rec(0, o) for o in range(11)])
+        await tasks.settle()
+        handler.steps.clear()
+        written: list[int] = []
+        step = handler.step
+
+        def counting_step(records: Sequence[Record]) -> Handled[str]:
+            written.append(len(values(writers, 0)) + len(writers.open_sends.get(0, [])))
+            return step(records)
+
+        handler.step = counting_step  # type: ignore[method-assign]
+        allowed["limit"] = 99
+        await c.wake()
+        await c.commit_all()
+        assert [[o for _, o in st] for st in handler.steps] == [
+            [1, 2, 3, 4],
+            [5, 6, 7, 8],
+            [9, 10],
+        ]
+        assert written == [1, 5, 9]  # each step after the previous one's outputs were written
+        assert values(writers, 0) == [f"v0-{o}".encode() for o in range(11)]
+        tasks.check()
+
+    run(body)
+
+
 def test_a_handler_in_a_hurry_commits_before_the_interval() -> None:
     """The aggregator commits at once when a batch holds a watermark: scoring partitions
     elsewhere wait for it. Other batches wait for the interval."""
