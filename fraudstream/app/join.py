@@ -176,13 +176,14 @@ class Join(EntityLabels, JoinHeads):
         d = decode_decision(rec.value)
         key = d.transaction_id.encode()
         earlier = self._earlier_held(rec.partition, key)
-        self.held_labels.delete(rec.partition, key)
-        self._release(rec.partition, key)
+        if earlier is not None:  # mostly not: one lookup, not two, per decision
+            self.held_labels.delete(rec.partition, key)
+            self._release(rec.partition, key)
         joined, reverted, new = outcomes.apply_decision_after_label(
             self._load(key, rec.partition), d
         )
         self._store(key, joined, rec.partition)
-        for fb in earlier:  # reports held before the last one (a reversal) count too
+        for fb in earlier or ():  # reports held before the last one (a reversal) count too
             self._label_events(joined.decided, fb.transaction_id, fb.is_fraud, fb.reported_at)
         if joined.label is not None:
             lab = joined.label

@@ -70,10 +70,11 @@ class EntityLabels:
             heapq.heappop(heap)
         return heap[0][0] if heap else None
 
-    def _earlier_held(self, partition: int, key: bytes) -> list[Feedback]:
+    def _earlier_held(self, partition: int, key: bytes) -> list[Feedback] | None:
+        """The reports held for ``key`` before its last one (None: no label is held for it)."""
         raw = self.held_labels.get(partition, key)
         if not raw:
-            return []
+            return None
         got = orjson.loads(raw)
         out = []
         for value in got[4] if len(got) > 4 and isinstance(got[4], list) else []:

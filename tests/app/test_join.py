@@ -261,6 +261,10 @@ def test_a_label_before_its_decision_counts_when_the_decision_arrives(settings: 
         assert (o.transaction_id, o.outcome, o.decision) == ("tx-late", "FP", "review")
         assert r.join.held() == {}
         assert r.join.sweep(0) == 0
+        assert b"tx-late" in r.held.deleted  # the held label went once it was applied
+        # A decision no label waits for (nearly all): the held table is read once, not written.
+        await r.deliver(s.topic_decisions, decision("tx-new", "approve"), b"tx-new")
+        assert b"tx-new" not in r.held.deleted
 
     run(settings, body)
 
