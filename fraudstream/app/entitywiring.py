@@ -21,7 +21,7 @@ from faust.types import TP
 from fraudstream.app.aggregate import AggregateHandler
 from fraudstream.app.app import FaustApp
 from fraudstream.app.entities import EntityFollower
-from fraudstream.app.feeds import as_record, decide_batches
+from fraudstream.app.feeds import IDLE_TAKE_S, as_record, decide_batches
 from fraudstream.app.join import Join
 from fraudstream.app.scoring import ScoringHandler
 from fraudstream.app.supervisor import Supervisor
@@ -70,8 +70,9 @@ def install_aggregator(
     fa.hooks.more_feeds[topic] = feed
 
     async def aggregate_events(stream: Any) -> None:
-        # Subscribes the topic; its records come through the boundary's feed (as transactions).
-        async for events in stream.take_events(s.batch_size, 0.005):
+        # Subscribes the topic; its records come through the boundary's feed (as transactions),
+        # so the stream stays empty: the long take window of the scoring agent's.
+        async for events in stream.take_events(s.batch_size, IDLE_TAKE_S):
             await supervisor.guard(coordinator.handle([as_record(e.message) for e in events]))
 
     async def aggregate() -> None:

@@ -11,6 +11,10 @@ from fraudstream.core.records import Record
 
 R = TypeVar("R")
 
+#: The take window of the Faust agents that only subscribe a diverted topic: their streams get
+#: no record, and a short window woke each of them every 5 ms for nothing.
+IDLE_TAKE_S = 1.0
+
 
 def as_record(message: Any) -> Record:
     return Record(

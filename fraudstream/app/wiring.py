@@ -27,7 +27,7 @@ from fraudstream.app.entitywiring import (
     install_join_watermarks,
     install_scoring_watermarks,
 )
-from fraudstream.app.feeds import as_record, decide_batches
+from fraudstream.app.feeds import IDLE_TAKE_S, as_record, decide_batches
 from fraudstream.app.join import Join
 from fraudstream.app.observers import MetricsObserver
 from fraudstream.app.outputs import Output
@@ -199,8 +199,10 @@ def _install_scoring(
     async def score_transactions(stream: Any) -> None:
         # Subscribes the topic. Its records reach the coordinator through the boundary's feed,
         # a fetch at a time, not through this stream (Faust's per-event delivery cost as much
-        # CPU as deciding them: docs/benchmark.md).
-        async for events in stream.take_events(s.batch_size, 0.005):
+        # CPU as deciding them: docs/benchmark.md). The boundary takes every record of the topic
+        # out of each fetch, so this stream gets none: a long take window (IDLE_TAKE_S), not a
+        # wake-up every 5 ms for nothing.
+        async for events in stream.take_events(s.batch_size, IDLE_TAKE_S):
             await supervisor.guard(coordinator.handle([as_record(e.message) for e in events]))
 
     async def decide() -> None:
