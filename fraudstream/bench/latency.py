@@ -46,9 +46,12 @@ class Latency:
     rss_end_mb: float = 0.0
     rss_growth_pct: float = 0.0
     # CPU over the run, in percent of one core: the worker (all its threads), its main thread
-    # (where the decide loop runs), the broker; and how busy the machine's cores were.
+    # (where the decide loop runs), its companion (the join and the aggregator, which read
+    # every decision: about as much CPU as scoring, docs/benchmark.md), the broker; and how
+    # busy the machine's cores were.
     worker_cpu_pct: float | None = None
     main_thread_cpu_pct: float | None = None
+    companion_cpu_pct: float | None = None
     broker_cpu_pct: float | None = None
     machine_busy_pct: float | None = None
     warmup: bool = False  # the warm-up run: reported, not a measured row
@@ -115,6 +118,7 @@ class LatencyRuns(Fleet):
                 seen = SeenClock(self.bootstrap, decisions, dec_start)
                 rss0 = w.sample()
                 cpu0, main0 = w.cpu_s, w.main_thread_cpu_s()
+                comp0 = _cpu_now(companion)
                 snap0 = CpuSnapshot.take(self.broker_ps)
                 self.log(
                     f"  offering {rate:,.0f}/s for {seconds:.0f}s to one {LABELS.get(key, key)}"
@@ -137,6 +141,7 @@ class LatencyRuns(Fleet):
                 seen_at = seen.stop(expect=sent)
                 rss1 = w.sample()
                 cpu1, main1 = w.cpu_s, w.main_thread_cpu_s()
+                comp1 = _cpu_now(companion)
                 snap1 = CpuSnapshot.take(self.broker_ps)
                 res = Latency(rate, round(sent / elapsed, 1), round(elapsed, 2), sent, 0)
                 res.warmup = warmup
@@ -149,6 +154,7 @@ class LatencyRuns(Fleet):
 
                     res.worker_cpu_pct = pct(cpu0, cpu1)
                     res.main_thread_cpu_pct = pct(main0, main1)
+                    res.companion_cpu_pct = pct(comp0, comp1)
                     res.broker_cpu_pct = pct(0.0, snap1.broker_since(snap0))
                     res.machine_busy_pct = snap1.machine_busy_pct_since(snap0)
                 res.rss_start_mb, res.rss_end_mb = mb(rss0), mb(rss1)
@@ -199,3 +205,11 @@ class LatencyRuns(Fleet):
             if companion is not None:
                 companion.stop()
         return out
+
+
+def _cpu_now(proc: Proc | None) -> float | None:
+    """A process's CPU seconds so far, read now (None: no such process, or no psutil)."""
+    if proc is None:
+        return None
+    proc.sample()
+    return proc.cpu_s

@@ -120,6 +120,8 @@ def test_bench_tiny_load_has_the_full_table(kafka_bootstrap: str, tmp_path: Path
         assert 0 < row["seen_p50_ms"] <= row["seen_p99_ms"], row
     if HAVE_PSUTIL:  # where the CPU went: the worker, its decide loop's thread, the broker
         assert 0 < lat["main_thread_cpu_pct"] <= lat["worker_cpu_pct"], lat
+        assert lat["companion_cpu_pct"] > 0, lat  # the join and the aggregator read decisions
+        assert ceiling["companion_cpu_pct"] is None, ceiling  # the ceiling has none
         assert lat["broker_cpu_pct"] > 0, lat
         assert 0 < lat["machine_busy_pct"] <= 100, lat
         assert rows["worker-1"]["broker_cpu_us_per_tx"] > 0, rows["worker-1"]
